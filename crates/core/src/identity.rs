@@ -1,0 +1,397 @@
+//! Who users are: identifiers, input newtypes that validate on parse, and the [`User`] itself.
+//!
+//! Every input newtype has a private field and a `parse` constructor, so past the edge of a
+//! surface an [`Email`] is always a valid address and a [`Password`] always meets the policy.
+//! Parse errors are plain messages ([`ParseError`]); the surface attaches its own field name.
+
+use std::fmt;
+
+use secrecy::{ExposeSecret, SecretString};
+use time::OffsetDateTime;
+use unicode_normalization::UnicodeNormalization;
+use uuid::Uuid;
+
+/// Why an input could not be parsed; the message is safe to show to clients.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ParseError(pub String);
+
+macro_rules! uuid_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(pub Uuid);
+
+        impl $name {
+            /// A new random (version 4) identifier.
+            pub fn random() -> Self {
+                Self(Uuid::new_v4())
+            }
+
+            /// Parses the hyphenated UUID form.
+            pub fn parse(s: &str) -> Result<Self, ParseError> {
+                Uuid::parse_str(s)
+                    .map(Self)
+                    .map_err(|_| ParseError("must be a UUID".into()))
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.hyphenated().fmt(f)
+            }
+        }
+    };
+}
+
+uuid_id!(
+    /// A tenant: an isolated user directory. Every user, session, code and key belongs to one.
+    TenantId
+);
+uuid_id!(
+    /// A user's id; also the `sub` claim of every token issued for the user.
+    UserId
+);
+uuid_id!(
+    /// A session's id; the `sid` claim of every token issued for the session.
+    SessionId
+);
+
+impl TenantId {
+    /// The default tenant: the directory shared by every surface but `projects` (API.md,
+    /// "One directory").
+    pub const DEFAULT: TenantId = TenantId(Uuid::from_u128(1));
+    /// The system tenant holding the owners of the `projects` surface (API.md, `projects`).
+    pub const PROJECT_OWNERS: TenantId = TenantId(Uuid::from_u128(2));
+}
+
+/// An email address: syntactically valid, at most 254 characters, kept as given (surrounding
+/// whitespace trimmed). Compared case-insensitively through [`Email::normalized`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct Email(String);
+
+impl Email {
+    /// Maximum length in characters (RFC 5321 section 4.5.3.1.3 path limit, minus the brackets).
+    pub const MAX_LEN: usize = 254;
+
+    /// Parses an address of the form `local@domain.tld`.
+    ///
+    /// # Errors
+    /// A [`ParseError`] when empty, too long, without exactly one `@`, with whitespace, control
+    /// or special characters, or with a domain that is not a dotted host name.
+    pub fn parse(raw: &str) -> Result<Self, ParseError> {
+        let s = raw.trim();
+        let invalid = || ParseError("must be a valid email address".into());
+        if s.is_empty() {
+            return Err(ParseError("must not be empty".into()));
+        }
+        if s.chars().count() > Self::MAX_LEN {
+            return Err(ParseError(format!("must be at most {} characters", Self::MAX_LEN)));
+        }
+        let (local, domain) = s.split_once('@').ok_or_else(invalid)?;
+        if local.is_empty() || local.chars().count() > 64 || domain.contains('@') {
+            return Err(invalid());
+        }
+        let bad_local = |c: char| {
+            c.is_whitespace() || c.is_control() || "<>()[],;:\"\\".contains(c)
+        };
+        if local.chars().any(bad_local) || local.starts_with('.') || local.ends_with('.') || local.contains("..") {
+            return Err(invalid());
+        }
+        let labels: Vec<&str> = domain.split('.').collect();
+        if labels.len() < 2 {
+            return Err(invalid());
+        }
+        for label in &labels {
+            let ok = !label.is_empty()
+                && label.chars().count() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| c.is_alphanumeric() || c == '-');
+            if !ok {
+                return Err(invalid());
+            }
+        }
+        Ok(Email(s.to_owned()))
+    }
+
+    /// The address as given.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The comparison key: the address in lower case. Two addresses that differ only in case
+    /// are the same user.
+    pub fn normalized(&self) -> String {
+        self.0.to_lowercase()
+    }
+
+    /// The address with most of the local part hidden, e.g. `j***@example.com` (for Cognito's
+    /// `CodeDeliveryDetails.Destination` and for logs).
+    pub fn masked(&self) -> String {
+        match self.0.split_once('@') {
+            Some((local, domain)) => {
+                let first: String = local.chars().take(1).collect();
+                format!("{first}***@{domain}")
+            }
+            None => "***".into(),
+        }
+    }
+}
+
+impl fmt::Display for Email {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for Email {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Email({})", self.masked())
+    }
+}
+
+/// A username: 1 to 256 characters, no whitespace or control characters (API.md, `auth`).
+/// Compared exactly.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Username(String);
+
+impl Username {
+    /// Maximum length in characters.
+    pub const MAX_LEN: usize = 256;
+
+    /// Parses a username.
+    ///
+    /// # Errors
+    /// A [`ParseError`] when empty, longer than 256 characters, or containing whitespace or
+    /// control characters.
+    pub fn parse(raw: &str) -> Result<Self, ParseError> {
+        if raw.is_empty() {
+            return Err(ParseError("must not be empty".into()));
+        }
+        if raw.chars().count() > Self::MAX_LEN {
+            return Err(ParseError(format!("must be at most {} characters", Self::MAX_LEN)));
+        }
+        if raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(ParseError("must not contain spaces or control characters".into()));
+        }
+        Ok(Username(raw.to_owned()))
+    }
+
+    /// The username.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// An identifier the user is known by in another system (`employee_id` of the `auth` surface):
+/// 1 to 256 characters, no control characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExternalId(String);
+
+impl ExternalId {
+    /// Parses an external id.
+    ///
+    /// # Errors
+    /// A [`ParseError`] when empty, longer than 256 characters or containing control characters.
+    pub fn parse(raw: &str) -> Result<Self, ParseError> {
+        if raw.trim().is_empty() {
+            return Err(ParseError("must not be empty".into()));
+        }
+        if raw.chars().count() > 256 || raw.chars().any(char::is_control) {
+            return Err(ParseError("must be at most 256 printable characters".into()));
+        }
+        Ok(ExternalId(raw.to_owned()))
+    }
+
+    /// The id.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// How passwords chosen by users are checked: length only, no composition rules (NIST SP
+/// 800-63B section 5.1.1.2). Lengths count Unicode scalar values after NFKC normalisation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PasswordPolicy {
+    /// Minimum length (`LATCHKEY_PASSWORD_MIN_LENGTH`, default 8).
+    pub min_length: usize,
+    /// Maximum length (128). Longer passwords are rejected, never truncated.
+    pub max_length: usize,
+}
+
+impl Default for PasswordPolicy {
+    fn default() -> Self {
+        Self { min_length: 8, max_length: 128 }
+    }
+}
+
+impl PasswordPolicy {
+    /// Parses a new password (sign-up, reset, change) against this policy.
+    ///
+    /// # Errors
+    /// A [`ParseError`] naming the allowed length range.
+    pub fn parse(&self, raw: &str) -> Result<Password, ParseError> {
+        let password = Password::candidate(raw);
+        let len = password.0.expose_secret().chars().count();
+        if len < self.min_length || len > self.max_length {
+            return Err(ParseError(format!(
+                "must be between {} and {} characters",
+                self.min_length, self.max_length
+            )));
+        }
+        Ok(password)
+    }
+}
+
+/// A password, NFKC-normalised and held as a secret: never printed by `Debug`, zeroed on drop.
+#[derive(Clone)]
+pub struct Password(SecretString);
+
+impl Password {
+    /// A password offered at sign-in: normalised but not checked against the policy (a policy
+    /// change must not lock out existing users; a wrong password simply does not match).
+    pub fn candidate(raw: &str) -> Password {
+        Password(SecretString::from(raw.nfkc().collect::<String>()))
+    }
+
+    /// The normalised password bytes, for the hasher only.
+    pub fn expose(&self) -> &str {
+        self.0.expose_secret()
+    }
+
+    /// Length in Unicode scalar values.
+    pub fn len(&self) -> usize {
+        self.0.expose_secret().chars().count()
+    }
+
+    /// Whether the password is empty.
+    pub fn is_empty(&self) -> bool {
+        self.0.expose_secret().is_empty()
+    }
+}
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Password([redacted])")
+    }
+}
+
+/// Profile attributes, named as the OpenID Connect standard claims (OIDC Core section 5.1).
+/// Each is free text of at most 2048 characters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Profile {
+    /// `given_name` (first name).
+    pub given_name: Option<String>,
+    /// `family_name` (last name).
+    pub family_name: Option<String>,
+    /// `phone_number`, as given.
+    pub phone_number: Option<String>,
+    /// `address`, as one formatted string.
+    pub address: Option<String>,
+    /// `picture`: URL of a profile picture.
+    pub picture: Option<String>,
+}
+
+impl Profile {
+    /// Maximum length of one attribute, in characters.
+    pub const MAX_LEN: usize = 2048;
+
+    /// Checks one attribute value: non-empty after trimming, at most [`Profile::MAX_LEN`]
+    /// characters, no control characters other than line breaks.
+    ///
+    /// # Errors
+    /// A [`ParseError`] saying what is wrong.
+    pub fn parse_attribute(raw: &str) -> Result<String, ParseError> {
+        if raw.trim().is_empty() {
+            return Err(ParseError("must not be empty".into()));
+        }
+        if raw.chars().count() > Self::MAX_LEN {
+            return Err(ParseError(format!("must be at most {} characters", Self::MAX_LEN)));
+        }
+        if raw.chars().any(|c| c.is_control() && c != '\n' && c != '\r') {
+            return Err(ParseError("must not contain control characters".into()));
+        }
+        Ok(raw.to_owned())
+    }
+}
+
+/// How a user identifies at sign-in.
+#[derive(Debug, Clone)]
+pub enum Login {
+    /// By email address (case-insensitive).
+    Email(Email),
+    /// By username (exact).
+    Username(Username),
+}
+
+/// A user of one tenant, as every surface sees it. Never carries the password hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    /// The user's id (`sub`).
+    pub id: UserId,
+    /// The tenant the user belongs to (`tid`).
+    pub tenant: TenantId,
+    /// Email address, as given at sign-up or last change.
+    pub email: Option<Email>,
+    /// Whether the email address has been verified by a one-time code.
+    pub email_verified: bool,
+    /// Username, for users that sign in by username.
+    pub username: Option<Username>,
+    /// External id (`employee_id` of `auth`).
+    pub external_id: Option<ExternalId>,
+    /// Profile attributes.
+    pub profile: Profile,
+    /// Whether the user has a password (users registered by email only through `graphql` do
+    /// not, until they verify).
+    pub has_password: bool,
+    /// Whether the account is disabled: it cannot sign in and its sessions stop working.
+    pub disabled: bool,
+    /// When the user was created.
+    pub created_at: OffsetDateTime,
+    /// When the user was last changed.
+    pub updated_at: OffsetDateTime,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails_are_validated_and_kept_as_given() {
+        let e = Email::parse("  Jane.Doe+x@Example.COM ").expect("valid");
+        assert_eq!(e.as_str(), "Jane.Doe+x@Example.COM");
+        assert_eq!(e.normalized(), "jane.doe+x@example.com");
+        assert_eq!(e.masked(), "J***@Example.COM");
+        for bad in ["", "plain", "a@b", "@x.com", "a@@x.com", "a b@x.com", "a@-x.com", "a@x..com", ".a@x.com", "a\u{0}b@x.com"] {
+            assert!(Email::parse(bad).is_err(), "{bad:?} should be rejected");
+        }
+        assert!(Email::parse(&format!("{}@x.com", "a".repeat(65))).is_err());
+    }
+
+    #[test]
+    fn password_policy_counts_scalar_values_after_nfkc() {
+        let policy = PasswordPolicy::default();
+        assert!(policy.parse("1234567").is_err());
+        assert!(policy.parse("12345678").is_ok());
+        // Eight two-byte characters are eight characters, not sixteen.
+        assert!(policy.parse("éééééééé").is_ok());
+        assert!(policy.parse(&"x".repeat(128)).is_ok());
+        assert!(policy.parse(&"x".repeat(129)).is_err(), "never truncated: rejected");
+        // NFKC: the ligature "ﬁ" (one char) becomes "fi" (two chars).
+        let p = policy.parse("ﬁﬁﬁﬁ").expect("4 ligatures are 8 chars after NFKC");
+        assert_eq!(p.expose(), "fifififi");
+        assert_eq!(format!("{p:?}"), "Password([redacted])");
+        let strict = PasswordPolicy { min_length: 12, max_length: 128 };
+        assert!(strict.parse("12345678901").is_err());
+    }
+
+    #[test]
+    fn usernames_reject_spaces_and_controls() {
+        assert!(Username::parse("alice").is_ok());
+        assert!(Username::parse("").is_err());
+        assert!(Username::parse("a b").is_err());
+        assert!(Username::parse("a\u{7}").is_err());
+        assert!(Username::parse(&"u".repeat(257)).is_err());
+    }
+}

@@ -1,0 +1,227 @@
+//! What the core needs from the outside world: a [`Store`] for persistence and a [`Mailer`] for
+//! outgoing mail (the [`Clock`](crate::clock::Clock) lives in its own module).
+//!
+//! The crates around the core implement these: `latchkey-store` (SQLite and PostgreSQL) and the
+//! server's SMTP and log mailers. Every store method takes the tenant and filters by it; every
+//! method that must be atomic under concurrency (consuming a code, rotating a refresh token,
+//! claiming a unique email) is a single method here, so implementations can make it one
+//! statement or one transaction.
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+use crate::code::CodePurpose;
+use crate::identity::{Email, SessionId, TenantId, User, UserId};
+use crate::session::Session;
+
+/// A unique key a write can collide with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UniqueKey {
+    /// Email address (case-insensitive) within a tenant.
+    Email,
+    /// Username within a tenant.
+    Username,
+    /// External id within a tenant.
+    ExternalId,
+    /// Any other unique constraint.
+    Other,
+}
+
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The write would break a uniqueness rule enforced by the database.
+    #[error("unique constraint violated: {0:?}")]
+    Conflict(UniqueKey),
+    /// The backend failed (connection, query, decoding, ...).
+    #[error("storage backend failure")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// A user row: the [`User`] plus the password hash (PHC string, `None` for users without one).
+#[derive(Debug, Clone)]
+pub struct UserRecord {
+    /// The user.
+    pub user: User,
+    /// Argon2 PHC string.
+    pub password_hash: Option<String>,
+}
+
+/// A pending one-time code. Only the keyed hash of the code is stored.
+#[derive(Debug, Clone)]
+pub struct CodeRecord {
+    /// Tenant of the user.
+    pub tenant: TenantId,
+    /// The user the code was sent to.
+    pub user_id: UserId,
+    /// What the code is for; one pending code per user and purpose.
+    pub purpose: CodePurpose,
+    /// HMAC-SHA256 of the code (see [`crate::code::CodeHasher`]), 32 bytes.
+    pub code_hash: Vec<u8>,
+    /// Purpose-specific payload (for [`CodePurpose::ChangeEmail`]: the new address).
+    pub target: Option<String>,
+    /// Wrong guesses so far.
+    pub attempts: u32,
+    /// When the code was issued.
+    pub created_at: OffsetDateTime,
+    /// When the code stops being accepted.
+    pub expires_at: OffsetDateTime,
+}
+
+/// A refresh token row; the token itself is only stored as its keyed hash.
+#[derive(Debug, Clone)]
+pub struct RefreshTokenRecord {
+    /// HMAC-SHA256 of the token, 32 bytes; the primary key.
+    pub token_hash: Vec<u8>,
+    /// Tenant of the session.
+    pub tenant: TenantId,
+    /// The session the token belongs to.
+    pub session_id: SessionId,
+    /// When the token was issued.
+    pub created_at: OffsetDateTime,
+    /// When the token was exchanged for its successor, if it was.
+    pub rotated_at: Option<OffsetDateTime>,
+}
+
+/// What happened when a refresh token was marked rotated.
+#[derive(Debug, Clone)]
+pub enum Rotation {
+    /// This call rotated it (it was fresh).
+    Rotated(RefreshTokenRecord),
+    /// It had been rotated before (at `record.rotated_at`).
+    AlreadyRotated(RefreshTokenRecord),
+    /// No such token in this tenant.
+    NotFound,
+}
+
+/// A signing key row. The private key is PKCS#8 DER, encrypted with the server secret.
+#[derive(Debug, Clone)]
+pub struct KeyRecord {
+    /// Key id (`kid`).
+    pub kid: String,
+    /// Position in the ring: 1 for the first key, +1 per rotation. Unique, so two instances
+    /// rotating at once create one new key, not two.
+    pub generation: i64,
+    /// JWS algorithm name (`EdDSA`, `ES256`, `RS256`).
+    pub alg: String,
+    /// The public key as a JWK (RFC 7517), JSON text.
+    pub public_jwk: String,
+    /// XChaCha20-Poly1305 nonce followed by the ciphertext of the PKCS#8 DER private key.
+    pub private_key: Vec<u8>,
+    /// When the key was created.
+    pub created_at: OffsetDateTime,
+}
+
+/// Counts of rows removed by [`Store::purge_expired`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Purged {
+    /// Expired or long-revoked sessions (their refresh tokens go with them).
+    pub sessions: u64,
+    /// Expired one-time codes.
+    pub codes: u64,
+}
+
+/// Persistence of the user directory, codes, sessions, refresh tokens and keys.
+///
+/// Every method is scoped to one tenant. Implementations must map unique-constraint
+/// violations to [`StoreError::Conflict`] with the right [`UniqueKey`].
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Checks that the backend answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Inserts a new user. Fails with `Conflict` if the email, username or external id is
+    /// taken in the tenant.
+    async fn insert_user(&self, user: &UserRecord) -> Result<(), StoreError>;
+    /// Finds a user by id.
+    async fn user_by_id(&self, tenant: TenantId, id: UserId) -> Result<Option<UserRecord>, StoreError>;
+    /// Finds a user by email, compared with [`Email::normalized`].
+    async fn user_by_email(&self, tenant: TenantId, email: &Email) -> Result<Option<UserRecord>, StoreError>;
+    /// Finds a user by exact username.
+    async fn user_by_username(&self, tenant: TenantId, username: &str) -> Result<Option<UserRecord>, StoreError>;
+    /// Marks the user's email verified; returns whether a row changed (false: already verified
+    /// or no such user).
+    async fn mark_email_verified(&self, tenant: TenantId, id: UserId, at: OffsetDateTime) -> Result<bool, StoreError>;
+    /// Replaces the password hash.
+    async fn set_password_hash(&self, tenant: TenantId, id: UserId, hash: &str, at: OffsetDateTime) -> Result<(), StoreError>;
+    /// Replaces the email address and marks it verified. `Conflict(Email)` if taken.
+    async fn set_email(&self, tenant: TenantId, id: UserId, email: &Email, at: OffsetDateTime) -> Result<(), StoreError>;
+    /// Sets or clears the disabled flag; returns whether the user exists.
+    async fn set_disabled(&self, tenant: TenantId, id: UserId, disabled: bool, at: OffsetDateTime) -> Result<bool, StoreError>;
+    /// Deletes the user and, by cascade, their codes, sessions and refresh tokens.
+    async fn delete_user(&self, tenant: TenantId, id: UserId) -> Result<bool, StoreError>;
+
+    /// Stores a code, replacing any pending code of the same user and purpose.
+    async fn put_code(&self, code: &CodeRecord) -> Result<(), StoreError>;
+    /// The pending code of a user for a purpose, expired or not.
+    async fn code(&self, tenant: TenantId, user: UserId, purpose: CodePurpose) -> Result<Option<CodeRecord>, StoreError>;
+    /// Adds one wrong guess to the pending code whose hash is `code_hash`; returns the new
+    /// attempt count, or `None` if that code is no longer pending.
+    async fn record_code_failure(&self, tenant: TenantId, user: UserId, purpose: CodePurpose, code_hash: &[u8]) -> Result<Option<u32>, StoreError>;
+    /// Atomically removes and returns the pending code whose hash is `code_hash`, provided it is
+    /// unexpired at `now` and has fewer than `max_attempts` wrong guesses. Exactly one of two
+    /// concurrent callers gets it.
+    async fn take_code(&self, tenant: TenantId, user: UserId, purpose: CodePurpose, code_hash: &[u8], now: OffsetDateTime, max_attempts: u32) -> Result<Option<CodeRecord>, StoreError>;
+
+    /// Inserts a new session.
+    async fn insert_session(&self, session: &Session) -> Result<(), StoreError>;
+    /// A session and its user, in one lookup (the hot path of every authenticated request).
+    async fn session_with_user(&self, tenant: TenantId, id: SessionId) -> Result<Option<(Session, UserRecord)>, StoreError>;
+    /// Records use of the session at `at`.
+    async fn touch_session(&self, tenant: TenantId, id: SessionId, at: OffsetDateTime) -> Result<(), StoreError>;
+    /// Revokes one session; returns whether it was active.
+    async fn revoke_session(&self, tenant: TenantId, id: SessionId, at: OffsetDateTime) -> Result<bool, StoreError>;
+    /// Revokes every active session of a user except `keep`; returns the revoked ids.
+    async fn revoke_user_sessions(&self, tenant: TenantId, user: UserId, keep: Option<SessionId>, at: OffsetDateTime) -> Result<Vec<SessionId>, StoreError>;
+    /// The user's sessions that are neither revoked nor expired at `now`, newest first.
+    async fn active_sessions(&self, tenant: TenantId, user: UserId, now: OffsetDateTime) -> Result<Vec<Session>, StoreError>;
+
+    /// Inserts a refresh token; inserting one that exists already is not an error (a
+    /// concurrent refresh may have created the same successor).
+    async fn insert_refresh_token(&self, token: &RefreshTokenRecord) -> Result<(), StoreError>;
+    /// Marks the token rotated at `at` unless it already was, atomically.
+    async fn rotate_refresh_token(&self, tenant: TenantId, token_hash: &[u8], at: OffsetDateTime) -> Result<Rotation, StoreError>;
+
+    /// The signing keys, newest generation first, at most `limit`.
+    async fn signing_keys(&self, tenant: TenantId, limit: u32) -> Result<Vec<KeyRecord>, StoreError>;
+    /// Inserts a key; returns false (and inserts nothing) if its generation exists already.
+    async fn insert_signing_key(&self, tenant: TenantId, key: &KeyRecord) -> Result<bool, StoreError>;
+
+    /// Deletes sessions that expired or were revoked before `before` (their refresh tokens go
+    /// with them) and codes that expired before `before`. Runs in batches of at most 1000 rows
+    /// so it never holds locks for long.
+    async fn purge_expired(&self, before: OffsetDateTime) -> Result<Purged, StoreError>;
+}
+
+/// One outgoing message. The body is plain text; it may hold a one-time code, so `Debug`
+/// shows only the recipient (masked) and subject.
+#[derive(Clone)]
+pub struct Mail {
+    /// Recipient.
+    pub to: Email,
+    /// Subject line; names the purpose.
+    pub subject: String,
+    /// Plain-text body.
+    pub text: String,
+}
+
+impl std::fmt::Debug for Mail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mail")
+            .field("to", &self.to)
+            .field("subject", &self.subject)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a mail could not be sent.
+#[derive(Debug, thiserror::Error)]
+#[error("mail delivery failed: {0}")]
+pub struct MailError(pub String);
+
+/// Delivers mail.
+#[async_trait]
+pub trait Mailer: Send + Sync + 'static {
+    /// Sends one message, returning once the relay accepted it.
+    async fn send(&self, mail: &Mail) -> Result<(), MailError>;
+}

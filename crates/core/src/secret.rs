@@ -1,0 +1,108 @@
+//! The server secret and the keys derived from it.
+//!
+//! One secret (`LATCHKEY_SECRET`) is shared by every instance of a deployment. Independent
+//! 256-bit subkeys are derived from it with HMAC-SHA256 under fixed labels, so a key used to
+//! hash one-time codes is never the key that encrypts signing keys.
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// The server secret. Never printed; zeroed on drop.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct ServerSecret(Vec<u8>);
+
+impl ServerSecret {
+    /// Minimum length of the secret in bytes.
+    pub const MIN_LEN: usize = 32;
+
+    /// Wraps a secret of at least [`ServerSecret::MIN_LEN`] bytes.
+    ///
+    /// # Errors
+    /// A message naming the minimum length when `bytes` is shorter.
+    pub fn new(bytes: impl Into<Vec<u8>>) -> Result<Self, String> {
+        let bytes = bytes.into();
+        if bytes.len() < Self::MIN_LEN {
+            return Err(format!("must be at least {} bytes", Self::MIN_LEN));
+        }
+        Ok(Self(bytes))
+    }
+
+    /// A fresh random secret as text: 32 random bytes, base64url without padding (43 chars).
+    pub fn generate_text() -> String {
+        use base64::Engine;
+        use rand::RngCore;
+        let mut bytes = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut bytes);
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    /// The 32-byte subkey for `label`: HMAC-SHA256(secret, "latchkey/" + label).
+    pub fn derive(&self, label: &str) -> SubKey {
+        let mut mac = HmacSha256::new_from_slice(&self.0).unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+        mac.update(b"latchkey/");
+        mac.update(label.as_bytes());
+        SubKey(mac.finalize().into_bytes().into())
+    }
+}
+
+impl std::fmt::Debug for ServerSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ServerSecret([redacted])")
+    }
+}
+
+/// A 256-bit key derived from the [`ServerSecret`]; used as an HMAC key or cipher key.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct SubKey([u8; 32]);
+
+impl SubKey {
+    /// The raw key bytes.
+    pub fn bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// HMAC-SHA256 over the concatenation of `parts`, each prefixed by its length so that
+    /// different splits never collide. Returns 32 bytes.
+    pub fn mac(&self, parts: &[&[u8]]) -> [u8; 32] {
+        let mut mac = HmacSha256::new_from_slice(&self.0).unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+        for part in parts {
+            mac.update(&(part.len() as u64).to_be_bytes());
+            mac.update(part);
+        }
+        mac.finalize().into_bytes().into()
+    }
+}
+
+impl std::fmt::Debug for SubKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SubKey([redacted])")
+    }
+}
+
+/// Compares two byte strings in time independent of where they differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.ct_eq(b).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subkeys_are_independent_and_stable() {
+        let s = ServerSecret::new(vec![7u8; 32]).expect("32 bytes");
+        assert_eq!(s.derive("a").bytes(), s.derive("a").bytes());
+        assert_ne!(s.derive("a").bytes(), s.derive("b").bytes());
+        let k = s.derive("a");
+        assert_ne!(k.mac(&[b"ab", b"c"]), k.mac(&[b"a", b"bc"]));
+        assert!(ServerSecret::new(vec![0u8; 31]).is_err());
+        assert_eq!(format!("{s:?}"), "ServerSecret([redacted])");
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+    }
+}

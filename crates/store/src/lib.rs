@@ -1,0 +1,245 @@
+//! # latchkey-store
+//!
+//! Latchkey's [`Store`] on SQLite (the zero-setup default: one file, WAL, busy timeout, foreign
+//! keys on) and PostgreSQL (the scale-out backend: any number of Latchkey instances share one
+//! database). Both run the same queries (see `sql.rs`) against schemas kept in
+//! `migrations/sqlite` and `migrations/postgres`, applied at start-up and by `latchkey migrate`.
+//! Uniqueness (email, username, external id per tenant) is enforced by the database.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use latchkey_core::code::CodePurpose;
+use latchkey_core::identity::{Email, ExternalId, Profile, SessionId, TenantId, User, UserId, Username};
+use latchkey_core::ports::{
+    CodeRecord, KeyRecord, Purged, RefreshTokenRecord, Rotation, Store, StoreError, UniqueKey, UserRecord,
+};
+use latchkey_core::session::Session;
+use latchkey_core::time_util::{from_millis, millis};
+use sqlx::Row;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use time::OffsetDateTime;
+
+#[macro_use]
+mod sql;
+
+sql_store!(
+    /// The store on SQLite.
+    SqliteStore,
+    sqlx::Sqlite
+);
+sql_store!(
+    /// The store on PostgreSQL.
+    PgStore,
+    sqlx::Postgres
+);
+
+/// Why the database could not be opened or migrated.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The URL is neither `sqlite:` nor `postgres:`/`postgresql:`, or does not parse.
+    #[error("unsupported database URL (expected sqlite://PATH, sqlite::memory: or postgres://...): {0}")]
+    Url(String),
+    /// Connecting failed.
+    #[error("cannot connect to the database: {0}")]
+    Connect(#[source] sqlx::Error),
+    /// Applying migrations failed.
+    #[error("cannot migrate the database: {0}")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+}
+
+/// Which backend a [`Database`] runs on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backend {
+    /// SQLite; `path` is the database file (`None` for an in-memory database).
+    Sqlite {
+        /// The database file.
+        path: Option<PathBuf>,
+    },
+    /// PostgreSQL.
+    Postgres,
+}
+
+/// Connection settings.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Maximum pooled connections (PostgreSQL; SQLite uses at most this many readers too).
+    pub max_connections: u32,
+    /// How long to wait for a free connection before failing a request.
+    pub acquire_timeout: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self { max_connections: 16, acquire_timeout: Duration::from_secs(5) }
+    }
+}
+
+/// An open, migrated database.
+#[derive(Clone)]
+pub struct Database {
+    store: Arc<dyn Store>,
+    backend: Backend,
+    sqlite: Option<SqliteStore>,
+    postgres: Option<PgStore>,
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database").field("backend", &self.backend).finish_non_exhaustive()
+    }
+}
+
+impl Database {
+    /// Opens the database at `url` and applies pending migrations.
+    ///
+    /// * `sqlite://PATH` (created if missing; relative to the working directory) or
+    ///   `sqlite::memory:` (one private in-memory database, for tests);
+    /// * `postgres://USER@HOST:PORT/DB` or `postgresql://...`.
+    ///
+    /// # Errors
+    /// [`ConnectError`] naming what failed.
+    pub async fn connect(url: &str, options: &Options) -> Result<Self, ConnectError> {
+        if url.starts_with("sqlite:") {
+            Self::connect_sqlite(url, options).await
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Self::connect_postgres(url, options).await
+        } else {
+            Err(ConnectError::Url(redact(url)))
+        }
+    }
+
+    async fn connect_sqlite(url: &str, options: &Options) -> Result<Self, ConnectError> {
+        let memory = url.contains(":memory:") || url.contains("mode=memory");
+        let connect = SqliteConnectOptions::from_str(url)
+            .map_err(|e| ConnectError::Url(format!("{}: {e}", redact(url))))?
+            .create_if_missing(true)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10))
+            .journal_mode(if memory { SqliteJournalMode::Memory } else { SqliteJournalMode::Wal })
+            .synchronous(SqliteSynchronous::Normal);
+        let path = (!memory).then(|| connect.get_filename().to_path_buf());
+        let pool = if memory {
+            // An in-memory database lives as long as its one connection.
+            SqlitePoolOptions::new()
+                .max_connections(1)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
+        } else {
+            SqlitePoolOptions::new().max_connections(options.max_connections.max(1))
+        }
+        .acquire_timeout(options.acquire_timeout)
+        .connect_with(connect)
+        .await
+        .map_err(ConnectError::Connect)?;
+        sqlx::migrate!("./migrations/sqlite").run(&pool).await.map_err(ConnectError::Migrate)?;
+        let store = SqliteStore::new(pool);
+        Ok(Self {
+            store: Arc::new(store.clone()),
+            backend: Backend::Sqlite { path },
+            sqlite: Some(store),
+            postgres: None,
+        })
+    }
+
+    async fn connect_postgres(url: &str, options: &Options) -> Result<Self, ConnectError> {
+        let connect = PgConnectOptions::from_str(url).map_err(|e| ConnectError::Url(format!("{}: {e}", redact(url))))?;
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections.max(1))
+            .acquire_timeout(options.acquire_timeout)
+            .connect_with(connect)
+            .await
+            .map_err(ConnectError::Connect)?;
+        // sqlx holds an advisory lock while migrating, so instances starting together are safe.
+        sqlx::migrate!("./migrations/postgres").run(&pool).await.map_err(ConnectError::Migrate)?;
+        let store = PgStore::new(pool);
+        Ok(Self { store: Arc::new(store.clone()), backend: Backend::Postgres, sqlite: None, postgres: Some(store) })
+    }
+
+    /// The store, for [`latchkey_core::Auth`].
+    pub fn store(&self) -> Arc<dyn Store> {
+        self.store.clone()
+    }
+
+    /// Which backend this is.
+    pub fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
+    /// The SQLite store, when on SQLite.
+    pub fn sqlite(&self) -> Option<&SqliteStore> {
+        self.sqlite.as_ref()
+    }
+
+    /// The PostgreSQL store, when on PostgreSQL.
+    pub fn postgres(&self) -> Option<&PgStore> {
+        self.postgres.as_ref()
+    }
+
+    /// Closes every pooled connection, waiting for queries in flight.
+    pub async fn close(&self) {
+        if let Some(s) = &self.sqlite {
+            s.pool().close().await;
+        }
+        if let Some(p) = &self.postgres {
+            p.pool().close().await;
+        }
+    }
+}
+
+/// The URL with any password replaced by `***`, for messages and logs.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}://{user}:***@{}", &url[..scheme_end], &url[at + 1..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Maps a sqlx error to a [`StoreError`], turning unique violations into conflicts on the key
+/// they hit (PostgreSQL names the constraint; SQLite names the columns in its message).
+fn store_err(e: sqlx::Error) -> StoreError {
+    if let sqlx::Error::Database(db) = &e
+        && db.is_unique_violation()
+    {
+        let name = db.constraint().unwrap_or_default().to_owned() + " " + db.message();
+        let key = if name.contains("email") {
+            UniqueKey::Email
+        } else if name.contains("username") {
+            UniqueKey::Username
+        } else if name.contains("external_id") {
+            UniqueKey::ExternalId
+        } else {
+            UniqueKey::Other
+        };
+        return StoreError::Conflict(key);
+    }
+    StoreError::Backend(Box::new(e))
+}
+
+/// A stored value that no longer parses (written by something other than Latchkey).
+fn decode_err(column: &'static str) -> impl Fn(latchkey_core::identity::ParseError) -> sqlx::Error {
+    move |e| sqlx::Error::Decode(format!("users.{column}: {e}").into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_redacted() {
+        assert_eq!(redact("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
+        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact("sqlite://latchkey.db"), "sqlite://latchkey.db");
+    }
+}
