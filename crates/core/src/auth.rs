@@ -12,7 +12,9 @@ use tokio::sync::broadcast;
 use crate::clock::Clock;
 use crate::code::{self, CodeHasher, CodePurpose, MAX_ATTEMPTS, OneTimeCode};
 use crate::error::{Error, Result};
-use crate::identity::{Email, ExternalId, Login, Password, PasswordPolicy, Profile, SessionId, TenantId, User, UserId, Username};
+use crate::identity::{
+    Email, ExternalId, Login, Password, PasswordPolicy, Profile, SessionId, TenantId, User, UserId, Username,
+};
 use crate::password::{HashParams, PasswordHasher};
 use crate::ports::{CodeRecord, Mail, Mailer, RefreshTokenRecord, Rotation, Store, UserRecord};
 use crate::secret::ServerSecret;
@@ -346,16 +348,17 @@ impl Auth {
     }
 
     async fn user_by_email(&self, tenant: TenantId, email: &Email) -> Result<User> {
-        self.0
-            .store
-            .user_by_email(tenant, email)
-            .await?
-            .map(|r| r.user)
-            .ok_or(Error::UserNotFound)
+        self.0.store.user_by_email(tenant, email).await?.map(|r| r.user).ok_or(Error::UserNotFound)
     }
 
     /// Generates, stores (replacing any pending one) and mails a code.
-    async fn issue_code(&self, user: &User, to: &Email, purpose: CodePurpose, target: Option<String>) -> Result<Delivery> {
+    async fn issue_code(
+        &self,
+        user: &User,
+        to: &Email,
+        purpose: CodePurpose,
+        target: Option<String>,
+    ) -> Result<Delivery> {
         let code = OneTimeCode::generate();
         let now = self.now();
         let ttl = self.0.settings.code_ttl;
@@ -412,12 +415,7 @@ impl Auth {
 
     /// The pending code, if it can still be guessed.
     async fn pending_code(&self, user: &User, purpose: CodePurpose) -> Result<CodeRecord> {
-        let record = self
-            .0
-            .store
-            .code(user.tenant, user.id, purpose)
-            .await?
-            .ok_or(Error::NoCodePending)?;
+        let record = self.0.store.code(user.tenant, user.id, purpose).await?.ok_or(Error::NoCodePending)?;
         if record.expires_at <= self.now() || record.attempts >= MAX_ATTEMPTS {
             return Err(Error::CodeExpired);
         }
@@ -439,7 +437,13 @@ impl Auth {
     ///
     /// # Errors
     /// [`Error::UserNotFound`], [`Error::NoCodePending`], [`Error::CodeExpired`].
-    pub async fn check_code(&self, tenant: TenantId, email: &Email, purpose: CodePurpose, code: OneTimeCode) -> Result<bool> {
+    pub async fn check_code(
+        &self,
+        tenant: TenantId,
+        email: &Email,
+        purpose: CodePurpose,
+        code: OneTimeCode,
+    ) -> Result<bool> {
         let user = self.user_by_email(tenant, email).await?;
         let record = self.pending_code(&user, purpose).await?;
         if self.0.codes.matches(tenant, user.id, purpose, code, &record.code_hash) {
@@ -462,7 +466,13 @@ impl Auth {
     /// # Errors
     /// [`Error::InvalidCredentials`], then [`Error::UserDisabled`] or [`Error::NotVerified`].
     #[tracing::instrument(skip_all, fields(tenant = %tenant))]
-    pub async fn sign_in(&self, tenant: TenantId, login: &Login, password: &Password, meta: &ClientMeta) -> Result<SignedIn> {
+    pub async fn sign_in(
+        &self,
+        tenant: TenantId,
+        login: &Login,
+        password: &Password,
+        meta: &ClientMeta,
+    ) -> Result<SignedIn> {
         let result = async {
             let user = self.check_password(tenant, login, password).await?;
             if user.disabled {
@@ -547,12 +557,7 @@ impl Auth {
     async fn session_of(&self, claims: &Claims) -> Result<(User, Session)> {
         let tenant = TenantId::parse(&claims.tid).map_err(|_| Error::InvalidToken)?;
         let sid = SessionId::parse(&claims.sid).map_err(|_| Error::InvalidToken)?;
-        let (session, record) = self
-            .0
-            .store
-            .session_with_user(tenant, sid)
-            .await?
-            .ok_or(Error::SessionRevoked)?;
+        let (session, record) = self.0.store.session_with_user(tenant, sid).await?.ok_or(Error::SessionRevoked)?;
         let now = self.now();
         if !session.is_active(now) || record.user.disabled || record.user.id.to_string() != claims.sub {
             return Err(Error::SessionRevoked);
@@ -596,7 +601,14 @@ impl Auth {
 
     // ---------------------------------------------------------------- tokens
 
-    fn claims(&self, session: &Session, user: &User, audience: &str, exp: OffsetDateTime, extra: ExtraClaims) -> Claims {
+    fn claims(
+        &self,
+        session: &Session,
+        user: &User,
+        audience: &str,
+        exp: OffsetDateTime,
+        extra: ExtraClaims,
+    ) -> Claims {
         let now = self.now();
         Claims {
             iss: self.0.settings.issuer.clone(),
@@ -627,7 +639,13 @@ impl Auth {
     ///
     /// # Errors
     /// [`Error::Internal`] when signing fails.
-    pub async fn access_token(&self, session: &Session, user: &User, audience: &str, extra: ExtraClaims) -> Result<(String, u64)> {
+    pub async fn access_token(
+        &self,
+        session: &Session,
+        user: &User,
+        audience: &str,
+        extra: ExtraClaims,
+    ) -> Result<(String, u64)> {
         let now = self.now();
         let exp = (now + self.0.settings.access_token_ttl).min(session.expires_at);
         let claims = self.claims(session, user, audience, exp, extra);
@@ -640,7 +658,13 @@ impl Auth {
     ///
     /// # Errors
     /// [`Error::Internal`] when signing fails.
-    pub async fn id_token(&self, session: &Session, user: &User, audience: &str, mut extra: ExtraClaims) -> Result<String> {
+    pub async fn id_token(
+        &self,
+        session: &Session,
+        user: &User,
+        audience: &str,
+        mut extra: ExtraClaims,
+    ) -> Result<String> {
         use serde_json::Value;
         if let Some(email) = &user.email {
             extra.insert("email".into(), Value::String(email.to_string()));
@@ -708,7 +732,11 @@ impl Auth {
     /// [`Error::InvalidToken`] for unknown tokens, [`Error::SessionRevoked`] when the session
     /// ended, [`Error::RefreshTokenReused`].
     #[tracing::instrument(skip_all, fields(tenant = %tenant))]
-    pub async fn rotate_refresh_token(&self, tenant: TenantId, token: &RefreshToken) -> Result<(User, Session, RefreshToken)> {
+    pub async fn rotate_refresh_token(
+        &self,
+        tenant: TenantId,
+        token: &RefreshToken,
+    ) -> Result<(User, Session, RefreshToken)> {
         let result = self.rotate_inner(tenant, token).await;
         observe("refresh", &result);
         result
@@ -736,12 +764,8 @@ impl Auth {
                 record
             }
         };
-        let (session, user) = self
-            .0
-            .store
-            .session_with_user(tenant, record.session_id)
-            .await?
-            .ok_or(Error::SessionRevoked)?;
+        let (session, user) =
+            self.0.store.session_with_user(tenant, record.session_id).await?.ok_or(Error::SessionRevoked)?;
         if !session.is_active(now) || user.user.disabled {
             return Err(Error::SessionRevoked);
         }

@@ -88,9 +88,7 @@ impl OneTimeCode {
         if s.len() != 6 || !s.bytes().all(|b| b.is_ascii_digit()) {
             return Err(ParseError("must be a 6-digit code".into()));
         }
-        s.parse::<u64>()
-            .map_err(|_| ParseError("must be a 6-digit code".into()))
-            .and_then(Self::from_number)
+        s.parse::<u64>().map_err(|_| ParseError("must be a 6-digit code".into())).and_then(Self::from_number)
     }
 
     /// The code's digits (only for putting it in a mail).
@@ -120,17 +118,19 @@ impl CodeHasher {
     /// HMAC-SHA256(key, tenant ‖ user ‖ purpose ‖ code), 32 bytes.
     pub fn hash(&self, tenant: TenantId, user: UserId, purpose: CodePurpose, code: OneTimeCode) -> Vec<u8> {
         self.key
-            .mac(&[
-                tenant.0.as_bytes(),
-                user.0.as_bytes(),
-                purpose.as_str().as_bytes(),
-                &code.0.to_be_bytes(),
-            ])
+            .mac(&[tenant.0.as_bytes(), user.0.as_bytes(), purpose.as_str().as_bytes(), &code.0.to_be_bytes()])
             .to_vec()
     }
 
     /// Whether `code` hashes to `stored`, compared in constant time.
-    pub fn matches(&self, tenant: TenantId, user: UserId, purpose: CodePurpose, code: OneTimeCode, stored: &[u8]) -> bool {
+    pub fn matches(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+        purpose: CodePurpose,
+        code: OneTimeCode,
+        stored: &[u8],
+    ) -> bool {
         constant_time_eq(&self.hash(tenant, user, purpose, code), stored)
     }
 }
@@ -194,10 +194,7 @@ mod tests {
     fn mail_text_holds_the_code_as_the_only_six_digit_run() {
         let c = OneTimeCode::from_number(482_913).expect("code");
         let text = mail_text(CodePurpose::VerifyEmail, c, 10);
-        let runs: Vec<&str> = text
-            .split(|ch: char| !ch.is_ascii_digit())
-            .filter(|r| r.len() == 6)
-            .collect();
+        let runs: Vec<&str> = text.split(|ch: char| !ch.is_ascii_digit()).filter(|r| r.len() == 6).collect();
         assert_eq!(runs, vec!["482913"]);
         assert_eq!(format!("{c:?}"), "OneTimeCode([redacted])");
     }

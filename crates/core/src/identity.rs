@@ -92,9 +92,7 @@ impl Email {
         if local.is_empty() || local.chars().count() > 64 || domain.contains('@') {
             return Err(invalid());
         }
-        let bad_local = |c: char| {
-            c.is_whitespace() || c.is_control() || "<>()[],;:\"\\".contains(c)
-        };
+        let bad_local = |c: char| c.is_whitespace() || c.is_control() || "<>()[],;:\"\\".contains(c);
         if local.chars().any(bad_local) || local.starts_with('.') || local.ends_with('.') || local.contains("..") {
             return Err(invalid());
         }
@@ -235,10 +233,7 @@ impl PasswordPolicy {
         let password = Password::candidate(raw);
         let len = password.0.expose_secret().chars().count();
         if len < self.min_length || len > self.max_length {
-            return Err(ParseError(format!(
-                "must be between {} and {} characters",
-                self.min_length, self.max_length
-            )));
+            return Err(ParseError(format!("must be between {} and {} characters", self.min_length, self.max_length)));
         }
         Ok(password)
     }
@@ -363,7 +358,9 @@ mod tests {
         assert_eq!(e.as_str(), "Jane.Doe+x@Example.COM");
         assert_eq!(e.normalized(), "jane.doe+x@example.com");
         assert_eq!(e.masked(), "J***@Example.COM");
-        for bad in ["", "plain", "a@b", "@x.com", "a@@x.com", "a b@x.com", "a@-x.com", "a@x..com", ".a@x.com", "a\u{0}b@x.com"] {
+        for bad in
+            ["", "plain", "a@b", "@x.com", "a@@x.com", "a b@x.com", "a@-x.com", "a@x..com", ".a@x.com", "a\u{0}b@x.com"]
+        {
             assert!(Email::parse(bad).is_err(), "{bad:?} should be rejected");
         }
         assert!(Email::parse(&format!("{}@x.com", "a".repeat(65))).is_err());

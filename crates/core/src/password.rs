@@ -141,11 +141,7 @@ impl PasswordHasher {
     }
 
     async fn run<T: Send + 'static>(&self, work: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|e| Error::internal(format!("hash pool closed: {e}")))?;
+        let _permit = self.permits.acquire().await.map_err(|e| Error::internal(format!("hash pool closed: {e}")))?;
         let span = tracing::Span::current();
         tokio::task::spawn_blocking(move || span.in_scope(work))
             .await

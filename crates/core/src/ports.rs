@@ -143,44 +143,101 @@ pub trait Store: Send + Sync + 'static {
     /// or no such user).
     async fn mark_email_verified(&self, tenant: TenantId, id: UserId, at: OffsetDateTime) -> Result<bool, StoreError>;
     /// Replaces the password hash.
-    async fn set_password_hash(&self, tenant: TenantId, id: UserId, hash: &str, at: OffsetDateTime) -> Result<(), StoreError>;
+    async fn set_password_hash(
+        &self,
+        tenant: TenantId,
+        id: UserId,
+        hash: &str,
+        at: OffsetDateTime,
+    ) -> Result<(), StoreError>;
     /// Replaces the email address and marks it verified. `Conflict(Email)` if taken.
-    async fn set_email(&self, tenant: TenantId, id: UserId, email: &Email, at: OffsetDateTime) -> Result<(), StoreError>;
+    async fn set_email(
+        &self,
+        tenant: TenantId,
+        id: UserId,
+        email: &Email,
+        at: OffsetDateTime,
+    ) -> Result<(), StoreError>;
     /// Sets or clears the disabled flag; returns whether the user exists.
-    async fn set_disabled(&self, tenant: TenantId, id: UserId, disabled: bool, at: OffsetDateTime) -> Result<bool, StoreError>;
+    async fn set_disabled(
+        &self,
+        tenant: TenantId,
+        id: UserId,
+        disabled: bool,
+        at: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
     /// Deletes the user and, by cascade, their codes, sessions and refresh tokens.
     async fn delete_user(&self, tenant: TenantId, id: UserId) -> Result<bool, StoreError>;
 
     /// Stores a code, replacing any pending code of the same user and purpose.
     async fn put_code(&self, code: &CodeRecord) -> Result<(), StoreError>;
     /// The pending code of a user for a purpose, expired or not.
-    async fn code(&self, tenant: TenantId, user: UserId, purpose: CodePurpose) -> Result<Option<CodeRecord>, StoreError>;
+    async fn code(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+        purpose: CodePurpose,
+    ) -> Result<Option<CodeRecord>, StoreError>;
     /// Adds one wrong guess to the pending code whose hash is `code_hash`; returns the new
     /// attempt count, or `None` if that code is no longer pending.
-    async fn record_code_failure(&self, tenant: TenantId, user: UserId, purpose: CodePurpose, code_hash: &[u8]) -> Result<Option<u32>, StoreError>;
+    async fn record_code_failure(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+        purpose: CodePurpose,
+        code_hash: &[u8],
+    ) -> Result<Option<u32>, StoreError>;
     /// Atomically removes and returns the pending code whose hash is `code_hash`, provided it is
     /// unexpired at `now` and has fewer than `max_attempts` wrong guesses. Exactly one of two
     /// concurrent callers gets it.
-    async fn take_code(&self, tenant: TenantId, user: UserId, purpose: CodePurpose, code_hash: &[u8], now: OffsetDateTime, max_attempts: u32) -> Result<Option<CodeRecord>, StoreError>;
+    async fn take_code(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+        purpose: CodePurpose,
+        code_hash: &[u8],
+        now: OffsetDateTime,
+        max_attempts: u32,
+    ) -> Result<Option<CodeRecord>, StoreError>;
 
     /// Inserts a new session.
     async fn insert_session(&self, session: &Session) -> Result<(), StoreError>;
     /// A session and its user, in one lookup (the hot path of every authenticated request).
-    async fn session_with_user(&self, tenant: TenantId, id: SessionId) -> Result<Option<(Session, UserRecord)>, StoreError>;
+    async fn session_with_user(
+        &self,
+        tenant: TenantId,
+        id: SessionId,
+    ) -> Result<Option<(Session, UserRecord)>, StoreError>;
     /// Records use of the session at `at`.
     async fn touch_session(&self, tenant: TenantId, id: SessionId, at: OffsetDateTime) -> Result<(), StoreError>;
     /// Revokes one session; returns whether it was active.
     async fn revoke_session(&self, tenant: TenantId, id: SessionId, at: OffsetDateTime) -> Result<bool, StoreError>;
     /// Revokes every active session of a user except `keep`; returns the revoked ids.
-    async fn revoke_user_sessions(&self, tenant: TenantId, user: UserId, keep: Option<SessionId>, at: OffsetDateTime) -> Result<Vec<SessionId>, StoreError>;
+    async fn revoke_user_sessions(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+        keep: Option<SessionId>,
+        at: OffsetDateTime,
+    ) -> Result<Vec<SessionId>, StoreError>;
     /// The user's sessions that are neither revoked nor expired at `now`, newest first.
-    async fn active_sessions(&self, tenant: TenantId, user: UserId, now: OffsetDateTime) -> Result<Vec<Session>, StoreError>;
+    async fn active_sessions(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+        now: OffsetDateTime,
+    ) -> Result<Vec<Session>, StoreError>;
 
     /// Inserts a refresh token; inserting one that exists already is not an error (a
     /// concurrent refresh may have created the same successor).
     async fn insert_refresh_token(&self, token: &RefreshTokenRecord) -> Result<(), StoreError>;
     /// Marks the token rotated at `at` unless it already was, atomically.
-    async fn rotate_refresh_token(&self, tenant: TenantId, token_hash: &[u8], at: OffsetDateTime) -> Result<Rotation, StoreError>;
+    async fn rotate_refresh_token(
+        &self,
+        tenant: TenantId,
+        token_hash: &[u8],
+        at: OffsetDateTime,
+    ) -> Result<Rotation, StoreError>;
 
     /// The signing keys, newest generation first, at most `limit`.
     async fn signing_keys(&self, tenant: TenantId, limit: u32) -> Result<Vec<KeyRecord>, StoreError>;
@@ -207,10 +264,7 @@ pub struct Mail {
 
 impl std::fmt::Debug for Mail {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Mail")
-            .field("to", &self.to)
-            .field("subject", &self.subject)
-            .finish_non_exhaustive()
+        f.debug_struct("Mail").field("to", &self.to).field("subject", &self.subject).finish_non_exhaustive()
     }
 }
 

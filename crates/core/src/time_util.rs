@@ -9,8 +9,7 @@ pub fn millis(t: OffsetDateTime) -> i64 {
 
 /// The instant `ms` milliseconds after the Unix epoch (out-of-range values clamp to the epoch).
 pub fn from_millis(ms: i64) -> OffsetDateTime {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
 /// Whole seconds since the Unix epoch (JWT `NumericDate`, RFC 7519 section 2).

@@ -164,10 +164,8 @@ fn generate_key_pair(alg: SigningAlgorithm) -> Result<(Zeroizing<Vec<u8>>, Algor
             let key = p256::ecdsa::SigningKey::random(&mut OsRng);
             let der = key.to_pkcs8_der().map_err(|e| Error::internal(format!("p256 pkcs8: {e}")))?;
             let point = key.verifying_key().to_encoded_point(false);
-            let (x, y) = point
-                .x()
-                .zip(point.y())
-                .ok_or_else(|| Error::internal("p256 public key has no coordinates"))?;
+            let (x, y) =
+                point.x().zip(point.y()).ok_or_else(|| Error::internal("p256 public key has no coordinates"))?;
             Ok((
                 Zeroizing::new(der.as_bytes().to_vec()),
                 AlgorithmParameters::EllipticCurve(EllipticCurveKeyParameters {
@@ -449,9 +447,8 @@ impl KeyRing {
         validation.leeway = 0;
         validation.set_issuer(&[&self.issuer]);
         validation.set_required_spec_claims(&["exp", "iat", "iss", "sub", "aud"]);
-        let claims = jsonwebtoken::decode::<Claims>(token, &key.decoding, &validation)
-            .map_err(|_| Error::InvalidToken)?
-            .claims;
+        let claims =
+            jsonwebtoken::decode::<Claims>(token, &key.decoding, &validation).map_err(|_| Error::InvalidToken)?.claims;
         if !expect.audiences.is_empty() && !expect.audiences.contains(&claims.aud.as_str()) {
             return Err(Error::InvalidToken);
         }

@@ -74,7 +74,12 @@ async fn sign_up(h: &Harness, address: &str) -> latchkey_core::SignedUp {
     h.auth
         .sign_up(
             TenantId::DEFAULT,
-            NewUser { email: Some(email(address)), password: Some(password()), profile: Profile::default(), ..Default::default() },
+            NewUser {
+                email: Some(email(address)),
+                password: Some(password()),
+                profile: Profile::default(),
+                ..Default::default()
+            },
         )
         .await
         .expect("sign up")
@@ -167,7 +172,10 @@ async fn duplicate_emails_differing_in_case_are_rejected() {
     sign_up(&h, "eve@example.com").await;
     let err = h
         .auth
-        .sign_up(TenantId::DEFAULT, NewUser { email: Some(email("EVE@Example.com")), password: Some(password()), ..Default::default() })
+        .sign_up(
+            TenantId::DEFAULT,
+            NewUser { email: Some(email("EVE@Example.com")), password: Some(password()), ..Default::default() },
+        )
         .await
         .expect_err("taken");
     assert!(matches!(err, Error::EmailTaken), "{err:?}");

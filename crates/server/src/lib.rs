@@ -1,1 +1,15 @@
-//! placeholder
+//! # latchkey
+//!
+//! The Latchkey server: configuration, mail transports, the HTTP application and its
+//! surfaces. `main.rs` only parses the command line, sets up telemetry and runs an
+//! [`app::Application`]; tests build the same application on port 0.
+
+pub mod app;
+pub mod config;
+pub mod http;
+pub mod mail;
+pub mod surfaces;
+pub mod telemetry;
+
+pub use app::Application;
+pub use config::Config;

@@ -125,11 +125,7 @@ impl Database {
         let path = (!memory).then(|| connect.get_filename().to_path_buf());
         let pool = if memory {
             // An in-memory database lives as long as its one connection.
-            SqlitePoolOptions::new()
-                .max_connections(1)
-                .min_connections(1)
-                .idle_timeout(None)
-                .max_lifetime(None)
+            SqlitePoolOptions::new().max_connections(1).min_connections(1).idle_timeout(None).max_lifetime(None)
         } else {
             SqlitePoolOptions::new().max_connections(options.max_connections.max(1))
         }
@@ -148,7 +144,8 @@ impl Database {
     }
 
     async fn connect_postgres(url: &str, options: &Options) -> Result<Self, ConnectError> {
-        let connect = PgConnectOptions::from_str(url).map_err(|e| ConnectError::Url(format!("{}: {e}", redact(url))))?;
+        let connect =
+            PgConnectOptions::from_str(url).map_err(|e| ConnectError::Url(format!("{}: {e}", redact(url))))?;
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections.max(1))
             .acquire_timeout(options.acquire_timeout)

@@ -1,1 +1,6 @@
-//! End-to-end tests
+//! End-to-end tests: one binary, one module per surface. Each test starts a real Latchkey on
+//! `127.0.0.1:0` with its own database and a real SMTP sink, and talks HTTP to it.
+
+mod helpers;
+mod ops;
+mod users;

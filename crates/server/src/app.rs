@@ -1,0 +1,411 @@
+//! The application: builds the core from the configuration, mounts the surfaces and the
+//! always-on endpoints, and serves HTTP with tracing, metrics, body limits and graceful
+//! shutdown.
+//!
+//! `Application::build` binds the listener (port 0 picks a free port) so tests run the very
+//! server `latchkey serve` runs.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use latchkey_core::clock::SystemClock;
+use latchkey_core::identity::PasswordPolicy;
+use latchkey_core::secret::ServerSecret;
+use latchkey_core::{Auth, Deps, Settings};
+use latchkey_store::{Backend, Database, Options};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+use tracing::Span;
+
+use crate::config::Config;
+use crate::http::{CookiePolicy, MAX_BODY_BYTES};
+use crate::mail::ServerMailer;
+use crate::surfaces;
+use crate::telemetry;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// The core.
+    pub auth: Auth,
+    /// Cookie attributes.
+    pub cookies: CookiePolicy,
+    /// The configuration in force.
+    pub config: Arc<Config>,
+    /// The external base URL (the issuer).
+    pub public_url: Arc<str>,
+    metrics: PrometheusHandle,
+}
+
+/// A built, bound, not yet running server.
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    database: Database,
+    auth: Auth,
+    local_addr: SocketAddr,
+    description: String,
+}
+
+/// How long ended sessions and codes are kept before the purge removes them.
+const RETENTION: Duration = Duration::from_secs(24 * 3600);
+/// How often the purge runs.
+const PURGE_EVERY: Duration = Duration::from_secs(10 * 60);
+
+impl Application {
+    /// Opens (and migrates) the database, loads or creates the server secret and signing
+    /// keys, builds the mailer and binds the listener.
+    ///
+    /// # Errors
+    /// Any start-up failure, with the setting involved named in the message.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let database = open_database(&config).await?;
+        let secret = load_secret(&config, database.backend())?;
+        let mailer = ServerMailer::new(&config.mail_from, config.smtp_url.as_deref(), config.outbox_dir.clone())
+            .map_err(anyhow::Error::msg)?;
+        let mail_description = mailer.describe();
+
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("LATCHKEY_LISTEN: cannot listen on {}", config.listen))?;
+        let local_addr = listener.local_addr()?;
+        let public_url = config.public_url(local_addr);
+
+        let settings = Settings {
+            issuer: public_url.clone(),
+            code_ttl: config.code_ttl,
+            access_token_ttl: config.access_token_ttl,
+            session_ttl: config.session_ttl,
+            refresh_reuse_window: config.refresh_reuse_window,
+            require_email_verification: config.require_email_verification,
+            password_policy: PasswordPolicy { min_length: config.password_min_length, ..PasswordPolicy::default() },
+            signing_algorithm: config.jwt_alg,
+            ..Settings::default()
+        };
+        let deps = Deps { store: database.store(), mailer: Arc::new(mailer), clock: Arc::new(SystemClock) };
+        let auth = Auth::new(deps, &secret, settings).await.context("starting the core")?;
+
+        let state = AppState {
+            auth: auth.clone(),
+            cookies: CookiePolicy { secure: public_url.starts_with("https://") },
+            config: Arc::new(config.clone()),
+            public_url: public_url.clone().into(),
+            metrics: telemetry::metrics_handle(),
+        };
+        let (router, mounted) = router(state);
+        let description = format!(
+            "latchkey listening on http://{local_addr} (issuer {public_url}; database {}; mail {mail_description}; surfaces {})",
+            latchkey_store::redact(&config.database_url),
+            mounted.join(",")
+        );
+        Ok(Self { listener, router, database, auth, local_addr, description })
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.local_addr.port()
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The core, for embedding and maintenance commands.
+    pub fn auth(&self) -> &Auth {
+        &self.auth
+    }
+
+    /// Serves until SIGINT (Ctrl-C) or SIGTERM, then stops accepting, lets in-flight requests
+    /// finish and closes the database.
+    ///
+    /// # Errors
+    /// When serving fails.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        self.run_until(shutdown_signal()).await
+    }
+
+    /// Serves until `shutdown` completes, then shuts down gracefully.
+    ///
+    /// # Errors
+    /// When serving fails.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        tracing::info!("{}", self.description);
+        let purge = tokio::spawn(purge_loop(self.auth.clone()));
+        let result = axum::serve(self.listener, self.router.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(shutdown)
+            .await;
+        purge.abort();
+        self.database.close().await;
+        tracing::info!("latchkey stopped");
+        result.context("serving HTTP")
+    }
+}
+
+async fn open_database(config: &Config) -> anyhow::Result<Database> {
+    let options = Options { max_connections: config.database_max_connections, ..Options::default() };
+    Database::connect(&config.database_url, &options)
+        .await
+        .with_context(|| format!("LATCHKEY_DATABASE_URL: {}", latchkey_store::redact(&config.database_url)))
+}
+
+/// Opens the database and applies migrations, for `latchkey migrate`.
+///
+/// # Errors
+/// When the database cannot be reached or migrated.
+pub async fn migrate(config: &Config) -> anyhow::Result<()> {
+    let db = open_database(config).await?;
+    db.close().await;
+    Ok(())
+}
+
+/// Creates a new current signing key, for `latchkey keys rotate`. Returns its `kid`.
+///
+/// # Errors
+/// When the database fails or holds keys sealed with another secret.
+pub async fn rotate_keys(config: &Config) -> anyhow::Result<String> {
+    let database = open_database(config).await?;
+    let secret = load_secret(config, database.backend())?;
+    let settings =
+        Settings { issuer: config.public_url(config.listen), signing_algorithm: config.jwt_alg, ..Settings::default() };
+    let mailer = ServerMailer::new(&config.mail_from, None, None).map_err(anyhow::Error::msg)?;
+    let deps = Deps { store: database.store(), mailer: Arc::new(mailer), clock: Arc::new(SystemClock) };
+    let auth = Auth::new(deps, &secret, settings).await?;
+    let kid = auth.keys().rotate().await?;
+    database.close().await;
+    Ok(kid)
+}
+
+/// The server secret: `LATCHKEY_SECRET`, else `latchkey.secret` in the data directory (beside
+/// the SQLite file, or the working directory), created with mode 0600 on first start.
+fn load_secret(config: &Config, backend: &Backend) -> anyhow::Result<ServerSecret> {
+    if let Some(s) = &config.secret {
+        return ServerSecret::new(s.as_bytes().to_vec()).map_err(|e| anyhow::anyhow!("LATCHKEY_SECRET: {e}"));
+    }
+    let dir: PathBuf = match backend {
+        Backend::Sqlite { path: Some(p) } => p.parent().map(Path::to_path_buf).unwrap_or_default(),
+        Backend::Sqlite { path: None } => {
+            // An in-memory database lives and dies with the process; so may its secret.
+            return ServerSecret::new(ServerSecret::generate_text().into_bytes()).map_err(anyhow::Error::msg);
+        }
+        Backend::Postgres => PathBuf::new(),
+    };
+    let path = if dir.as_os_str().is_empty() { PathBuf::from("latchkey.secret") } else { dir.join("latchkey.secret") };
+    if path.exists() {
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        return ServerSecret::new(text.trim().as_bytes().to_vec())
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()));
+    }
+    let text = ServerSecret::generate_text();
+    write_private(&path, &text).with_context(|| format!("writing {}", path.display()))?;
+    tracing::warn!(
+        path = %path.display(),
+        "LATCHKEY_SECRET is not set: generated a server secret; back it up, and give every instance the same LATCHKEY_SECRET"
+    );
+    ServerSecret::new(text.into_bytes()).map_err(anyhow::Error::msg)
+}
+
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(contents.as_bytes())?;
+    file.write_all(b"\n")
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}
+
+async fn purge_loop(auth: Auth) {
+    let mut tick = tokio::time::interval(PURGE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match auth.purge_expired(RETENTION).await {
+            Ok(p) if p.sessions + p.codes > 0 => {
+                tracing::info!(sessions = p.sessions, codes = p.codes, "purged ended sessions and codes");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "purge of ended sessions and codes failed"),
+        }
+    }
+}
+
+/// The full router (surfaces, always-on endpoints, middleware) and the names of the surfaces
+/// mounted.
+fn router(state: AppState) -> (Router, Vec<&'static str>) {
+    let config = state.config.clone();
+    let mut mounted = Vec::new();
+    let mut app = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/.well-known/jwks.json", get(jwks))
+        .route("/.well-known/openid-configuration", get(openid_configuration));
+    if config.surface_enabled("users") {
+        app = app.nest("/api/users", surfaces::users::router());
+        mounted.push("users");
+    }
+    let app = app
+        .fallback(not_found)
+        .with_state(state)
+        .layer(middleware::from_fn(record_metrics))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(SetResponseHeaderLayer::if_not_present(CACHE_CONTROL, HeaderValue::from_static("no-store")))
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, Duration::from_secs(30)))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &Request| {
+                    let route = req.extensions().get::<MatchedPath>().map_or("unmatched", MatchedPath::as_str);
+                    tracing::info_span!(
+                        "request",
+                        method = %req.method(),
+                        route = %route,
+                        status = tracing::field::Empty,
+                        latency_ms = tracing::field::Empty,
+                    )
+                })
+                .on_request(())
+                .on_response(|res: &Response, latency: Duration, span: &Span| {
+                    let latency_ms = (latency.as_secs_f64() * 1_000_000.0).round() / 1000.0;
+                    span.record("status", res.status().as_u16());
+                    span.record("latency_ms", latency_ms);
+                    tracing::info!("request finished");
+                })
+                .on_failure(()),
+        );
+    (app, mounted)
+}
+
+/// Counts requests and observes latency per method, matched route and status.
+async fn record_metrics(req: Request, next: Next) -> Response {
+    let route = req.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = req.method().to_string();
+    let start = Instant::now();
+    let response = next.run(req).await;
+    let status = response.status().as_u16().to_string();
+    let labels = [("method", method), ("route", route), ("status", status)];
+    metrics::counter!("latchkey_http_requests_total", &labels).increment(1);
+    metrics::histogram!("latchkey_http_request_duration_seconds", &labels).record(start.elapsed().as_secs_f64());
+    response
+}
+
+/// Unknown routes outside every surface: 404 as RFC 9457 problem+json.
+async fn not_found() -> Response {
+    problem(StatusCode::NOT_FOUND, "not_found", "No such route.")
+}
+
+fn problem(status: StatusCode, code: &str, detail: &str) -> Response {
+    let body = serde_json::json!({
+        "type": "about:blank",
+        "title": status.canonical_reason().unwrap_or("Error"),
+        "status": status.as_u16(),
+        "detail": detail,
+        "code": code,
+    });
+    let mut response = (status, Json(body)).into_response();
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+    response
+}
+
+/// `GET /healthz`: the process is up.
+async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+/// `GET /readyz`: the database answers (200), or not (503).
+async fn readyz(State(state): State<AppState>) -> Response {
+    match state.auth.ping().await {
+        Ok(()) => Json(serde_json::json!({ "status": "ready" })).into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness check failed");
+            problem(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "The database is not reachable.")
+        }
+    }
+}
+
+/// `GET /metrics`: Prometheus text exposition format.
+async fn metrics(State(state): State<AppState>) -> Response {
+    ([(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"))], state.metrics.render())
+        .into_response()
+}
+
+/// `GET /.well-known/jwks.json`: the current and previous public signing keys (RFC 7517).
+async fn jwks(State(state): State<AppState>) -> Response {
+    match state.auth.keys().jwks().await {
+        Ok(set) => {
+            let mut response = Json(set).into_response();
+            response.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("public, max-age=60"));
+            response
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the key ring");
+            problem(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "The key set is unavailable.")
+        }
+    }
+}
+
+/// `GET /.well-known/openid-configuration`: OpenID Provider metadata (OIDC Discovery 1.0
+/// section 3) naming the issuer, the JWKS and the signing algorithm.
+async fn openid_configuration(State(state): State<AppState>) -> Response {
+    let issuer = state.public_url.as_ref();
+    let mut response = Json(serde_json::json!({
+        "issuer": issuer,
+        "jwks_uri": format!("{issuer}/.well-known/jwks.json"),
+        "id_token_signing_alg_values_supported": [state.auth.keys().algorithm().as_str()],
+        "subject_types_supported": ["public"],
+        "response_types_supported": ["token"],
+        "claims_supported": [
+            "iss", "sub", "aud", "exp", "iat", "jti", "sid", "tid", "auth_time", "email", "email_verified",
+            "given_name", "family_name", "phone_number", "address", "picture", "preferred_username"
+        ],
+    }))
+    .into_response();
+    response.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+    response
+}

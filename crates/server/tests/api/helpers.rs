@@ -1,0 +1,514 @@
+//! Test harness: a real Latchkey on `127.0.0.1:0`, a real SMTP sink on `127.0.0.1:0`, and a
+//! fresh database per test (a temporary SQLite file, or a PostgreSQL database created for the
+//! test and dropped afterwards).
+
+use std::collections::VecDeque;
+use std::io::Write;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use latchkey_server::config::{Config, LogFormat};
+use latchkey_server::{Application, telemetry};
+use reqwest::header::{HeaderMap, SET_COOKIE};
+use serde_json::Value;
+use sqlx::Connection;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, oneshot};
+
+/// Which database a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Generates `sqlite` and `postgres` variants of an `async fn(Backend)` test.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),+ $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name($crate::helpers::Backend::Sqlite).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                if $crate::helpers::postgres_available().await {
+                    super::$name($crate::helpers::Backend::Postgres).await;
+                }
+            }
+        }
+    )+};
+}
+
+/// The server under test for PostgreSQL tests: `LATCHKEY_TEST_POSTGRES_URL`, default
+/// `postgres://postgres@127.0.0.1:5432/postgres`.
+fn postgres_admin_url() -> String {
+    std::env::var("LATCHKEY_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// Whether PostgreSQL tests can run. Without a server they are skipped with a message,
+/// unless `LATCHKEY_TEST_REQUIRE_POSTGRES=1`, which turns a missing server into a failure.
+pub async fn postgres_available() -> bool {
+    static AVAILABLE: tokio::sync::OnceCell<bool> = tokio::sync::OnceCell::const_new();
+    let available = *AVAILABLE
+        .get_or_init(|| async {
+            let url = postgres_admin_url();
+            match tokio::time::timeout(Duration::from_secs(5), sqlx::PgConnection::connect(&url)).await {
+                Ok(Ok(conn)) => {
+                    let _ = conn.close().await;
+                    true
+                }
+                Ok(Err(e)) => {
+                    eprintln!("PostgreSQL at {url} is not reachable ({e})");
+                    false
+                }
+                Err(_) => {
+                    eprintln!("PostgreSQL at {url} did not answer within 5 s");
+                    false
+                }
+            }
+        })
+        .await;
+    if !available {
+        if std::env::var("LATCHKEY_TEST_REQUIRE_POSTGRES").is_ok_and(|v| v == "1") {
+            panic!("LATCHKEY_TEST_REQUIRE_POSTGRES=1 but PostgreSQL is not reachable at {}", postgres_admin_url());
+        }
+        eprintln!(
+            "skipping a PostgreSQL test: no server (set LATCHKEY_TEST_POSTGRES_URL, or LATCHKEY_TEST_REQUIRE_POSTGRES=1 to fail instead)"
+        );
+    }
+    available
+}
+
+/// A PostgreSQL database created for one test, dropped (with its connections) on drop.
+struct PgDatabase {
+    name: String,
+    url: String,
+}
+
+impl PgDatabase {
+    async fn create() -> Self {
+        let admin = postgres_admin_url();
+        let name = format!("latchkey_test_{}", uuid::Uuid::new_v4().simple());
+        let mut conn = sqlx::PgConnection::connect(&admin).await.expect("connect to PostgreSQL");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut conn)
+            .await
+            .expect("create test database");
+        let _ = conn.close().await;
+        let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b).to_owned();
+        Self { url: format!("{base}/{name}"), name }
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop runs inside the test's runtime; do the async cleanup on a runtime of its own.
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+            rt.block_on(async {
+                if let Ok(mut conn) = sqlx::PgConnection::connect(&postgres_admin_url()).await {
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
+                        .execute(&mut conn)
+                        .await;
+                    let _ = conn.close().await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// Every log line of every server in this test process, so tests can check that no secret
+/// was ever logged.
+pub fn captured_logs() -> String {
+    let buf = log_buffer().lock().unwrap_or_else(|p| p.into_inner());
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+fn log_buffer() -> &'static Mutex<Vec<u8>> {
+    static LOGS: OnceLock<Mutex<Vec<u8>>> = OnceLock::new();
+    LOGS.get_or_init(|| Mutex::new(Vec::new()))
+}
+
+#[derive(Clone, Copy)]
+struct CaptureWriter;
+
+impl Write for CaptureWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        log_buffer().lock().unwrap_or_else(|p| p.into_inner()).extend_from_slice(data);
+        if std::env::var("LATCHKEY_TEST_LOG").is_ok() {
+            std::io::stderr().write_all(data)?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn init_logs() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        telemetry::init_tracing("debug,sqlx=info,hyper=info,h2=info,tower=info,lettre=info", LogFormat::Text, || {
+            CaptureWriter
+        });
+    });
+}
+
+/// One message received by the SMTP sink.
+#[derive(Debug, Clone)]
+pub struct ReceivedMail {
+    /// Envelope recipients.
+    pub to: Vec<String>,
+    /// The message as sent (headers and body).
+    pub data: String,
+}
+
+impl ReceivedMail {
+    /// The `Subject` header.
+    pub fn subject(&self) -> String {
+        self.data.lines().find_map(|l| l.strip_prefix("Subject: ")).unwrap_or_default().trim().to_owned()
+    }
+
+    /// The body, after the blank line ending the headers.
+    pub fn body(&self) -> String {
+        self.data.split_once("\r\n\r\n").map_or_else(String::new, |(_, b)| b.to_owned())
+    }
+
+    /// The one run of exactly six digits in the body.
+    pub fn code(&self) -> String {
+        let body = self.body();
+        let runs: Vec<&str> = body.split(|c: char| !c.is_ascii_digit()).filter(|r| r.len() == 6).collect();
+        assert_eq!(runs.len(), 1, "the body holds exactly one six-digit run: {body:?}");
+        runs[0].to_owned()
+    }
+}
+
+#[derive(Default)]
+struct SinkState {
+    inbox: VecDeque<ReceivedMail>,
+    /// How many of the next transactions to refuse with a transient error.
+    refuse: usize,
+}
+
+/// A minimal SMTP server (RFC 5321) that accepts every message and keeps it.
+#[derive(Clone)]
+pub struct SmtpSink {
+    pub port: u16,
+    state: Arc<Mutex<SinkState>>,
+    arrived: Arc<Notify>,
+}
+
+impl SmtpSink {
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind SMTP sink");
+        let port = listener.local_addr().expect("addr").port();
+        let sink = Self { port, state: Arc::default(), arrived: Arc::default() };
+        let s = sink.clone();
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                let s = s.clone();
+                tokio::spawn(async move {
+                    let _ = s.serve(socket).await;
+                });
+            }
+        });
+        sink
+    }
+
+    /// Refuses the next `n` messages with `451` (a transient failure).
+    pub fn refuse_next(&self, n: usize) {
+        self.state.lock().expect("sink").refuse = n;
+    }
+
+    async fn serve(&self, socket: tokio::net::TcpStream) -> std::io::Result<()> {
+        let (read, mut write) = socket.into_split();
+        let mut lines = BufReader::new(read);
+        write.write_all(b"220 sink.test ESMTP ready\r\n").await?;
+        let mut to = Vec::new();
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if lines.read_line(&mut line).await? == 0 {
+                return Ok(());
+            }
+            let command = line.trim_end().to_ascii_uppercase();
+            if command.starts_with("EHLO") {
+                write.write_all(b"250-sink.test\r\n250-8BITMIME\r\n250 SMTPUTF8\r\n").await?;
+            } else if command.starts_with("HELO") {
+                write.write_all(b"250 sink.test\r\n").await?;
+            } else if command.starts_with("MAIL FROM") {
+                let refuse = {
+                    let mut st = self.state.lock().expect("sink");
+                    let refuse = st.refuse > 0;
+                    st.refuse = st.refuse.saturating_sub(1);
+                    refuse
+                };
+                if refuse {
+                    write.write_all(b"451 4.3.0 try again later\r\n").await?;
+                } else {
+                    to.clear();
+                    write.write_all(b"250 OK\r\n").await?;
+                }
+            } else if command.starts_with("RCPT TO") {
+                let addr =
+                    line.trim_end()[8..].trim().trim_start_matches(':').trim().trim_matches(['<', '>']).to_owned();
+                to.push(addr);
+                write.write_all(b"250 OK\r\n").await?;
+            } else if command == "DATA" {
+                write.write_all(b"354 end with .\r\n").await?;
+                let mut data = String::new();
+                loop {
+                    line.clear();
+                    if lines.read_line(&mut line).await? == 0 {
+                        return Ok(());
+                    }
+                    if line == ".\r\n" || line == ".\n" {
+                        break;
+                    }
+                    let l = line.strip_prefix('.').unwrap_or(&line);
+                    data.push_str(l);
+                }
+                self.state.lock().expect("sink").inbox.push_back(ReceivedMail { to: to.clone(), data });
+                self.arrived.notify_waiters();
+                write.write_all(b"250 OK queued\r\n").await?;
+            } else if command == "QUIT" {
+                write.write_all(b"221 bye\r\n").await?;
+                return Ok(());
+            } else if command == "RSET" || command == "NOOP" {
+                write.write_all(b"250 OK\r\n").await?;
+            } else {
+                write.write_all(b"502 command not implemented\r\n").await?;
+            }
+        }
+    }
+
+    /// The oldest unread message to `to`, waiting up to 10 s for it.
+    pub async fn next_mail(&self, to: &str) -> ReceivedMail {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let notified = self.arrived.notified();
+            {
+                let mut st = self.state.lock().expect("sink");
+                if let Some(i) = st.inbox.iter().position(|m| m.to.iter().any(|t| t.eq_ignore_ascii_case(to))) {
+                    return st.inbox.remove(i).expect("present");
+                }
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                panic!("no mail to {to} within 10 s");
+            }
+        }
+    }
+
+    /// How many unread messages to `to` are waiting.
+    pub fn unread(&self, to: &str) -> usize {
+        let st = self.state.lock().expect("sink");
+        st.inbox.iter().filter(|m| m.to.iter().any(|t| t.eq_ignore_ascii_case(to))).count()
+    }
+}
+
+/// A running Latchkey with its mail sink and database.
+pub struct TestApp {
+    pub base: String,
+    pub port: u16,
+    pub client: reqwest::Client,
+    pub mail: SmtpSink,
+    pub backend: Backend,
+    pub database_url: String,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<()>>,
+    _pg: Option<PgDatabase>,
+    _dir: tempfile::TempDir,
+}
+
+/// A fixed test secret: every instance of one test shares it, as a deployment would.
+pub const TEST_SECRET: &str = "test-secret-0123456789-abcdefghijklmnopqrstuvwxyz";
+
+impl TestApp {
+    /// A server with test defaults: SMTP to a fresh sink, rate limits off.
+    pub async fn spawn(backend: Backend) -> Self {
+        Self::spawn_with(backend, |_| {}).await
+    }
+
+    /// A server whose configuration `tweak` adjusts.
+    pub async fn spawn_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Self {
+        init_logs();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (pg, database_url) = match backend {
+            Backend::Sqlite => (None, format!("sqlite://{}", dir.path().join("latchkey.db").display())),
+            Backend::Postgres => {
+                let db = PgDatabase::create().await;
+                let url = db.url.clone();
+                (Some(db), url)
+            }
+        };
+        let mail = SmtpSink::start().await;
+        let mut config = Config {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            database_url: database_url.clone(),
+            smtp_url: Some(format!("smtp://127.0.0.1:{}", mail.port)),
+            secret: Some(TEST_SECRET.into()),
+            rate_limit: false,
+            ..Config::default()
+        };
+        tweak(&mut config);
+        Self::start(config, backend, mail, pg, dir).await
+    }
+
+    /// A second instance on this one's database with the same secret and public URL (as
+    /// instances behind one load balancer have), and its own mail sink.
+    pub async fn another_instance(&self) -> TestApp {
+        let mail = SmtpSink::start().await;
+        let config = Config {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            public_url: Some(self.base.clone()),
+            database_url: self.database_url.clone(),
+            smtp_url: Some(format!("smtp://127.0.0.1:{}", mail.port)),
+            secret: Some(TEST_SECRET.into()),
+            rate_limit: false,
+            ..Config::default()
+        };
+        Self::start(config, self.backend, mail, None, tempfile::tempdir().expect("tempdir")).await
+    }
+
+    async fn start(
+        config: Config,
+        backend: Backend,
+        mail: SmtpSink,
+        pg: Option<PgDatabase>,
+        dir: tempfile::TempDir,
+    ) -> Self {
+        let database_url = config.database_url.clone();
+        let app = Application::build(config).await.expect("application starts");
+        let port = app.port();
+        let (tx, rx) = oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            app.run_until(async {
+                let _ = rx.await;
+            })
+            .await
+            .expect("server runs");
+        });
+        Self {
+            base: format!("http://127.0.0.1:{port}"),
+            port,
+            client: reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client"),
+            mail,
+            backend,
+            database_url,
+            shutdown: Some(tx),
+            server: Some(server),
+            _pg: pg,
+            _dir: dir,
+        }
+    }
+
+    /// Stops the server gracefully and waits for it.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            let _ = server.await;
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Sends `method path` with a JSON body.
+    pub async fn send_json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: &Value,
+        cookie: Option<&str>,
+    ) -> reqwest::Response {
+        let mut req = self.client.request(method, self.url(path)).json(body);
+        if let Some(c) = cookie {
+            req = req.header(reqwest::header::COOKIE, c);
+        }
+        req.send().await.expect("request")
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.send_json(reqwest::Method::POST, path, body, None).await
+    }
+
+    pub async fn patch(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.send_json(reqwest::Method::PATCH, path, body, None).await
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).send().await.expect("request")
+    }
+
+    /// Runs a query returning one integer on the test database.
+    pub async fn count(&self, sql: &'static str, bind: &str) -> i64 {
+        match self.backend {
+            Backend::Sqlite => {
+                let mut conn = sqlx::SqliteConnection::connect(&self.database_url).await.expect("sqlite");
+                let n: i64 = sqlx::query_scalar(sql).bind(bind).fetch_one(&mut conn).await.expect("count");
+                let _ = conn.close().await;
+                n
+            }
+            Backend::Postgres => {
+                let mut conn = sqlx::PgConnection::connect(&self.database_url).await.expect("postgres");
+                let n: i64 = sqlx::query_scalar(sql).bind(bind).fetch_one(&mut conn).await.expect("count");
+                let _ = conn.close().await;
+                n
+            }
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// The JSON body of a response, with its status.
+pub async fn json(response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let text = response.text().await.expect("body");
+    let value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text:?}"));
+    (status, value)
+}
+
+/// The `Set-Cookie` header for cookie `name`, if any.
+pub fn set_cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with(&format!("{name}=")))
+        .map(str::to_owned)
+}
+
+/// The value of cookie `name` set by a response (without attributes).
+pub fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
+    set_cookie(headers, name)
+        .and_then(|c| c.split(';').next().and_then(|kv| kv.split_once('=')).map(|(_, v)| v.to_owned()))
+}
+
+/// Decodes the header and claims of a JWT without verifying it (tests inspect what was issued).
+pub fn jwt_parts(token: &str) -> (Value, Value) {
+    use base64::Engine;
+    let mut parts = token.split('.');
+    let mut decode = |what| {
+        let part = parts.next().unwrap_or_else(|| panic!("JWT without {what}"));
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(part).expect("base64url");
+        serde_json::from_slice::<Value>(&bytes).expect("JSON")
+    };
+    (decode("header"), decode("claims"))
+}
