@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::identity::{
     Email, ExternalId, Login, Password, PasswordPolicy, Profile, SessionId, TenantId, User, UserId, Username,
 };
+use crate::limits::{LimitKind, RateLimiter};
 use crate::password::{HashParams, PasswordHasher};
 use crate::ports::{CodeRecord, Mail, Mailer, RefreshTokenRecord, Rotation, Store, UserRecord};
 use crate::secret::ServerSecret;
@@ -150,12 +151,15 @@ pub struct Deps {
     pub mailer: Arc<dyn Mailer>,
     /// Time.
     pub clock: Arc<dyn Clock>,
+    /// Attempt counting ([`crate::limits::Unlimited`] to switch limits off).
+    pub limiter: Arc<dyn RateLimiter>,
 }
 
 struct Inner {
     store: Arc<dyn Store>,
     mailer: Arc<dyn Mailer>,
     clock: Arc<dyn Clock>,
+    limiter: Arc<dyn RateLimiter>,
     settings: Settings,
     hasher: PasswordHasher,
     codes: CodeHasher,
@@ -203,6 +207,7 @@ impl Auth {
             store: deps.store,
             mailer: deps.mailer,
             clock: deps.clock,
+            limiter: deps.limiter,
             hasher,
             codes: CodeHasher::new(secret.derive("codes")),
             refresh: RefreshTokenHasher::new(secret.derive("refresh-tokens")),
@@ -253,18 +258,69 @@ impl Auth {
 
     // ---------------------------------------------------------------- sign-up and codes
 
+    /// Counts one attempt of `kind` under `key`.
+    async fn limit(&self, kind: LimitKind, key: &str) -> Result<()> {
+        self.0.limiter.check(kind, key).await.map_err(|retry_after| {
+            metrics::counter!("latchkey_rate_limited_total", "limit" => kind.as_str()).increment(1);
+            Error::RateLimited { retry_after }
+        })
+    }
+
+    /// Counts a code mail to `to` against its recipient quota.
+    async fn limit_code_mail(&self, tenant: TenantId, to: &Email) -> Result<()> {
+        self.limit(LimitKind::CodeMailPerRecipient, &format!("{tenant}/{}", to.normalized())).await
+    }
+
     /// Creates a user; when the user has an email and the tenant requires verification, mails
     /// a verification code. A mail failure does not undo the sign-up (see [`Delivery`]).
     ///
     /// # Errors
     /// [`Error::EmailTaken`], [`Error::UsernameTaken`], [`Error::ExternalIdTaken`] (decided by
     /// the database's unique constraints, so concurrent sign-ups create exactly one user),
-    /// [`Error::InvalidInput`] when neither email nor username is given.
+    /// [`Error::InvalidInput`] when neither email nor username is given,
+    /// [`Error::RateLimited`] (per client address).
     #[tracing::instrument(skip_all, fields(tenant = %tenant))]
-    pub async fn sign_up(&self, tenant: TenantId, new: NewUser) -> Result<SignedUp> {
-        let result = self.sign_up_inner(tenant, new).await;
+    pub async fn sign_up(&self, tenant: TenantId, new: NewUser, meta: &ClientMeta) -> Result<SignedUp> {
+        let result = async {
+            if let Some(ip) = &meta.ip {
+                self.limit(LimitKind::SignUpPerAddress, ip).await?;
+            }
+            self.sign_up_inner(tenant, new).await
+        }
+        .await;
         observe("sign_up", &result);
         result
+    }
+
+    /// Like [`Auth::sign_up`], but an address that is already registered is not revealed:
+    /// its owner is mailed a notice instead and `Ok(None)` is returned, after the same hash
+    /// work as a real sign-up.
+    ///
+    /// # Errors
+    /// As [`Auth::sign_up`], except [`Error::EmailTaken`].
+    pub async fn sign_up_quietly(&self, tenant: TenantId, new: NewUser, meta: &ClientMeta) -> Result<Option<SignedUp>> {
+        let email = new.email.clone();
+        match self.sign_up(tenant, new, meta).await {
+            Ok(signed_up) => Ok(Some(signed_up)),
+            Err(Error::EmailTaken) => {
+                if let Some(to) = email
+                    && self.limit_code_mail(tenant, &to).await.is_ok()
+                {
+                    let mail = Mail {
+                        to: to.clone(),
+                        subject: "Sign-up attempt for your Latchkey account".into(),
+                        text: "Someone tried to create an account with this email address, which already has one.\n\n\
+                               If it was you, sign in or reset your password instead. If not, you can ignore this message.\n"
+                            .into(),
+                    };
+                    if let Err(e) = self.0.mailer.send(&mail).await {
+                        tracing::error!(to = %to.masked(), error = %e, "account notice could not be sent");
+                    }
+                }
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     async fn sign_up_inner(&self, tenant: TenantId, new: NewUser) -> Result<SignedUp> {
@@ -308,6 +364,8 @@ impl Auth {
     #[tracing::instrument(skip_all, fields(tenant = %tenant))]
     pub async fn resend_verification(&self, tenant: TenantId, email: &Email) -> Result<(User, Delivery)> {
         let result = async {
+            // Counted before the lookup, so the limit reveals nothing about the address.
+            self.limit_code_mail(tenant, email).await?;
             let user = self.user_by_email(tenant, email).await?;
             if user.email_verified {
                 return Err(Error::AlreadyVerified);
@@ -792,6 +850,188 @@ impl Auth {
         let id_token = self.id_token(session, user, audience, ExtraClaims::new()).await?;
         let refresh_token = self.refresh_token(session).await?;
         Ok(TokenSet { access_token, id_token, refresh_token, expires_in })
+    }
+
+    /// The user's sessions that are still active, newest first.
+    ///
+    /// # Errors
+    /// [`Error::Internal`] when the store fails.
+    pub async fn sessions(&self, tenant: TenantId, user: UserId) -> Result<Vec<Session>> {
+        Ok(self.0.store.active_sessions(tenant, user, self.now()).await?)
+    }
+
+    /// Revokes the session `id` if it belongs to `user`; returns whether one was revoked.
+    ///
+    /// # Errors
+    /// [`Error::Internal`] when the store fails.
+    pub async fn revoke_own_session(&self, tenant: TenantId, user: UserId, id: SessionId) -> Result<bool> {
+        match self.0.store.session_with_user(tenant, id).await? {
+            Some((session, _)) if session.user_id == user && session.revoked_at.is_none() => {
+                self.sign_out(&session).await
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// Mails a password-reset code to the user with this email.
+    ///
+    /// # Errors
+    /// [`Error::UserNotFound`] (surfaces that must not reveal accounts answer as if it was
+    /// sent), [`Error::RateLimited`].
+    #[tracing::instrument(skip_all, fields(tenant = %tenant))]
+    pub async fn request_password_reset(&self, tenant: TenantId, email: &Email) -> Result<Delivery> {
+        let result = async {
+            self.limit_code_mail(tenant, email).await?;
+            let user = self.user_by_email(tenant, email).await?;
+            self.issue_code(&user, email, CodePurpose::ResetPassword, None).await
+        }
+        .await;
+        observe("request_password_reset", &result);
+        result
+    }
+
+    /// Sets a new password with a reset code. Resetting proves control of the mailbox, so it
+    /// also verifies the email; every session of the user is revoked.
+    ///
+    /// # Errors
+    /// [`Error::UserNotFound`], [`Error::NoCodePending`], [`Error::CodeExpired`],
+    /// [`Error::CodeMismatch`].
+    #[tracing::instrument(skip_all, fields(tenant = %tenant))]
+    pub async fn reset_password(
+        &self,
+        tenant: TenantId,
+        email: &Email,
+        code: OneTimeCode,
+        new_password: &Password,
+    ) -> Result<User> {
+        let result = async {
+            let mut user = self.user_by_email(tenant, email).await?;
+            self.consume_code(&user, CodePurpose::ResetPassword, code).await?;
+            let hash = self.0.hasher.hash(new_password).await?;
+            let now = self.now();
+            self.0.store.set_password_hash(tenant, user.id, &hash, now).await?;
+            if !user.email_verified {
+                self.0.store.mark_email_verified(tenant, user.id, now).await?;
+                user.email_verified = true;
+            }
+            user.has_password = true;
+            self.sign_out_everywhere(tenant, user.id, None).await?;
+            Ok(user)
+        }
+        .await;
+        observe("reset_password", &result);
+        result
+    }
+
+    /// Changes the password of a signed-in user, who must give the current one. Every other
+    /// session of the user is revoked; `current` stays.
+    ///
+    /// # Errors
+    /// [`Error::InvalidCredentials`] when the current password is wrong.
+    pub async fn change_password(&self, user: &User, current: &Session, old: &Password, new: &Password) -> Result<()> {
+        let result = async {
+            let record = self.0.store.user_by_id(user.tenant, user.id).await?.ok_or(Error::UserNotFound)?;
+            let verification = self.0.hasher.verify(old, record.password_hash.as_deref()).await?;
+            if !verification.matched {
+                return Err(Error::InvalidCredentials);
+            }
+            let hash = self.0.hasher.hash(new).await?;
+            self.0.store.set_password_hash(user.tenant, user.id, &hash, self.now()).await?;
+            self.sign_out_everywhere(user.tenant, user.id, Some(current.id)).await?;
+            Ok(())
+        }
+        .await;
+        observe("change_password", &result);
+        result
+    }
+
+    /// Starts an email change: mails a code to `new_email`. The current address stays in force
+    /// until [`Auth::confirm_email_change`].
+    ///
+    /// # Errors
+    /// [`Error::EmailTaken`], [`Error::RateLimited`].
+    pub async fn request_email_change(&self, user: &User, new_email: &Email) -> Result<Delivery> {
+        let result = async {
+            if self.0.store.user_by_email(user.tenant, new_email).await?.is_some() {
+                return Err(Error::EmailTaken);
+            }
+            self.limit_code_mail(user.tenant, new_email).await?;
+            self.issue_code(user, new_email, CodePurpose::ChangeEmail, Some(new_email.as_str().to_owned())).await
+        }
+        .await;
+        observe("request_email_change", &result);
+        result
+    }
+
+    /// Commits a pending email change with the code sent to the new address; the new address
+    /// is verified by that code.
+    ///
+    /// # Errors
+    /// [`Error::NoCodePending`], [`Error::CodeExpired`], [`Error::CodeMismatch`],
+    /// [`Error::EmailTaken`] (someone registered the address in the meantime).
+    pub async fn confirm_email_change(&self, user: &User, code: OneTimeCode) -> Result<User> {
+        let result = async {
+            let target = self.consume_code(user, CodePurpose::ChangeEmail, code).await?;
+            let email = target
+                .as_deref()
+                .map(Email::parse)
+                .transpose()
+                .map_err(|e| Error::internal(format!("stored email change target: {e}")))?
+                .ok_or_else(|| Error::internal("email change code without a target"))?;
+            let now = self.now();
+            self.0.store.set_email(user.tenant, user.id, &email, now).await?;
+            Ok(User { email: Some(email), email_verified: true, updated_at: now, ..user.clone() })
+        }
+        .await;
+        observe("confirm_email_change", &result);
+        result
+    }
+
+    /// Disables or re-enables a user. A disabled user cannot sign in, and every credential of
+    /// their sessions stops working at once (each use checks the user).
+    ///
+    /// # Errors
+    /// [`Error::UserNotFound`].
+    pub async fn set_disabled(&self, tenant: TenantId, user: UserId, disabled: bool) -> Result<()> {
+        if !self.0.store.set_disabled(tenant, user, disabled, self.now()).await? {
+            return Err(Error::UserNotFound);
+        }
+        if disabled {
+            self.sign_out_everywhere(tenant, user, None).await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes a user with their codes, sessions and refresh tokens.
+    ///
+    /// # Errors
+    /// [`Error::UserNotFound`].
+    pub async fn delete_user(&self, tenant: TenantId, user: UserId) -> Result<()> {
+        let sessions = self.0.store.active_sessions(tenant, user, self.now()).await?;
+        if !self.0.store.delete_user(tenant, user).await? {
+            return Err(Error::UserNotFound);
+        }
+        self.announce(tenant, user, sessions.into_iter().map(|s| s.id));
+        tracing::info!(user = %user, "user deleted");
+        Ok(())
+    }
+
+    /// Finds a user by email (for operator commands).
+    ///
+    /// # Errors
+    /// [`Error::UserNotFound`].
+    pub async fn user_with_email(&self, tenant: TenantId, email: &Email) -> Result<User> {
+        self.user_by_email(tenant, email).await
+    }
+
+    /// Checks a user's password without signing in (e.g. to confirm a destructive action).
+    ///
+    /// # Errors
+    /// [`Error::InvalidCredentials`].
+    pub async fn confirm_password(&self, user: &User, password: &Password) -> Result<()> {
+        let record = self.0.store.user_by_id(user.tenant, user.id).await?.ok_or(Error::UserNotFound)?;
+        let verification = self.0.hasher.verify(password, record.password_hash.as_deref()).await?;
+        if verification.matched { Ok(()) } else { Err(Error::InvalidCredentials) }
     }
 
     /// Looks up a user by id.

@@ -12,6 +12,7 @@ pub mod clock;
 pub mod code;
 pub mod error;
 pub mod identity;
+pub mod limits;
 pub mod password;
 pub mod ports;
 pub mod secret;

@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use latchkey_core::clock::{Clock, ManualClock};
 use latchkey_core::code::OneTimeCode;
 use latchkey_core::identity::{Email, Login, Password, Profile, TenantId};
+use latchkey_core::limits::Unlimited;
 use latchkey_core::password::HashParams;
 use latchkey_core::ports::{Mail, MailError, Mailer};
 use latchkey_core::secret::ServerSecret;
@@ -48,9 +49,8 @@ async fn harness_with(settings: Settings) -> Harness {
     let clock = Arc::new(ManualClock::starting_now());
     let outbox = Arc::new(Outbox::default());
     let secret = ServerSecret::new(vec![9u8; 32]).expect("secret");
-    let auth = Auth::new(Deps { store: db.store(), mailer: outbox.clone(), clock: clock.clone() }, &secret, settings)
-        .await
-        .expect("auth");
+    let deps = Deps { store: db.store(), mailer: outbox.clone(), clock: clock.clone(), limiter: Arc::new(Unlimited) };
+    let auth = Auth::new(deps, &secret, settings).await.expect("auth");
     Harness { auth, clock, outbox }
 }
 
@@ -80,6 +80,7 @@ async fn sign_up(h: &Harness, address: &str) -> latchkey_core::SignedUp {
                 profile: Profile::default(),
                 ..Default::default()
             },
+            &ClientMeta::default(),
         )
         .await
         .expect("sign up")
@@ -175,6 +176,7 @@ async fn duplicate_emails_differing_in_case_are_rejected() {
         .sign_up(
             TenantId::DEFAULT,
             NewUser { email: Some(email("EVE@Example.com")), password: Some(password()), ..Default::default() },
+            &ClientMeta::default(),
         )
         .await
         .expect_err("taken");
@@ -260,4 +262,25 @@ async fn every_signing_algorithm_issues_verifiable_tokens() {
         assert_eq!(jwks.keys.len(), 1);
         let _ = h.clock.now();
     }
+}
+
+#[tokio::test]
+async fn ended_sessions_and_codes_are_purged_after_the_retention() {
+    let h = harness().await;
+    let s = signed_in(&h, "jon@example.com").await;
+    sign_up(&h, "kay@example.com").await; // leaves a pending code
+    h.auth.sign_out(&s.session).await.expect("sign out");
+    let retention = Duration::from_secs(24 * 3600);
+    let purged = h.auth.purge_expired(retention).await.expect("purge");
+    assert_eq!((purged.sessions, purged.codes), (0, 0), "kept during the retention");
+
+    h.clock.advance(retention + Duration::from_secs(11 * 60));
+    let purged = h.auth.purge_expired(retention).await.expect("purge");
+    assert_eq!((purged.sessions, purged.codes), (1, 1));
+    let err = h
+        .auth
+        .verify_email(TenantId::DEFAULT, &email("kay@example.com"), h.outbox.last_code())
+        .await
+        .expect_err("gone");
+    assert!(matches!(err, Error::NoCodePending), "{err:?}");
 }

@@ -21,6 +21,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use latchkey_core::clock::SystemClock;
 use latchkey_core::identity::PasswordPolicy;
+use latchkey_core::limits::{MemoryRateLimiter, RateLimiter, Unlimited};
 use latchkey_core::secret::ServerSecret;
 use latchkey_core::{Auth, Deps, Settings};
 use latchkey_store::{Backend, Database, Options};
@@ -30,6 +31,8 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use tracing::Span;
+use utoipa::OpenApi as _;
+use utoipa_scalar::Servable as _;
 
 use crate::config::Config;
 use crate::http::{CookiePolicy, MAX_BODY_BYTES};
@@ -96,7 +99,14 @@ impl Application {
             signing_algorithm: config.jwt_alg,
             ..Settings::default()
         };
-        let deps = Deps { store: database.store(), mailer: Arc::new(mailer), clock: Arc::new(SystemClock) };
+        let limiter: Arc<dyn RateLimiter> = if config.rate_limit {
+            let memory = Arc::new(MemoryRateLimiter::default());
+            tokio::spawn(forget_idle_limits(Arc::downgrade(&memory)));
+            memory
+        } else {
+            Arc::new(Unlimited)
+        };
+        let deps = Deps { store: database.store(), mailer: Arc::new(mailer), clock: Arc::new(SystemClock), limiter };
         let auth = Auth::new(deps, &secret, settings).await.context("starting the core")?;
 
         let state = AppState {
@@ -173,21 +183,66 @@ pub async fn migrate(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Creates a new current signing key, for `latchkey keys rotate`. Returns its `kid`.
-///
-/// # Errors
-/// When the database fails or holds keys sealed with another secret.
-pub async fn rotate_keys(config: &Config) -> anyhow::Result<String> {
+/// The core on the configured database, without an HTTP server or mail (for maintenance
+/// commands).
+async fn open_core(config: &Config) -> anyhow::Result<(Database, Auth)> {
     let database = open_database(config).await?;
     let secret = load_secret(config, database.backend())?;
     let settings =
         Settings { issuer: config.public_url(config.listen), signing_algorithm: config.jwt_alg, ..Settings::default() };
     let mailer = ServerMailer::new(&config.mail_from, None, None).map_err(anyhow::Error::msg)?;
-    let deps = Deps { store: database.store(), mailer: Arc::new(mailer), clock: Arc::new(SystemClock) };
+    let deps = Deps {
+        store: database.store(),
+        mailer: Arc::new(mailer),
+        clock: Arc::new(SystemClock),
+        limiter: Arc::new(Unlimited),
+    };
     let auth = Auth::new(deps, &secret, settings).await?;
+    Ok((database, auth))
+}
+
+/// Creates a new current signing key, for `latchkey keys rotate`. Returns its `kid`.
+///
+/// # Errors
+/// When the database fails or holds keys sealed with another secret.
+pub async fn rotate_keys(config: &Config) -> anyhow::Result<String> {
+    let (database, auth) = open_core(config).await?;
     let kid = auth.keys().rotate().await?;
     database.close().await;
     Ok(kid)
+}
+
+/// What `latchkey users` does to a user of the default tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserAction {
+    /// Refuse sign-in and end every session at once.
+    Disable,
+    /// Allow sign-in again.
+    Enable,
+    /// Delete the user with their sessions.
+    Delete,
+}
+
+/// Applies `action` to the default-tenant user with `email`, for `latchkey users`.
+///
+/// # Errors
+/// When the address is invalid, there is no such user, or the database fails.
+pub async fn manage_user(config: &Config, email: &str, action: UserAction) -> anyhow::Result<String> {
+    let email = latchkey_core::identity::Email::parse(email).map_err(|e| anyhow::anyhow!("email {e}"))?;
+    let (database, auth) = open_core(config).await?;
+    let tenant = latchkey_core::identity::TenantId::DEFAULT;
+    let result = async {
+        let user = auth.user_with_email(tenant, &email).await?;
+        match action {
+            UserAction::Disable => auth.set_disabled(tenant, user.id, true).await?,
+            UserAction::Enable => auth.set_disabled(tenant, user.id, false).await?,
+            UserAction::Delete => auth.delete_user(tenant, user.id).await?,
+        }
+        Ok::<_, latchkey_core::Error>(user.id.to_string())
+    }
+    .await;
+    database.close().await;
+    result.map_err(|e| anyhow::anyhow!("{email}: {e}"))
 }
 
 /// The server secret: `LATCHKEY_SECRET`, else `latchkey.secret` in the data directory (beside
@@ -261,6 +316,18 @@ async fn shutdown_signal() {
     tracing::info!("shutting down: finishing in-flight requests");
 }
 
+/// Drops idle rate-limit buckets every minute for as long as the limiter lives.
+async fn forget_idle_limits(limiter: std::sync::Weak<MemoryRateLimiter>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        match limiter.upgrade() {
+            Some(l) => l.forget_idle(),
+            None => return,
+        }
+    }
+}
+
 async fn purge_loop(auth: Auth) {
     let mut tick = tokio::time::interval(PURGE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -291,8 +358,25 @@ fn router(state: AppState) -> (Router, Vec<&'static str>) {
         app = app.nest("/api/users", surfaces::users::router());
         mounted.push("users");
     }
+    let mut openapi = surfaces::v1::ApiDoc::openapi();
+    if config.surface_enabled("v1") {
+        let (v1, api) = surfaces::v1::router();
+        app = app.merge(v1);
+        openapi = api;
+        mounted.push("v1");
+    }
+    openapi.servers = Some(vec![utoipa::openapi::Server::new(state.public_url.to_string())]);
+    let openapi_json: Arc<str> = serde_json::to_string_pretty(&openapi).unwrap_or_else(|_| "{}".into()).into();
     let app = app
+        .route(
+            "/openapi.json",
+            get(move || async move { ([(CONTENT_TYPE, "application/json")], openapi_json.to_string()) }),
+        )
+        .merge(utoipa_scalar::Scalar::with_url("/docs", openapi))
         .fallback(not_found)
+        .method_not_allowed_fallback(|| async {
+            problem(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "This route does not take that method.")
+        })
         .with_state(state)
         .layer(middleware::from_fn(record_metrics))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -33,8 +33,33 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Disable, enable or delete a user of the default tenant (effective at once on every
+    /// instance).
+    Users {
+        #[command(subcommand)]
+        command: UsersCommand,
+    },
     /// Validate the configuration, print it (secrets redacted) and exit.
     CheckConfig,
+}
+
+#[derive(Debug, Subcommand)]
+enum UsersCommand {
+    /// Refuse sign-in and end every session of the user.
+    Disable {
+        /// The user's email address.
+        email: String,
+    },
+    /// Allow a disabled user to sign in again.
+    Enable {
+        /// The user's email address.
+        email: String,
+    },
+    /// Delete the user, with their sessions.
+    Delete {
+        /// The user's email address.
+        email: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -75,6 +100,16 @@ fn main() -> ExitCode {
             Command::Keys { command: KeysCommand::Rotate } => {
                 let kid = app::rotate_keys(&config).await?;
                 println!("new current signing key: {kid}");
+                Ok(())
+            }
+            Command::Users { command } => {
+                let (email, action) = match command {
+                    UsersCommand::Disable { email } => (email, app::UserAction::Disable),
+                    UsersCommand::Enable { email } => (email, app::UserAction::Enable),
+                    UsersCommand::Delete { email } => (email, app::UserAction::Delete),
+                };
+                let id = app::manage_user(&config, &email, action).await?;
+                println!("{action:?}d user {id}");
                 Ok(())
             }
             Command::CheckConfig => {

@@ -3,3 +3,4 @@
 //! place. Surfaces never import each other; removing one leaves the rest working.
 
 pub mod users;
+pub mod v1;

@@ -193,7 +193,11 @@ fn attribute(fields: &mut Fields<'_>, name: &str) -> Option<String> {
 
 /// `POST /api/users/signup`: 201 with the user (`activeStatus: false`); the activation code is
 /// mailed. A mail failure still answers 201 (the user can ask for a new code).
-async fn signup(State(state): State<AppState>, Body { value, .. }: Body) -> Result<Response, UsersError> {
+async fn signup(
+    State(state): State<AppState>,
+    Client(meta): Client,
+    Body { value, .. }: Body,
+) -> Result<Response, UsersError> {
     let policy = state.auth.settings().password_policy;
     let mut f = Fields::new(&value);
     let given_name = attribute(&mut f, "firstName");
@@ -213,7 +217,7 @@ async fn signup(State(state): State<AppState>, Body { value, .. }: Body) -> Resu
         profile: Profile { given_name, family_name, phone_number, address, picture },
         ..NewUser::default()
     };
-    let signed_up = state.auth.sign_up(TenantId::DEFAULT, new).await?;
+    let signed_up = state.auth.sign_up(TenantId::DEFAULT, new, &meta).await?;
     Ok((StatusCode::CREATED, Json(UserObject::from(&signed_up.user))).into_response())
 }
 

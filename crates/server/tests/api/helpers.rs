@@ -364,8 +364,13 @@ impl TestApp {
     /// A second instance on this one's database with the same secret and public URL (as
     /// instances behind one load balancer have), and its own mail sink.
     pub async fn another_instance(&self) -> TestApp {
+        self.another_instance_with(|_| {}).await
+    }
+
+    /// A second instance on this one's database, its configuration adjusted by `tweak`.
+    pub async fn another_instance_with(&self, tweak: impl FnOnce(&mut Config)) -> TestApp {
         let mail = SmtpSink::start().await;
-        let config = Config {
+        let mut config = Config {
             listen: "127.0.0.1:0".parse().expect("addr"),
             public_url: Some(self.base.clone()),
             database_url: self.database_url.clone(),
@@ -374,6 +379,7 @@ impl TestApp {
             rate_limit: false,
             ..Config::default()
         };
+        tweak(&mut config);
         Self::start(config, self.backend, mail, None, tempfile::tempdir().expect("tempdir")).await
     }
 
@@ -477,10 +483,13 @@ impl Drop for TestApp {
     }
 }
 
-/// The JSON body of a response, with its status.
+/// The JSON body of a response (`null` for an empty body), with its status.
 pub async fn json(response: reqwest::Response) -> (u16, Value) {
     let status = response.status().as_u16();
     let text = response.text().await.expect("body");
+    if text.is_empty() {
+        return (status, Value::Null);
+    }
     let value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text:?}"));
     (status, value)
 }

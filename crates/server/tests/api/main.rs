@@ -3,4 +3,6 @@
 
 mod helpers;
 mod ops;
+mod tokens;
 mod users;
+mod v1;

@@ -1,0 +1,204 @@
+//! Token verification: every forgery and misuse is refused, rotation keeps old tokens valid
+//! for one more generation, and a verifier that is not Latchkey's own code (PyJWT, fed only the
+//! JWKS) accepts what Latchkey issues.
+
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use latchkey_core::token::SigningAlgorithm;
+use serde_json::{Value, json};
+
+use crate::helpers::{Backend, TEST_SECRET, TestApp, json, jwt_parts};
+use crate::on_both_backends;
+use crate::v1::{PASSWORD, get_with, sign_in, verified_user};
+
+async fn assert_rejected(app: &TestApp, token: &str, code: &str) {
+    let (status, body) = get_with(app, "/v1/me", token).await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["code"], code, "{body}");
+}
+
+/// Re-signs `claims` under `header` with an arbitrary key.
+fn forge(header: &Header, claims: &Value, key: &EncodingKey) -> String {
+    jsonwebtoken::encode(header, claims, key).expect("sign")
+}
+
+async fn forged_and_misused_tokens_are_refused(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    verified_user(&app, "fox@example.com").await;
+    let tokens = sign_in(&app, "fox@example.com", PASSWORD).await;
+    assert_eq!(get_with(&app, "/v1/me", &tokens.access).await.0, 200);
+    let (header, claims) = jwt_parts(&tokens.access);
+    let kid = header["kid"].as_str().expect("kid").to_owned();
+
+    // Wrong signature: the last signature byte changed.
+    let mut bad = tokens.access.clone();
+    let last = bad.pop().expect("non-empty");
+    bad.push(if last == 'A' { 'B' } else { 'A' });
+    assert_rejected(&app, &bad, "invalid_token").await;
+
+    // Claims changed under the original signature.
+    let mut parts: Vec<String> = tokens.access.split('.').map(str::to_owned).collect();
+    let mut tampered = claims.clone();
+    tampered["sub"] = json!(uuid::Uuid::new_v4().to_string());
+    parts[1] = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&tampered).expect("json"));
+    assert_rejected(&app, &parts.join("."), "invalid_token").await;
+
+    // alg "none".
+    let none_header = URL_SAFE_NO_PAD.encode(json!({"alg": "none", "typ": "at+jwt", "kid": kid}).to_string());
+    let body = URL_SAFE_NO_PAD.encode(claims.to_string());
+    assert_rejected(&app, &format!("{none_header}.{body}."), "invalid_token").await;
+
+    // HS256 with the public key as the HMAC secret (algorithm confusion), both as raw bytes and
+    // as the JWKS text.
+    let (_, jwks) = json(app.get("/.well-known/jwks.json").await).await;
+    let x = URL_SAFE_NO_PAD.decode(jwks["keys"][0]["x"].as_str().expect("x")).expect("b64");
+    let mut hs = Header::new(Algorithm::HS256);
+    hs.typ = Some("at+jwt".into());
+    hs.kid = Some(kid.clone());
+    assert_rejected(&app, &forge(&hs, &claims, &EncodingKey::from_secret(&x)), "invalid_token").await;
+    assert_rejected(
+        &app,
+        &forge(&hs, &claims, &EncodingKey::from_secret(jwks.to_string().as_bytes())),
+        "invalid_token",
+    )
+    .await;
+
+    // A key Latchkey never issued, under a kid it does not know, and under its own kid.
+    let foreign = {
+        use ed25519_dalek::pkcs8::EncodePrivateKey;
+        let key = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
+        EncodingKey::from_ed_der(key.to_pkcs8_der().expect("der").as_bytes())
+    };
+    let mut ed = Header::new(Algorithm::EdDSA);
+    ed.typ = Some("at+jwt".into());
+    ed.kid = Some("not-a-latchkey-kid".into());
+    assert_rejected(&app, &forge(&ed, &claims, &foreign), "invalid_token").await;
+    ed.kid = Some(kid.clone());
+    assert_rejected(&app, &forge(&ed, &claims, &foreign), "invalid_token").await;
+
+    // Garbage.
+    assert_rejected(&app, "a.b.c", "invalid_token").await;
+    assert_rejected(&app, &"x".repeat(20_000), "invalid_token").await;
+
+    // Still fine after all that, until the session is revoked.
+    assert_eq!(get_with(&app, "/v1/me", &tokens.access).await.0, 200);
+    let response =
+        app.client.delete(app.url("/v1/sessions/current")).bearer_auth(&tokens.access).send().await.expect("delete");
+    assert_eq!(response.status(), 204);
+    assert_rejected(&app, &tokens.access, "session_revoked").await;
+}
+
+async fn expired_tokens_are_refused(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| c.access_token_ttl = Duration::from_secs(1)).await;
+    verified_user(&app, "gus@example.com").await;
+    let tokens = sign_in(&app, "gus@example.com", PASSWORD).await;
+    let (_, claims) = jwt_parts(&tokens.access);
+    assert_eq!(claims["exp"].as_i64().expect("exp") - claims["iat"].as_i64().expect("iat"), 1);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_rejected(&app, &tokens.access, "token_expired").await;
+    // The refresh token still gets a fresh access token.
+    let (status, _) = json(app.post("/v1/token/refresh", &json!({"refresh_token": tokens.refresh})).await).await;
+    assert_eq!(status, 200);
+}
+
+async fn tokens_of_another_issuer_are_refused(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    // Same database, same secret, same keys, different LATCHKEY_PUBLIC_URL.
+    let other = app.another_instance_with(|c| c.public_url = Some("https://elsewhere.example".into())).await;
+    verified_user(&app, "hal@example.com").await;
+    let tokens = sign_in(&other, "hal@example.com", PASSWORD).await;
+    assert_eq!(jwt_parts(&tokens.access).1["iss"], "https://elsewhere.example");
+    assert_eq!(get_with(&other, "/v1/me", &tokens.access).await.0, 200);
+    assert_rejected(&app, &tokens.access, "invalid_token").await;
+}
+
+async fn rotated_keys_keep_verifying_for_one_generation(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    verified_user(&app, "ivy@example.com").await;
+    let before = sign_in(&app, "ivy@example.com", PASSWORD).await;
+    let old_kid = jwt_parts(&before.access).0["kid"].clone();
+
+    let rotate = || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_latchkey"))
+            .args(["keys", "rotate"])
+            .env("LATCHKEY_DATABASE_URL", &app.database_url)
+            .env("LATCHKEY_SECRET", TEST_SECRET)
+            .env("LATCHKEY_LOG", "warn")
+            .output()
+            .expect("run latchkey keys rotate");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().rsplit(' ').next().expect("kid").to_owned()
+    };
+    let new_kid = rotate();
+    let (_, jwks) = json(app.get("/.well-known/jwks.json").await).await;
+    let kids: Vec<&Value> = jwks["keys"].as_array().expect("keys").iter().map(|k| &k["kid"]).collect();
+    assert_eq!(kids, [&json!(new_kid), &old_kid], "current first, then previous");
+    assert_eq!(get_with(&app, "/v1/me", &before.access).await.0, 200, "signed by the previous key: still valid");
+
+    // A fresh instance signs with the new key, and the first instance verifies it.
+    let second = app.another_instance().await;
+    let after = sign_in(&second, "ivy@example.com", PASSWORD).await;
+    assert_eq!(jwt_parts(&after.access).0["kid"], json!(new_kid));
+    assert_eq!(get_with(&app, "/v1/me", &after.access).await.0, 200);
+
+    // Two rotations later the first key is gone, and so are its tokens.
+    rotate();
+    let (_, jwks) = json(app.get("/.well-known/jwks.json").await).await;
+    assert!(jwks["keys"].as_array().expect("keys").iter().all(|k| k["kid"] != old_kid));
+    assert_rejected(&app, &before.access, "invalid_token").await;
+}
+
+/// PyJWT, given only the JWKS URL, verifies a token of each signing algorithm.
+async fn a_jwks_verifier_in_another_language_accepts_latchkey_tokens(backend: Backend) {
+    let python = std::env::var("LATCHKEY_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let has_pyjwt = std::process::Command::new(&python)
+        .args(["-c", "import jwt, cryptography"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_pyjwt {
+        if std::env::var("LATCHKEY_TEST_REQUIRE_PYJWT").is_ok_and(|v| v == "1") {
+            panic!("LATCHKEY_TEST_REQUIRE_PYJWT=1 but `{python} -c 'import jwt, cryptography'` fails");
+        }
+        eprintln!("skipping the PyJWT test: install it with `pip install 'pyjwt[crypto]'`");
+        return;
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/jwks_verify.py");
+    for alg in [SigningAlgorithm::EdDSA, SigningAlgorithm::ES256, SigningAlgorithm::RS256] {
+        let app = TestApp::spawn_with(backend, |c| c.jwt_alg = alg).await;
+        verified_user(&app, "jo@example.com").await;
+        let tokens = sign_in(&app, "jo@example.com", PASSWORD).await;
+        assert_eq!(jwt_parts(&tokens.access).0["alg"], alg.as_str());
+        let jwks_url = app.url("/.well-known/jwks.json");
+        for token in [&tokens.access, &tokens.id] {
+            let out = tokio::process::Command::new(&python)
+                .args([script, &jwks_url, token, &app.base, "v1"])
+                .output()
+                .await
+                .expect("run python");
+            assert!(out.status.success(), "{alg:?}: {}", String::from_utf8_lossy(&out.stderr));
+            let claims: Value = serde_json::from_slice(&out.stdout).expect("claims");
+            assert_eq!(claims, jwt_parts(token).1, "{alg:?}");
+        }
+        // And it refuses a token whose signature was tampered with.
+        let mut bad = tokens.access.clone();
+        let last = bad.pop().expect("non-empty");
+        bad.push(if last == 'A' { 'B' } else { 'A' });
+        let out = tokio::process::Command::new(&python)
+            .args([script, &jwks_url, &bad, &app.base, "v1"])
+            .output()
+            .await
+            .expect("run");
+        assert!(!out.status.success(), "{alg:?}: PyJWT accepted a bad signature");
+    }
+}
+
+on_both_backends!(
+    forged_and_misused_tokens_are_refused,
+    expired_tokens_are_refused,
+    tokens_of_another_issuer_are_refused,
+    rotated_keys_keep_verifying_for_one_generation,
+    a_jwks_verifier_in_another_language_accepts_latchkey_tokens,
+);
