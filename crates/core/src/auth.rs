@@ -522,7 +522,8 @@ impl Auth {
     /// outdated parameters is replaced.
     ///
     /// # Errors
-    /// [`Error::InvalidCredentials`], then [`Error::UserDisabled`] or [`Error::NotVerified`].
+    /// [`Error::RateLimited`] (per login and per client address), [`Error::InvalidCredentials`],
+    /// then [`Error::UserDisabled`] or [`Error::NotVerified`].
     #[tracing::instrument(skip_all, fields(tenant = %tenant))]
     pub async fn sign_in(
         &self,
@@ -532,6 +533,14 @@ impl Auth {
         meta: &ClientMeta,
     ) -> Result<SignedIn> {
         let result = async {
+            if let Some(ip) = &meta.ip {
+                self.limit(LimitKind::SignInPerAddress, ip).await?;
+            }
+            let key = match login {
+                Login::Email(e) => format!("{tenant}/email/{}", e.normalized()),
+                Login::Username(u) => format!("{tenant}/username/{}", u.as_str()),
+            };
+            self.limit(LimitKind::SignInPerLogin, &key).await?;
             let user = self.check_password(tenant, login, password).await?;
             if user.disabled {
                 return Err(Error::UserDisabled);

@@ -17,8 +17,10 @@ pub trait Clock: Send + Sync + 'static {
 pub struct SystemClock;
 
 impl Clock for SystemClock {
+    /// The current time, truncated to whole milliseconds (the resolution of stored timestamps,
+    /// so what a response shows equals what is stored).
     fn now(&self) -> OffsetDateTime {
-        OffsetDateTime::now_utc()
+        crate::time_util::from_millis(crate::time_util::millis(OffsetDateTime::now_utc()))
     }
 }
 

@@ -37,6 +37,7 @@ use utoipa_scalar::Servable as _;
 use crate::config::Config;
 use crate::http::{CookiePolicy, MAX_BODY_BYTES};
 use crate::mail::ServerMailer;
+use crate::ratelimit::RedisRateLimiter;
 use crate::surfaces;
 use crate::telemetry;
 
@@ -99,12 +100,14 @@ impl Application {
             signing_algorithm: config.jwt_alg,
             ..Settings::default()
         };
-        let limiter: Arc<dyn RateLimiter> = if config.rate_limit {
-            let memory = Arc::new(MemoryRateLimiter::default());
-            tokio::spawn(forget_idle_limits(Arc::downgrade(&memory)));
-            memory
-        } else {
-            Arc::new(Unlimited)
+        let (limiter, limits_description): (Arc<dyn RateLimiter>, &str) = match (config.rate_limit, &config.redis_url) {
+            (false, _) => (Arc::new(Unlimited), "off"),
+            (true, Some(url)) => (Arc::new(RedisRateLimiter::connect(url).await.map_err(anyhow::Error::msg)?), "redis"),
+            (true, None) => {
+                let memory = Arc::new(MemoryRateLimiter::default());
+                tokio::spawn(forget_idle_limits(Arc::downgrade(&memory)));
+                (memory, "memory")
+            }
         };
         let deps = Deps { store: database.store(), mailer: Arc::new(mailer), clock: Arc::new(SystemClock), limiter };
         let auth = Auth::new(deps, &secret, settings).await.context("starting the core")?;
@@ -118,7 +121,7 @@ impl Application {
         };
         let (router, mounted) = router(state);
         let description = format!(
-            "latchkey listening on http://{local_addr} (issuer {public_url}; database {}; mail {mail_description}; surfaces {})",
+            "latchkey listening on http://{local_addr} (issuer {public_url}; database {}; mail {mail_description}; rate limits {limits_description}; surfaces {})",
             latchkey_store::redact(&config.database_url),
             mounted.join(",")
         );

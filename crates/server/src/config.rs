@@ -76,6 +76,11 @@ pub const KEYS: &[Key] = &[
         help: "Comma-separated surfaces to mount: users, projects, graphql, auth, cognito, realtime, v1",
     },
     Key { env: "LATCHKEY_PASSWORD_MIN_LENGTH", default: "8", help: "Minimum password length (1-128)" },
+    Key {
+        env: "LATCHKEY_TRUST_FORWARDED_FOR",
+        default: "false",
+        help: "Take the client address from the last X-Forwarded-For entry (only behind a proxy that sets it)",
+    },
     Key { env: "LATCHKEY_REDIS_URL", default: "(unset)", help: "Redis for rate limits shared by instances" },
     Key { env: "LATCHKEY_RATE_LIMIT", default: "on", help: "on or off (off: for tests and benchmarks only)" },
     Key {
@@ -158,6 +163,8 @@ pub struct Config {
     pub surfaces: Vec<String>,
     /// `LATCHKEY_PASSWORD_MIN_LENGTH`.
     pub password_min_length: usize,
+    /// `LATCHKEY_TRUST_FORWARDED_FOR`.
+    pub trust_forwarded_for: bool,
     /// `LATCHKEY_REDIS_URL`.
     pub redis_url: Option<String>,
     /// `LATCHKEY_RATE_LIMIT`.
@@ -203,6 +210,7 @@ impl Default for Config {
             region: "local-1".into(),
             surfaces: SURFACES.iter().map(|s| (*s).to_owned()).collect(),
             password_min_length: 8,
+            trust_forwarded_for: false,
             redis_url: None,
             rate_limit: true,
             secret: None,
@@ -416,6 +424,9 @@ impl Config {
                 return Err(err("redis_url", "must start with redis:// or rediss://".into()));
             }
             c.redis_url = Some(v.trim().to_owned());
+        }
+        if let Some(v) = get("trust_forwarded_for")? {
+            c.trust_forwarded_for = parse_bool(&v).map_err(|m| err("trust_forwarded_for", m))?;
         }
         if let Some(v) = get("rate_limit")? {
             c.rate_limit = parse_bool(&v).map_err(|m| err("rate_limit", m))?;

@@ -16,6 +16,8 @@ use latchkey_core::identity::ParseError;
 use latchkey_core::session::ClientMeta;
 use serde_json::{Map, Value};
 
+use crate::app::AppState;
+
 /// Largest request body accepted, in bytes (API.md, "Bad input": 64 KiB).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
@@ -232,15 +234,29 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
 }
 
-/// The client's address and user agent, recorded on sessions.
+/// The client's address and user agent, recorded on sessions and used for rate limits.
+///
+/// The address is the TCP peer's, or, with `LATCHKEY_TRUST_FORWARDED_FOR`, the last entry of
+/// `X-Forwarded-For` (the one the trusted proxy in front of Latchkey appended).
 #[derive(Debug, Clone, Default)]
 pub struct Client(pub ClientMeta);
 
-impl<S: Send + Sync> FromRequestParts<S> for Client {
+impl FromRequestParts<AppState> for Client {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let ip = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|ci| ci.0.ip().to_string());
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let forwarded = state
+            .config
+            .trust_forwarded_for
+            .then(|| {
+                let header =
+                    parts.headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).next_back()?;
+                let last = header.rsplit(',').next()?.trim();
+                last.parse::<std::net::IpAddr>().ok().map(|ip| ip.to_string())
+            })
+            .flatten();
+        let ip =
+            forwarded.or_else(|| parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|ci| ci.0.ip().to_string()));
         let user_agent = parts.headers.get(USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_owned);
         Ok(Client(ClientMeta { ip, user_agent }))
     }

@@ -8,6 +8,7 @@ pub mod app;
 pub mod config;
 pub mod http;
 pub mod mail;
+pub mod ratelimit;
 pub mod surfaces;
 pub mod telemetry;
 

@@ -83,6 +83,32 @@ pub async fn postgres_available() -> bool {
     available
 }
 
+/// The Redis for shared-limit tests (`LATCHKEY_TEST_REDIS_URL`, default
+/// `redis://127.0.0.1:6379`), or `None` (with a message) when it does not answer, unless
+/// `LATCHKEY_TEST_REQUIRE_REDIS=1`, which turns a missing server into a failure.
+pub async fn redis_url() -> Option<String> {
+    let url = std::env::var("LATCHKEY_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let ping = async {
+        let client = redis::Client::open(url.as_str()).map_err(|e| e.to_string())?;
+        let mut conn = client.get_multiplexed_async_connection().await.map_err(|e| e.to_string())?;
+        redis::cmd("PING").query_async::<String>(&mut conn).await.map_err(|e| e.to_string())
+    };
+    match tokio::time::timeout(Duration::from_secs(3), ping).await {
+        Ok(Ok(_)) => Some(url),
+        outcome => {
+            let why = match outcome {
+                Ok(Err(e)) => e,
+                _ => "no answer within 3 s".into(),
+            };
+            if std::env::var("LATCHKEY_TEST_REQUIRE_REDIS").is_ok_and(|v| v == "1") {
+                panic!("LATCHKEY_TEST_REQUIRE_REDIS=1 but Redis at {url} is not reachable: {why}");
+            }
+            eprintln!("skipping a Redis test: {url} is not reachable ({why})");
+            None
+        }
+    }
+}
+
 /// A PostgreSQL database created for one test, dropped (with its connections) on drop.
 struct PgDatabase {
     name: String,

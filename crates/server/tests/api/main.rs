@@ -2,6 +2,7 @@
 //! `127.0.0.1:0` with its own database and a real SMTP sink, and talks HTTP to it.
 
 mod helpers;
+mod limits;
 mod ops;
 mod tokens;
 mod users;

@@ -183,3 +183,23 @@ fn help_documents_every_subcommand_and_key() {
         assert!(help.contains(key.env), "{} missing from --help", key.env);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_trusted_proxy_the_forwarded_address_is_recorded() {
+    for (trust, expected) in [(true, "198.51.100.7"), (false, "127.0.0.1")] {
+        let app = TestApp::spawn_with(Backend::Sqlite, |c| c.trust_forwarded_for = trust).await;
+        crate::v1::verified_user(&app, "pat@example.com").await;
+        let response = app
+            .client
+            .post(app.url("/v1/sessions"))
+            .header("x-forwarded-for", "203.0.113.9, 198.51.100.7")
+            .json(&json!({"email": "pat@example.com", "password": crate::v1::PASSWORD}))
+            .send()
+            .await
+            .expect("sign in");
+        let (_, body) = json(response).await;
+        let access = body["access_token"].as_str().expect("access token");
+        let (_, list) = crate::v1::get_with(&app, "/v1/sessions", access).await;
+        assert_eq!(list["sessions"][0]["ip"], expected, "trust_forwarded_for = {trust}");
+    }
+}
