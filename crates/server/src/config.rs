@@ -178,15 +178,34 @@ pub struct Config {
 }
 
 impl fmt::Debug for Config {
+    /// Every setting, with the database and SMTP passwords and the secret redacted
+    /// (`latchkey check-config` prints this).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
             .field("listen", &self.listen)
             .field("database_url", &latchkey_store::redact(&self.database_url))
+            .field("database_max_connections", &self.database_max_connections)
             .field("public_url", &self.public_url)
             .field("smtp_url", &self.smtp_url.as_deref().map(latchkey_store::redact))
+            .field("outbox_dir", &self.outbox_dir)
+            .field("mail_from", &self.mail_from)
+            .field("code_ttl", &self.code_ttl)
+            .field("access_token_ttl", &self.access_token_ttl)
+            .field("session_ttl", &self.session_ttl)
+            .field("refresh_reuse_window", &self.refresh_reuse_window)
+            .field("require_email_verification", &self.require_email_verification)
+            .field("jwt_alg", &self.jwt_alg)
+            .field("client_ids", &self.client_ids)
+            .field("region", &self.region)
             .field("surfaces", &self.surfaces)
+            .field("password_min_length", &self.password_min_length)
+            .field("trust_forwarded_for", &self.trust_forwarded_for)
+            .field("redis_url", &self.redis_url.as_deref().map(latchkey_store::redact))
+            .field("rate_limit", &self.rate_limit)
             .field("secret", &self.secret.as_ref().map(|_| "[redacted]"))
-            .finish_non_exhaustive()
+            .field("log", &self.log)
+            .field("log_format", &self.log_format)
+            .finish()
     }
 }
 

@@ -124,6 +124,20 @@ async fn two_instances_share_users_sessions_and_keys(backend: Backend) {
     let (_, jwks_a) = json(a.get("/.well-known/jwks.json").await).await;
     let (_, jwks_b) = json(b.get("/.well-known/jwks.json").await).await;
     assert_eq!(jwks_a, jwks_b, "one key ring");
+
+    // A key rotated through A's database is served by B at once.
+    let out = Command::new(env!("CARGO_BIN_EXE_latchkey"))
+        .args(["keys", "rotate"])
+        .env("LATCHKEY_DATABASE_URL", &a.database_url)
+        .env("LATCHKEY_SECRET", crate::helpers::TEST_SECRET)
+        .env("LATCHKEY_LOG", "warn")
+        .output()
+        .expect("run latchkey keys rotate");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let new_kid = String::from_utf8_lossy(&out.stdout).trim().rsplit(' ').next().expect("kid").to_owned();
+    let (_, jwks_b) = json(b.get("/.well-known/jwks.json").await).await;
+    assert_eq!(jwks_b["keys"][0]["kid"], new_kid.as_str());
+    assert_eq!(jwks_b["keys"][1]["kid"], jwks_a["keys"][0]["kid"]);
 }
 
 on_both_backends!(
@@ -202,4 +216,38 @@ async fn behind_a_trusted_proxy_the_forwarded_address_is_recorded() {
         let (_, list) = crate::v1::get_with(&app, "/v1/sessions", access).await;
         assert_eq!(list["sessions"][0]["ip"], expected, "trust_forwarded_for = {trust}");
     }
+}
+
+#[test]
+fn a_toml_file_configures_and_the_environment_wins() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("latchkey.toml");
+    std::fs::write(
+        &path,
+        "code_ttl = \"5m\"\njwt_alg = \"ES256\"\nclient_ids = [\"web\", \"ios\"]\nsurfaces = \"users\"\n",
+    )
+    .expect("write");
+    let output = Command::new(env!("CARGO_BIN_EXE_latchkey"))
+        .args(["--config", path.to_str().expect("utf-8"), "check-config"])
+        .env("LATCHKEY_SURFACES", "v1")
+        .env("LATCHKEY_SECRET", "s".repeat(40))
+        .output()
+        .expect("run latchkey");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("code_ttl: 300s"), "{stdout}");
+    assert!(stdout.contains("ES256"), "{stdout}");
+    assert!(stdout.contains("\"web\",") && stdout.contains("\"ios\","), "{stdout}");
+    assert!(stdout.contains("\"v1\",") && !stdout.contains("\"users\","), "the environment wins: {stdout}");
+    assert!(!stdout.contains(&"s".repeat(40)), "secrets are redacted");
+
+    std::fs::write(&path, "session_ttl = \"forever\"\n").expect("write");
+    let output = Command::new(env!("CARGO_BIN_EXE_latchkey"))
+        .args(["--config", path.to_str().expect("utf-8"), "check-config"])
+        .output()
+        .expect("run latchkey");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("LATCHKEY_SESSION_TTL"), "{stderr}");
 }
