@@ -92,13 +92,20 @@ impl Invalid {
     }
 
     fn finish(self) -> Result<(), Problem> {
-        if self.0.is_empty() {
-            Ok(())
-        } else {
-            Err(Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_input", "Some fields are invalid.")
-                .with_errors(self.0))
-        }
+        if self.0.is_empty() { Ok(()) } else { Err(invalid_input().with_errors(self.0)) }
     }
+
+    /// Parses a request's only validated field.
+    fn one<T>(field: &str, result: Result<T, ParseError>) -> Result<T, Problem> {
+        let mut invalid = Invalid::default();
+        let value = invalid.check(field, result);
+        invalid.finish()?;
+        value.ok_or_else(invalid_input)
+    }
+}
+
+fn invalid_input() -> Problem {
+    Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_input", "Some fields are invalid.")
 }
 
 /// Sign-up request.
@@ -176,12 +183,7 @@ async fn request_verification(
     State(state): State<AppState>,
     V1Json(req): V1Json<EmailRequest>,
 ) -> Result<Response, Problem> {
-    let mut invalid = Invalid::default();
-    let email = invalid.check("email", Email::parse(&req.email));
-    invalid.finish()?;
-    let Some(email) = email else {
-        return Err(Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_input", "email"));
-    };
+    let email = Invalid::one("email", Email::parse(&req.email))?;
     match state.auth.resend_verification(TENANT, &email).await {
         Ok(_) | Err(Error::UserNotFound | Error::AlreadyVerified) => {
             Ok(accepted("If the address needs verifying, a code is on its way."))
@@ -224,7 +226,7 @@ async fn verify_email(
     let code = invalid.check("code", req.code.parse());
     invalid.finish()?;
     let (Some(email), Some(code)) = (email, code) else {
-        return Err(Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_input", "invalid input"));
+        return Err(invalid_input());
     };
     let user = state.auth.verify_email(TENANT, &email, code).await.map_err(conceal_account)?;
     Ok(Json(UserView::from(&user)))
@@ -317,7 +319,7 @@ async fn sign_in(
     }
     invalid.finish()?;
     let Some(login) = login else {
-        return Err(Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_input", "login"));
+        return Err(invalid_input());
     };
     let password = Password::candidate(&req.password);
     let signed_in = state.auth.sign_in(TENANT, &login, &password, &meta).await?;
@@ -482,12 +484,7 @@ async fn forgot_password(
     State(state): State<AppState>,
     V1Json(req): V1Json<EmailRequest>,
 ) -> Result<Response, Problem> {
-    let mut invalid = Invalid::default();
-    let email = invalid.check("email", Email::parse(&req.email));
-    invalid.finish()?;
-    let Some(email) = email else {
-        return Err(Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_input", "email"));
-    };
+    let email = Invalid::one("email", Email::parse(&req.email))?;
     match state.auth.request_password_reset(TENANT, &email).await {
         Ok(_) | Err(Error::UserNotFound) => Ok(accepted("If the address has an account, a reset code is on its way.")),
         Err(e) => Err(e.into()),
@@ -523,7 +520,7 @@ async fn reset_password(
     let password = invalid.check("new_password", policy.parse(&req.new_password));
     invalid.finish()?;
     let (Some(email), Some(code), Some(password)) = (email, code, password) else {
-        return Err(Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_input", "invalid input"));
+        return Err(invalid_input());
     };
     state.auth.reset_password(TENANT, &email, code, &password).await.map_err(conceal_account)?;
     Ok(StatusCode::NO_CONTENT)
@@ -551,12 +548,7 @@ async fn change_password(
     V1Json(req): V1Json<ChangePasswordRequest>,
 ) -> Result<StatusCode, Problem> {
     let policy = state.auth.settings().password_policy;
-    let mut invalid = Invalid::default();
-    let new = invalid.check("new_password", policy.parse(&req.new_password));
-    invalid.finish()?;
-    let Some(new) = new else {
-        return Err(Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_input", "new_password"));
-    };
+    let new = Invalid::one("new_password", policy.parse(&req.new_password))?;
     let old = Password::candidate(&req.current_password);
     state.auth.change_password(&caller.user, &caller.session, &old, &new).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -583,12 +575,7 @@ async fn change_email(
     Caller(caller): Caller,
     V1Json(req): V1Json<ChangeEmailRequest>,
 ) -> Result<Response, Problem> {
-    let mut invalid = Invalid::default();
-    let email = invalid.check("new_email", Email::parse(&req.new_email));
-    invalid.finish()?;
-    let Some(email) = email else {
-        return Err(Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_input", "new_email"));
-    };
+    let email = Invalid::one("new_email", Email::parse(&req.new_email))?;
     state.auth.request_email_change(&caller.user, &email).await?;
     Ok(accepted("A code was sent to the new address."))
 }
@@ -613,10 +600,7 @@ async fn confirm_email_change(
     Caller(caller): Caller,
     V1Json(req): V1Json<CodeRequest>,
 ) -> Result<Json<UserView>, Problem> {
-    let mut invalid = Invalid::default();
-    let code = invalid.check("code", req.code.parse());
-    invalid.finish()?;
-    let Some(code) = code else { return Err(Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_input", "code")) };
+    let code = Invalid::one("code", req.code.parse())?;
     let user = state.auth.confirm_email_change(&caller.user, code).await?;
     Ok(Json(UserView::from(&user)))
 }
