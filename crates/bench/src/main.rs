@@ -1,0 +1,528 @@
+//! `latchkey-bench`: a load generator for Latchkey that reports every workload against ceilings
+//! measured in the same run.
+//!
+//! For each directory size in `--users` it provisions a fresh database (SQLite, or PostgreSQL
+//! with `--postgres`), starts Latchkey on it (or targets `--url`), seeds the users straight into
+//! the database, signs in a pool of them, and runs each workload at a fixed concurrency for a
+//! fixed time: session checks (`/api/users/currentuser`, `/v1/me`), token refresh, sign-in,
+//! sign-up, a 90/8/2 mix, and a session-check latency run under a sign-in storm. It prints a
+//! table and can write JSON, Markdown and a complete `BENCHMARKS.md`.
+//!
+//! Modules: [`server`] starts and stops Latchkey, [`smtp`] swallows its mail, [`seed`] makes
+//! and fills the database, [`load`] runs workloads, [`ceilings`] measures the ceilings,
+//! [`report`] renders results.
+
+mod ceilings;
+mod load;
+mod report;
+mod seed;
+mod server;
+mod smtp;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::load::{Op, Plan, Target};
+use crate::report::{CeilingKind, Ceilings, Ratio, Report, SizeReport, StormReport, WorkloadReport};
+use crate::seed::Directory;
+use crate::server::{Latchkey, Launch};
+use crate::smtp::SmtpSink;
+
+/// Load generator for Latchkey: seeds N users, runs session-check, refresh, sign-in, sign-up,
+/// mix and storm workloads at a fixed concurrency for a fixed time, and reports req/s,
+/// latency percentiles, errors and the server's peak RSS against argon2id and HTTP ceilings
+/// measured in the same run.
+///
+/// Build the server first: `cargo build --release -p latchkey -p latchkey-bench`.
+#[derive(Debug, Parser)]
+#[command(name = "latchkey-bench", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Internal>,
+
+    /// Directory sizes to run the whole suite at, comma-separated; each gets a fresh database
+    /// (with --url or --database-url the same database is topped up instead).
+    #[arg(long, value_delimiter = ',', default_value = "10000")]
+    users: Vec<u64>,
+
+    /// Virtual clients per workload, each with one request in flight.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+
+    /// Measurement window per workload, e.g. 10s, 2s, 1m.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+
+    /// Warm-up before each workload (requests sent, results discarded).
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    warmup: Duration,
+
+    /// Workloads to run, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "check,me,refresh,signin,signup,mix,storm")]
+    workloads: Vec<Workload>,
+
+    /// Users signed in (each costs the server one hash) whose session cookies the
+    /// session-check workloads present; v1 sessions number max(this, --concurrency).
+    #[arg(long, default_value_t = 200)]
+    sessions: usize,
+
+    /// Virtual clients checking sessions in the storm run.
+    #[arg(long, default_value_t = 8)]
+    storm_checks: usize,
+
+    /// Virtual clients signing in during the storm.
+    #[arg(long, default_value_t = 64)]
+    storm_signins: usize,
+
+    /// Run on a fresh PostgreSQL database per size instead of SQLite.
+    #[arg(long, conflicts_with_all = ["url", "database_url"])]
+    postgres: bool,
+
+    /// PostgreSQL server to create (and drop) the databases on, with --postgres.
+    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    postgres_url: String,
+
+    /// Latchkey instances to start on the database (they share the secret and issuer).
+    #[arg(long, default_value_t = 1, conflicts_with = "url")]
+    instances: usize,
+
+    /// Already-running Latchkey instances to load instead of starting one, comma-separated
+    /// (http://host:port); requests are spread round-robin. Needs --database-url for seeding,
+    /// and the instances must share their secret and LATCHKEY_PUBLIC_URL.
+    #[arg(long, value_delimiter = ',', requires = "database_url")]
+    url: Vec<String>,
+
+    /// Database of the --url instances (or, without --url, an existing database for the
+    /// started instances); users are added to it, and it is never dropped.
+    #[arg(long)]
+    database_url: Option<String>,
+
+    /// The latchkey binary (default: target-bench/release/latchkey or target/release/latchkey).
+    #[arg(long, env = "LATCHKEY_BIN")]
+    latchkey_bin: Option<PathBuf>,
+
+    /// Extra server setting, KEY=VALUE with a LATCHKEY_ key (repeatable), e.g.
+    /// LATCHKEY_DATABASE_MAX_CONNECTIONS=32.
+    #[arg(long = "server-env", value_name = "KEY=VALUE")]
+    server_env: Vec<String>,
+
+    /// Skip measuring the ceilings (no ratios in the report).
+    #[arg(long)]
+    skip_ceilings: bool,
+
+    /// Write the report as JSON to this file.
+    #[arg(long, value_name = "PATH")]
+    json: Option<PathBuf>,
+
+    /// Write the report as Markdown to this file.
+    #[arg(long, value_name = "PATH")]
+    markdown: Option<PathBuf>,
+
+    /// Write a complete BENCHMARKS.md (machine, command, ceilings, tables, how to read) here.
+    #[arg(long, value_name = "PATH")]
+    write_benchmarks_md: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Internal {
+    /// Serve the bare HTTP ceiling's `GET /` (run by the bench itself).
+    #[command(hide = true)]
+    BareHttp {
+        /// Port on 127.0.0.1.
+        #[arg(long)]
+        port: u16,
+    },
+}
+
+/// The workloads, by their `--workloads` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Workload {
+    /// GET /api/users/currentuser with a session cookie.
+    Check,
+    /// GET /v1/me with a bearer access token.
+    Me,
+    /// POST /v1/token/refresh, each client on its own refresh token chain.
+    Refresh,
+    /// POST /api/users/signin as random seeded users.
+    Signin,
+    /// POST /api/users/signup with fresh emails.
+    Signup,
+    /// 90% currentuser, 8% refresh, 2% sign-in.
+    Mix,
+    /// currentuser p99 alone and under a sign-in storm.
+    Storm,
+}
+
+/// What a (non-storm) workload sends and what it is compared with.
+struct Spec {
+    /// Short key for reports.
+    key: &'static str,
+    /// Description.
+    name: &'static str,
+    /// Operations and weights.
+    mix: Vec<(Op, u32)>,
+    /// The ceiling its throughput is a share of.
+    ceiling: CeilingKind,
+}
+
+impl Workload {
+    /// The workload's spec; `None` for the storm, which is two runs.
+    fn spec(self) -> Option<Spec> {
+        use CeilingKind::{Argon2id, Http};
+        let (key, name, mix, ceiling) = match self {
+            Workload::Check => ("check", "session check: GET /api/users/currentuser", vec![(Op::CurrentUser, 1)], Http),
+            Workload::Me => ("me", "session check: GET /v1/me", vec![(Op::V1Me, 1)], Http),
+            Workload::Refresh => ("refresh", "token refresh: POST /v1/token/refresh", vec![(Op::Refresh, 1)], Http),
+            Workload::Signin => ("signin", "sign-in: POST /api/users/signin", vec![(Op::SignIn, 1)], Argon2id),
+            Workload::Signup => ("signup", "sign-up: POST /api/users/signup", vec![(Op::SignUp, 1)], Argon2id),
+            Workload::Mix => (
+                "mix",
+                "mix: 90% currentuser, 8% refresh, 2% sign-in",
+                vec![(Op::CurrentUser, 90), (Op::Refresh, 8), (Op::SignIn, 2)],
+                Http,
+            ),
+            Workload::Storm => return None,
+        };
+        Some(Spec { key, name, mix, ceiling })
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(Internal::BareHttp { port }) = cli.command {
+        return match ceilings::serve_bare(port) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("latchkey-bench bare-http: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("latchkey-bench: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("latchkey-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// What stays the same across directory sizes.
+struct Shared {
+    binary: Option<PathBuf>,
+    extra_env: Vec<(String, String)>,
+    secret: String,
+    sink: SmtpSink,
+    password_hash: String,
+    ceilings: Option<Ceilings>,
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    anyhow::ensure!(cli.concurrency > 0, "--concurrency must be at least 1");
+    anyhow::ensure!(!cli.duration.is_zero(), "--duration must be longer than zero");
+    anyhow::ensure!(cli.instances > 0, "--instances must be at least 1");
+    anyhow::ensure!(!cli.users.is_empty() && cli.users.iter().all(|&u| u > 0), "--users needs sizes of at least 1");
+    if cfg!(debug_assertions) {
+        eprintln!(
+            "warning: latchkey-bench is a debug build; its client overhead distorts every number (use --release)"
+        );
+    }
+    let extra_env = cli
+        .server_env
+        .iter()
+        .map(|kv| match kv.split_once('=') {
+            Some((k, v)) if k.starts_with("LATCHKEY_") => Ok((k.to_owned(), v.to_owned())),
+            _ => bail!("--server-env {kv:?}: expected LATCHKEY_KEY=VALUE"),
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let binary = if cli.url.is_empty() { Some(server::find_binary(cli.latchkey_bin.as_deref())?) } else { None };
+    if let Some(b) = &binary {
+        eprintln!("latchkey binary: {}", b.display());
+    }
+
+    let ceilings = if cli.skip_ceilings {
+        None
+    } else {
+        eprintln!("==> ceiling: argon2id hashes/s for {} s", cli.duration.as_secs_f64());
+        let duration = cli.duration;
+        let argon2 = tokio::task::spawn_blocking(move || ceilings::argon2(duration))
+            .await
+            .context("the argon2 ceiling task failed")??;
+        eprintln!("    {:.1} hashes/s on {} threads", argon2.hashes_per_s, argon2.threads);
+        eprintln!("==> ceiling: bare axum GET / at concurrency {}", cli.concurrency);
+        let http = ceilings::http(cli.concurrency, cli.warmup, cli.duration).await?;
+        eprintln!("    {:.0} req/s, p99 {:.2} ms", http.measurement.rps, http.measurement.latency_ms.p99);
+        Some(Ceilings { argon2, http })
+    };
+
+    let ctx = Shared {
+        binary,
+        extra_env,
+        secret: format!("latchkey-bench-secret-{}", uuid::Uuid::new_v4().simple()),
+        sink: SmtpSink::start().await?,
+        password_hash: seed::password_hash().await?,
+        ceilings,
+    };
+
+    // A failing size ends the run, but the sizes done so far are still reported.
+    let mut sizes = Vec::new();
+    let mut failure = None;
+    for &users in &cli.users {
+        match run_size(&cli, &ctx, users).await {
+            Ok(size) => sizes.push(size),
+            Err(e) => {
+                failure = Some(e.context(format!("the run with {users} users failed")));
+                break;
+            }
+        }
+    }
+    if sizes.is_empty() {
+        return Err(failure.unwrap_or_else(|| anyhow::anyhow!("nothing was measured")));
+    }
+
+    let backend = if !cli.url.is_empty() || cli.database_url.is_some() {
+        let url = cli.database_url.as_deref().unwrap_or_default();
+        if url.starts_with("sqlite:") { "SQLite (existing database)" } else { "PostgreSQL (existing database)" }
+    } else if cli.postgres {
+        "PostgreSQL"
+    } else {
+        "SQLite"
+    };
+    let report = Report {
+        generated_at: time::OffsetDateTime::now_utc()
+            .replace_nanosecond(0)
+            .unwrap_or_else(|_| time::OffsetDateTime::now_utc())
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default(),
+        machine: report::Machine::detect(),
+        command: format!(
+            "cargo build --release -p latchkey -p latchkey-bench\ntarget/release/latchkey-bench {}",
+            report::shell_words(std::env::args().skip(1).map(|a| report::redact_url(&a)))
+        ),
+        settings: report::Settings {
+            backend: backend.to_owned(),
+            instances: if cli.url.is_empty() { cli.instances } else { 0 },
+            targets: cli.url.clone(),
+            concurrency: cli.concurrency,
+            duration_s: cli.duration.as_secs_f64(),
+            warmup_s: cli.warmup.as_secs_f64(),
+            sessions: cli.sessions,
+            storm_checks: cli.storm_checks,
+            storm_signins: cli.storm_signins,
+            latchkey_bin: ctx.binary.as_ref().map(|b| b.display().to_string()),
+            server_env: cli.server_env.iter().map(|e| report::redact_url(e)).collect(),
+            bench_build: if cfg!(debug_assertions) { "debug" } else { "release" }.to_owned(),
+        },
+        ceilings: ctx.ceilings.clone(),
+        sizes,
+    };
+    print!("{}", report::render_text(&report));
+    if let Some(path) = &cli.json {
+        let json = serde_json::to_string_pretty(&report).context("serialising the report")?;
+        std::fs::write(path, json + "\n").with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    if let Some(path) = &cli.markdown {
+        std::fs::write(path, report::render_markdown(&report, false))
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    if let Some(path) = &cli.write_benchmarks_md {
+        std::fs::write(path, report::render_markdown(&report, true))
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    failure.map_or(Ok(()), Err)
+}
+
+/// One directory size: provision, run, and always clean up.
+async fn run_size(cli: &Cli, ctx: &Shared, users: u64) -> anyhow::Result<SizeReport> {
+    eprintln!("==> {users} users");
+    let directory = match &cli.database_url {
+        Some(url) => Directory::external(url)?,
+        None if cli.postgres => Directory::postgres(&cli.postgres_url).await?,
+        None => Directory::sqlite()?,
+    };
+    let result = run_on_directory(cli, ctx, users, &directory).await;
+    if let Err(e) = directory.remove().await {
+        eprintln!("warning: cleaning up: {e:#}");
+    }
+    result
+}
+
+/// Starts the servers (unless --url), measures, and always stops them.
+async fn run_on_directory(cli: &Cli, ctx: &Shared, users: u64, directory: &Directory) -> anyhow::Result<SizeReport> {
+    let probe = reqwest::Client::builder().build().context("building the HTTP client")?;
+    let mut servers: Vec<Latchkey> = Vec::new();
+    if let Some(binary) = &ctx.binary {
+        for i in 0..cli.instances {
+            let launch = Launch {
+                binary: binary.clone(),
+                database_url: directory.url().to_owned(),
+                secret: ctx.secret.clone(),
+                // Instance 0's issuer is its own URL; the others must issue and accept the same.
+                public_url: servers.first().map(|s| s.base_url.clone()),
+                smtp_port: ctx.sink.port,
+                work_dir: directory.work_dir().to_path_buf(),
+                extra_env: ctx.extra_env.clone(),
+            };
+            match Latchkey::start(&launch, &format!("latchkey-{i}"), &probe).await {
+                Ok(s) => {
+                    eprintln!("    latchkey {i} ready on {} (pid {})", s.base_url, s.pid);
+                    servers.push(s);
+                }
+                Err(e) => {
+                    stop_all(servers).await;
+                    return Err(e.context(format!("starting Latchkey instance {i}")));
+                }
+            }
+        }
+    }
+    let bases = if cli.url.is_empty() {
+        servers.iter().map(|s| s.base_url.clone()).collect()
+    } else {
+        cli.url.iter().map(|u| u.trim_end_matches('/').to_owned()).collect()
+    };
+    let result = measure(cli, ctx, users, directory, &servers, bases).await;
+    if result.is_err() {
+        for (i, s) in servers.iter().enumerate() {
+            eprintln!("standard error of Latchkey instance {i} (last lines):\n{}", s.stderr_tail());
+        }
+    }
+    stop_all(servers).await;
+    result
+}
+
+async fn stop_all(servers: Vec<Latchkey>) {
+    for s in servers {
+        if let Err(e) = s.stop().await {
+            eprintln!("warning: stopping Latchkey: {e:#}");
+        }
+    }
+}
+
+/// Seeds, signs in the session pools, and runs every selected workload.
+async fn measure(
+    cli: &Cli,
+    ctx: &Shared,
+    users: u64,
+    directory: &Directory,
+    servers: &[Latchkey],
+    bases: Vec<String>,
+) -> anyhow::Result<SizeReport> {
+    let seed = seed::seed(directory.url(), users, &ctx.password_hash).await?;
+    eprintln!("    seeded {} users in {:.1} s", seed.inserted, seed.seconds);
+
+    let selected = |w: Workload| cli.workloads.contains(&w);
+    let wants_cookies = [Workload::Check, Workload::Mix, Workload::Storm].into_iter().any(selected);
+    let wants_v1 = [Workload::Me, Workload::Refresh, Workload::Mix].into_iter().any(selected);
+    let cookies = if wants_cookies { cli.sessions.max(1) } else { 0 };
+    let v1 = if wants_v1 { cli.sessions.max(cli.concurrency) } else { 0 };
+    let clients = cli.concurrency.max(cli.storm_checks + cli.storm_signins);
+    let target = Arc::new(Target::new(bases, clients)?);
+    eprintln!("    signing in {cookies} users sessions and {v1} v1 sessions");
+    let parallel = 2 * std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (creds, notes) = load::prepare(&target, users, cookies, v1, parallel).await?;
+    for n in &notes {
+        eprintln!("    note: {n}");
+    }
+    let creds = Arc::new(creds);
+    let mails_before = ctx.sink.received();
+
+    let peak = |servers: &[Latchkey]| servers.iter().filter_map(Latchkey::peak_rss_kib).max();
+    let mut notes = notes;
+    if !servers.is_empty() && !servers.iter().all(Latchkey::reset_peak_rss) {
+        notes.push(
+            "the kernel did not let the peak RSS be reset between workloads: each is the peak since start".into(),
+        );
+    }
+    let reset = |servers: &[Latchkey]| {
+        for s in servers {
+            s.reset_peak_rss();
+        }
+    };
+    let mut workloads = Vec::new();
+    let mut storm = None;
+    for &w in &cli.workloads {
+        let Some(Spec { key, name, mix, ceiling }) = w.spec() else {
+            storm = Some(run_storm(cli, &target, &creds, servers).await?);
+            continue;
+        };
+        if workloads.iter().any(|r: &WorkloadReport| r.key == key) {
+            continue;
+        }
+        eprintln!("==> {name} (concurrency {})", cli.concurrency);
+        let plan = Plan { mix, concurrency: cli.concurrency, warmup: cli.warmup, duration: cli.duration };
+        reset(servers);
+        let m = load::run(&target, &creds, &plan).await?;
+        let ratio = ctx.ceilings.as_ref().map(|c| {
+            let base = match ceiling {
+                CeilingKind::Argon2id => c.argon2.hashes_per_s,
+                CeilingKind::Http => c.http.measurement.rps,
+            };
+            Ratio { ceiling, value: if base > 0.0 { m.rps / base } else { 0.0 } }
+        });
+        eprintln!(
+            "    {:.1} req/s, p99 {:.2} ms, {} errors{}",
+            m.rps,
+            m.latency_ms.p99,
+            m.errors,
+            m.errors_by_kind.iter().map(|(k, v)| format!(" [{k}: {v}]")).collect::<String>()
+        );
+        workloads.push(WorkloadReport {
+            key: key.to_owned(),
+            name: name.to_owned(),
+            measurement: m,
+            peak_rss_kib: peak(servers),
+            ratio,
+        });
+    }
+    Ok(SizeReport { users, seed, notes, mails_received: ctx.sink.received() - mails_before, workloads, storm })
+}
+
+/// Session checks alone, then the same checks while a sign-in storm saturates the hash pool.
+async fn run_storm(
+    cli: &Cli,
+    target: &Arc<Target>,
+    creds: &Arc<load::Credentials>,
+    servers: &[Latchkey],
+) -> anyhow::Result<StormReport> {
+    let checks = Plan {
+        mix: vec![(Op::CurrentUser, 1)],
+        concurrency: cli.storm_checks,
+        warmup: cli.warmup,
+        duration: cli.duration,
+    };
+    let signins = Plan { mix: vec![(Op::SignIn, 1)], concurrency: cli.storm_signins, ..checks.clone() };
+    eprintln!("==> storm: session checks alone (concurrency {})", cli.storm_checks);
+    let alone = load::run(target, creds, &checks).await?;
+    eprintln!("    p99 {:.2} ms", alone.latency_ms.p99);
+    eprintln!("==> storm: session checks during {} concurrent sign-ins", cli.storm_signins);
+    for s in servers {
+        s.reset_peak_rss();
+    }
+    let (under, storm) = tokio::join!(load::run(target, creds, &checks), load::run(target, creds, &signins));
+    let (under, storm) = (under?, storm?);
+    eprintln!("    p99 {:.2} ms; {:.1} sign-ins/s", under.latency_ms.p99, storm.rps);
+    let p99_ratio = (alone.ok > 0 && under.ok > 0 && alone.latency_ms.p99 > 0.0)
+        .then(|| under.latency_ms.p99 / alone.latency_ms.p99);
+    Ok(StormReport {
+        checks_alone: alone,
+        checks_under_storm: under,
+        storm_signins: storm,
+        p99_ratio,
+        peak_rss_kib: servers.iter().filter_map(Latchkey::peak_rss_kib).max(),
+    })
+}

@@ -1,0 +1,214 @@
+//! Starting and stopping Latchkey (`latchkey serve`) as a child process configured only
+//! through `LATCHKEY_*` environment variables, waiting for `GET /readyz`, and reading its peak
+//! resident set size from `/proc`.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use tokio::process::{Child, Command};
+
+/// How long a server gets to answer `GET /readyz` with 200 after it was started.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a server gets to stop after SIGTERM before it is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The Latchkey binary to run: `explicit` (`--latchkey-bin` or `LATCHKEY_BIN`), else the first
+/// of `target-bench/release/latchkey` and `target/release/latchkey` that exists, looked up in
+/// the working directory and then in this workspace's root.
+///
+/// # Errors
+/// When `explicit` does not exist, or no release build is found.
+pub fn find_binary(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if let Some(path) = explicit {
+        if path.is_file() {
+            return Ok(path.to_path_buf());
+        }
+        bail!("the Latchkey binary {} does not exist", path.display());
+    }
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let mut tried = Vec::new();
+    for base in [PathBuf::from("."), workspace] {
+        for dir in ["target-bench/release", "target/release"] {
+            let candidate = base.join(dir).join("latchkey");
+            if candidate.is_file() {
+                return Ok(candidate.canonicalize().unwrap_or(candidate));
+            }
+            tried.push(candidate.display().to_string());
+        }
+    }
+    bail!(
+        "no release build of Latchkey found (tried {}); build it with \
+         `cargo build --release -p latchkey`, or pass --latchkey-bin / set LATCHKEY_BIN",
+        tried.join(", ")
+    )
+}
+
+/// A free TCP port on `127.0.0.1` (bound, then released for the child to bind).
+///
+/// # Errors
+/// When no port can be bound.
+pub fn free_port() -> anyhow::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+    Ok(listener.local_addr().context("reading the free port")?.port())
+}
+
+/// How to start one Latchkey instance.
+#[derive(Debug, Clone)]
+pub struct Launch {
+    /// The `latchkey` binary.
+    pub binary: PathBuf,
+    /// `LATCHKEY_DATABASE_URL`.
+    pub database_url: String,
+    /// `LATCHKEY_SECRET` (at least 32 bytes; shared by every instance of a run).
+    pub secret: String,
+    /// `LATCHKEY_PUBLIC_URL`: the issuer, which every instance of a run must share so that a
+    /// token issued by one is accepted by the others.
+    pub public_url: Option<String>,
+    /// The port of the SMTP sink (`LATCHKEY_SMTP_URL=smtp://127.0.0.1:<port>`).
+    pub smtp_port: u16,
+    /// Working directory of the child, which also holds its captured standard error.
+    pub work_dir: PathBuf,
+    /// Further `LATCHKEY_*` settings (`--server-env`), applied last.
+    pub extra_env: Vec<(String, String)>,
+}
+
+/// A running Latchkey child process.
+#[derive(Debug)]
+pub struct Latchkey {
+    child: Child,
+    /// Its base URL, `http://127.0.0.1:<port>`.
+    pub base_url: String,
+    /// Its process id.
+    pub pid: u32,
+    stderr_path: PathBuf,
+}
+
+impl Latchkey {
+    /// Starts `latchkey serve` on a free port with `launch`'s settings, rate limits off and
+    /// logs at `warn`, and waits until `GET /readyz` answers 200.
+    ///
+    /// Every `LATCHKEY_*` variable of this process's environment is removed from the child's,
+    /// so only the settings named here apply.
+    ///
+    /// # Errors
+    /// When the process cannot be started, exits early or is not ready in time; the error
+    /// holds the tail of its standard error.
+    pub async fn start(launch: &Launch, name: &str, client: &reqwest::Client) -> anyhow::Result<Self> {
+        let port = free_port()?;
+        let base_url = format!("http://127.0.0.1:{port}");
+        let stderr_path = launch.work_dir.join(format!("{name}.stderr.log"));
+        let stderr = std::fs::File::create(&stderr_path)
+            .with_context(|| format!("creating {} for the server's standard error", stderr_path.display()))?;
+        let mut command = Command::new(&launch.binary);
+        command.arg("serve").current_dir(&launch.work_dir);
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("LATCHKEY_") {
+                command.env_remove(key);
+            }
+        }
+        command
+            .env("LATCHKEY_LISTEN", format!("127.0.0.1:{port}"))
+            .env("LATCHKEY_DATABASE_URL", &launch.database_url)
+            .env("LATCHKEY_SECRET", &launch.secret)
+            .env("LATCHKEY_RATE_LIMIT", "off")
+            .env("LATCHKEY_LOG", "warn")
+            .env("LATCHKEY_SMTP_URL", format!("smtp://127.0.0.1:{}", launch.smtp_port));
+        if let Some(url) = &launch.public_url {
+            command.env("LATCHKEY_PUBLIC_URL", url);
+        }
+        for (key, value) in &launch.extra_env {
+            command.env(key, value);
+        }
+        command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(stderr).kill_on_drop(true);
+        let child = command.spawn().with_context(|| format!("starting {}", launch.binary.display()))?;
+        let pid = child.id().context("the server exited at once")?;
+        let mut server = Self { child, base_url, pid, stderr_path };
+        server.wait_ready(client).await?;
+        Ok(server)
+    }
+
+    async fn wait_ready(&mut self, client: &reqwest::Client) -> anyhow::Result<()> {
+        let started = Instant::now();
+        let url = format!("{}/readyz", self.base_url);
+        let mut last = String::from("no answer yet");
+        while started.elapsed() < READY_TIMEOUT {
+            if let Some(status) = self.child.try_wait().context("checking on the server process")? {
+                bail!("Latchkey exited during start-up ({status}); its standard error:\n{}", self.stderr_tail());
+            }
+            match client.get(&url).timeout(Duration::from_secs(2)).send().await {
+                Ok(r) if r.status().is_success() => return Ok(()),
+                Ok(r) => last = format!("GET /readyz answered {}", r.status()),
+                Err(e) => last = format!("GET /readyz failed: {e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        bail!(
+            "Latchkey was not ready within {} s ({last}); its standard error:\n{}",
+            READY_TIMEOUT.as_secs(),
+            self.stderr_tail()
+        )
+    }
+
+    /// The last 40 lines of the server's standard error.
+    pub fn stderr_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.stderr_path).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+        if tail.is_empty() { "(empty)".into() } else { tail }
+    }
+
+    /// Peak resident set size so far (`VmHWM`), in KiB; see [`peak_rss_kib`].
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        peak_rss_kib(self.pid)
+    }
+
+    /// Resets the peak resident set size, so that the next [`Latchkey::peak_rss_kib`] covers
+    /// only what ran since; see [`reset_peak_rss`].
+    pub fn reset_peak_rss(&self) -> bool {
+        reset_peak_rss(self.pid)
+    }
+
+    /// Sends SIGTERM (graceful shutdown: requests in flight finish) and waits; kills the
+    /// process if it has not exited within 15 s.
+    ///
+    /// # Errors
+    /// When the process cannot be signalled or waited for.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if self.child.try_wait().context("checking on the server process")?.is_some() {
+            return Ok(());
+        }
+        // std and tokio can only SIGKILL; `kill -TERM` asks for the graceful shutdown.
+        let signalled = Command::new("kill")
+            .args(["-TERM", &self.pid.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .await
+            .is_ok_and(|s| s.success());
+        if signalled && tokio::time::timeout(STOP_TIMEOUT, self.child.wait()).await.is_ok() {
+            return Ok(());
+        }
+        self.child.kill().await.context("killing the server process")?;
+        Ok(())
+    }
+}
+
+/// Peak resident set size of process `pid` (`VmHWM` in `/proc/<pid>/status`), in KiB; `None`
+/// when it cannot be read (not Linux, or the process is gone).
+pub fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// Resets the peak resident set size of process `pid` to its current size (writing `5` to
+/// `/proc/<pid>/clear_refs`, Linux 4.0 and later). Returns whether that worked; when it did
+/// not, [`peak_rss_kib`] is the peak since the process started.
+pub fn reset_peak_rss(pid: u32) -> bool {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok()
+}
