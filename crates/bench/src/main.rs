@@ -102,7 +102,8 @@ struct Cli {
     #[arg(long)]
     database_url: Option<String>,
 
-    /// The latchkey binary (default: target-bench/release/latchkey or target/release/latchkey).
+    /// The latchkey binary (default: the one built beside this benchmark, else
+    /// target/release/latchkey).
     #[arg(long, env = "LATCHKEY_BIN")]
     latchkey_bin: Option<PathBuf>,
 

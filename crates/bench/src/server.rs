@@ -14,9 +14,10 @@ const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a server gets to stop after SIGTERM before it is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// The Latchkey binary to run: `explicit` (`--latchkey-bin` or `LATCHKEY_BIN`), else the first
-/// of `target-bench/release/latchkey` and `target/release/latchkey` that exists, looked up in
-/// the working directory and then in this workspace's root.
+/// The Latchkey binary to run: `explicit` (`--latchkey-bin` or `LATCHKEY_BIN`), else the
+/// `latchkey` built beside this benchmark (same target directory and profile, as
+/// `cargo build --release -p latchkey -p latchkey-bench` leaves it), else
+/// `target/release/latchkey` in the working directory.
 ///
 /// # Errors
 /// When `explicit` does not exist, or no release build is found.
@@ -27,16 +28,13 @@ pub fn find_binary(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
         }
         bail!("the Latchkey binary {} does not exist", path.display());
     }
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let beside = std::env::current_exe().ok().and_then(|exe| exe.parent().map(|dir| dir.join("latchkey")));
     let mut tried = Vec::new();
-    for base in [PathBuf::from("."), workspace] {
-        for dir in ["target-bench/release", "target/release"] {
-            let candidate = base.join(dir).join("latchkey");
-            if candidate.is_file() {
-                return Ok(candidate.canonicalize().unwrap_or(candidate));
-            }
-            tried.push(candidate.display().to_string());
+    for candidate in beside.into_iter().chain([PathBuf::from("target/release/latchkey")]) {
+        if candidate.is_file() {
+            return Ok(candidate.canonicalize().unwrap_or(candidate));
         }
+        tried.push(candidate.display().to_string());
     }
     bail!(
         "no release build of Latchkey found (tried {}); build it with \

@@ -1,20 +1,24 @@
-//! Password hashing with argon2id on a bounded blocking pool.
+//! Password hashing with argon2id on a fixed pool of hashing threads.
 //!
-//! Each hash holds `memory_kib` KiB (19 MiB by default) for tens of milliseconds of CPU, so
-//! hashing runs on tokio's blocking threads behind a semaphore with one permit per core: a
-//! storm of sign-ins queues here instead of exhausting memory or starving the async threads
-//! that serve session checks. Unknown logins are verified against a dummy hash so that they
-//! cost the same as a wrong password (API.md, "Timing").
+//! Each hash needs `memory_kib` KiB (19 MiB by default) for tens of milliseconds of CPU. Hashes
+//! run on one dedicated thread per core, each reusing one memory buffer for every hash it
+//! computes: a storm of sign-ins queues here (FIFO) instead of exhausting memory or starving
+//! the async threads that serve session checks, and the process holds `cores × memory_kib`
+//! KiB for hashing, allocated once. (Letting argon2 allocate per hash on tokio's blocking
+//! threads made the allocator keep every freed 19 MiB buffer in per-thread arenas: hundreds of
+//! MiB after a few dozen sign-ins.) Unknown logins are verified against a dummy hash so that
+//! they cost the same as a wrong password (API.md, "Timing").
 
-use std::sync::Arc;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 
-use argon2::password_hash::phc::PasswordHash;
-use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
-use argon2::{Algorithm, Argon2, Params, Version};
-use tokio::sync::Semaphore;
+use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
+use rand::RngCore;
 
 use crate::error::{Error, Result};
 use crate::identity::Password;
+use crate::secret::constant_time_eq;
 
 /// Argon2id cost parameters (RFC 9106 section 3.1 names: m, t, p).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,45 +47,130 @@ pub struct Verification {
     pub needs_rehash: bool,
 }
 
-/// Hashes and verifies passwords with argon2id, at most `concurrency` at a time.
+/// Largest memory cost a stored hash may ask for (1 GiB); a hash asking more is treated as a
+/// mismatch rather than allowed to exhaust memory.
+const MAX_MEMORY_KIB: u32 = 1 << 20;
+
+/// Salt length in bytes (RFC 9106 section 3.1 recommends 16).
+const SALT_LEN: usize = 16;
+
+/// Hash output length in bytes.
+const OUTPUT_LEN: usize = 32;
+
+/// Work for a hashing thread; it lends the job its reusable memory.
+type Job = Box<dyn FnOnce(&mut Vec<Block>) + Send>;
+
+/// The blocks of `memory` needed for `params`, growing it if needed.
+fn blocks<'m>(memory: &'m mut Vec<Block>, params: &Params) -> &'m mut [Block] {
+    let count = params.block_count();
+    if memory.len() < count {
+        memory.resize(count, Block::default());
+    }
+    &mut memory[..count]
+}
+
+/// Starts `n` hashing threads fed by one FIFO queue. They exit when the returned sender and
+/// all its clones are dropped.
+fn spawn_workers(n: usize) -> Result<mpsc::Sender<Job>> {
+    let (tx, rx) = mpsc::channel::<Job>();
+    let rx = Arc::new(Mutex::new(rx));
+    for i in 0..n {
+        let rx = rx.clone();
+        std::thread::Builder::new()
+            .name(format!("latchkey-argon2-{i}"))
+            .spawn(move || {
+                let mut memory = Vec::new();
+                loop {
+                    let job = {
+                        let queue = rx.lock().unwrap_or_else(|p| p.into_inner());
+                        match queue.recv() {
+                            Ok(job) => job,
+                            Err(_) => return,
+                        }
+                    };
+                    job(&mut memory);
+                }
+            })
+            .map_err(|e| Error::internal(format!("cannot start a hashing thread: {e}")))?;
+    }
+    Ok(tx)
+}
+
+/// Hashes `password` with `argon2` (whose parameters are `params`) and a fresh random salt,
+/// into a PHC string.
+fn hash_into_phc(argon2: &Argon2<'_>, params: &Params, password: &[u8], memory: &mut Vec<Block>) -> Result<String> {
+    let fail = |e: &dyn std::fmt::Display| Error::internal(format!("argon2: {e}"));
+    let mut salt = [0u8; SALT_LEN];
+    rand::rngs::OsRng.fill_bytes(&mut salt);
+    let mut out = [0u8; OUTPUT_LEN];
+    argon2.hash_password_into_with_memory(password, &salt, &mut out, blocks(memory, params)).map_err(|e| fail(&e))?;
+    let phc = PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(params).map_err(|e| fail(&e))?,
+        salt: Some(Salt::new(&salt).map_err(|e| fail(&e))?),
+        hash: Some(Output::new(&out).map_err(|e| fail(&e))?),
+    };
+    Ok(phc.to_string())
+}
+
+/// Recomputes a stored PHC hash for `password` and compares in constant time. Returns
+/// whether it matched and the stored parameters; `None` when the string is not an argon2 hash
+/// Latchkey can check.
+fn verify_phc(stored: &str, password: &[u8], memory: &mut Vec<Block>) -> Option<(bool, PasswordHash)> {
+    let parsed = PasswordHash::new(stored).ok()?;
+    let algorithm = Algorithm::try_from(parsed.algorithm.as_str()).ok()?;
+    let version = match parsed.version {
+        Some(v) => Version::try_from(v).ok()?,
+        None => Version::default(),
+    };
+    let params = Params::try_from(&parsed).ok()?;
+    if params.m_cost() > MAX_MEMORY_KIB {
+        return None;
+    }
+    let (salt, expected) = (parsed.salt.as_ref()?, parsed.hash.as_ref()?);
+    let mut out = vec![0u8; expected.len()];
+    Argon2::new(algorithm, version, params.clone())
+        .hash_password_into_with_memory(password, salt, &mut out, blocks(memory, &params))
+        .ok()?;
+    let matched = constant_time_eq(&out, expected.as_bytes());
+    Some((matched, parsed))
+}
+
+/// Hashes and verifies passwords with argon2id on `concurrency` dedicated threads.
 #[derive(Clone)]
 pub struct PasswordHasher {
     params: HashParams,
-    argon2: Argon2<'static>,
-    permits: Arc<Semaphore>,
+    argon2_params: Params,
+    jobs: mpsc::Sender<Job>,
+    concurrency: usize,
     dummy_hash: Arc<str>,
 }
 
 impl std::fmt::Debug for PasswordHasher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PasswordHasher")
-            .field("params", &self.params)
-            .field("concurrency", &self.permits.available_permits())
-            .finish()
+        f.debug_struct("PasswordHasher").field("params", &self.params).field("concurrency", &self.concurrency).finish()
     }
 }
 
 impl PasswordHasher {
-    /// A hasher with the given parameters running at most `concurrency` hashes at once (use
-    /// the number of cores). Computes the dummy hash once, synchronously (one hash's time).
+    /// A hasher with the given parameters on `concurrency` hashing threads (use the number of
+    /// cores). Computes the dummy hash once, synchronously (one hash's time).
     ///
     /// # Errors
-    /// [`Error::Internal`] when the parameters are out of argon2's range.
+    /// [`Error::Internal`] when the parameters are out of argon2's range or a thread cannot
+    /// be started.
     pub fn new(params: HashParams, concurrency: usize) -> Result<Self> {
-        let argon2 = Argon2::new(
-            Algorithm::Argon2id,
-            Version::V0x13,
-            Params::new(params.memory_kib, params.iterations, params.parallelism, None)
-                .map_err(|e| Error::internal(format!("argon2 parameters: {e}")))?,
-        );
-        let dummy_hash = argon2
-            .hash_password(b"latchkey dummy password")
-            .map_err(|e| Error::internal(format!("argon2: {e}")))?
-            .to_string();
+        let argon2_params = Params::new(params.memory_kib, params.iterations, params.parallelism, Some(OUTPUT_LEN))
+            .map_err(|e| Error::internal(format!("argon2 parameters: {e}")))?;
+        let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, argon2_params.clone());
+        let dummy_hash = hash_into_phc(&argon2, &argon2_params, b"latchkey dummy password", &mut Vec::new())?;
+        let concurrency = concurrency.max(1);
         Ok(Self {
             params,
-            argon2,
-            permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            argon2_params,
+            jobs: spawn_workers(concurrency)?,
+            concurrency,
             dummy_hash: dummy_hash.into(),
         })
     }
@@ -91,31 +180,30 @@ impl PasswordHasher {
         self.params
     }
 
-    /// Hashes a password with a fresh random salt; returns the PHC string
-    /// (`$argon2id$v=19$m=19456,t=2,p=1$<salt>$<hash>`).
+    /// Hashes a password with a fresh random 16-byte salt; returns the PHC string
+    /// (`$argon2id$v=19$m=19456,t=2,p=1$<salt>$<hash>`, 32-byte output).
     ///
     /// # Errors
-    /// [`Error::Internal`] if the blocking pool is gone or argon2 fails.
+    /// [`Error::Internal`] if the hashing threads are gone or argon2 fails.
     pub async fn hash(&self, password: &Password) -> Result<String> {
         let password = password.clone();
-        let argon2 = self.argon2.clone();
-        self.run(move || {
-            argon2
-                .hash_password(password.expose().as_bytes())
-                .map(|h| h.to_string())
-                .map_err(|e| Error::internal(format!("argon2: {e}")))
+        let params = self.argon2_params.clone();
+        self.run(move |memory| {
+            let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
+            hash_into_phc(&argon2, &params, password.expose().as_bytes(), memory)
         })
         .await
     }
 
     /// Verifies a password against a PHC string, or against the dummy hash when `stored` is
     /// `None` (unknown user, or a user without a password) so that the caller spends the same
-    /// time either way; in that case the result never matches.
+    /// time either way; in that case the result never matches. Hashes of any argon2 variant
+    /// and parameters verify; those that differ from the current parameters are flagged.
     ///
     /// A stored hash that cannot be parsed counts as a mismatch (and is logged).
     ///
     /// # Errors
-    /// [`Error::Internal`] if the blocking pool is gone.
+    /// [`Error::Internal`] if the hashing threads are gone.
     pub async fn verify(&self, password: &Password, stored: Option<&str>) -> Result<Verification> {
         let password = password.clone();
         let known = stored.is_some();
@@ -124,28 +212,30 @@ impl PasswordHasher {
             None => self.dummy_hash.clone(),
         };
         let current = self.params;
-        let argon2 = self.argon2.clone();
-        self.run(move || {
-            let parsed = match PasswordHash::new(&hash) {
-                Ok(p) => p,
-                Err(e) => {
-                    tracing::error!(error = %e, "stored password hash is not a valid PHC string");
-                    return Ok(Verification { matched: false, needs_rehash: false });
-                }
+        self.run(move |memory| {
+            let Some((matched, parsed)) = verify_phc(&hash, password.expose().as_bytes(), memory) else {
+                tracing::error!("stored password hash is not an argon2 PHC string Latchkey can check");
+                return Ok(Verification { matched: false, needs_rehash: false });
             };
-            let matched = argon2.verify_password(password.expose().as_bytes(), &parsed).is_ok() && known;
+            let matched = matched && known;
             let needs_rehash = matched && !uses_params(&parsed, current);
             Ok(Verification { matched, needs_rehash })
         })
         .await
     }
 
-    async fn run<T: Send + 'static>(&self, work: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-        let _permit = self.permits.acquire().await.map_err(|e| Error::internal(format!("hash pool closed: {e}")))?;
+    /// Runs `work` on a hashing thread, in the current tracing span, and awaits its result.
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Vec<Block>) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
         let span = tracing::Span::current();
-        tokio::task::spawn_blocking(move || span.in_scope(work))
-            .await
-            .map_err(|e| Error::internal(format!("hash task failed: {e}")))?
+        let job: Job = Box::new(move |memory| {
+            let _ = tx.send(span.in_scope(|| work(memory)));
+        });
+        self.jobs.send(job).map_err(|_| Error::internal("the hashing threads are gone"))?;
+        rx.await.map_err(|_| Error::internal("a hashing thread failed"))?
     }
 }
 
@@ -198,6 +288,50 @@ mod tests {
         let pw = Password::candidate("latchkey dummy password");
         assert!(!hasher.verify(&pw, None).await.expect("verify").matched, "dummy hash must never match");
         assert!(!hasher.verify(&pw, Some("not a hash")).await.expect("verify").matched);
+    }
+
+    #[tokio::test]
+    async fn hashes_from_the_reference_implementation_verify_both_ways() {
+        use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
+        let pw = Password::candidate("interoperable password");
+        let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, Params::new(64, 1, 1, None).expect("params"));
+        let theirs = argon2.hash_password(pw.expose().as_bytes()).expect("hash").to_string();
+        let hasher = PasswordHasher::new(cheap(), 1).expect("params");
+        assert!(hasher.verify(&pw, Some(&theirs)).await.expect("verify").matched);
+        let ours = hasher.hash(&pw).await.expect("hash");
+        let parsed = PasswordHash::new(&ours).expect("PHC");
+        assert!(argon2.verify_password(pw.expose().as_bytes(), &parsed).is_ok(), "{ours}");
+        // argon2i hashes (other variant) verify too, and are flagged for re-hashing.
+        let argon2i = Argon2::new(Algorithm::Argon2i, Version::V0x13, Params::new(64, 1, 1, None).expect("params"));
+        let old = argon2i.hash_password(pw.expose().as_bytes()).expect("hash").to_string();
+        assert_eq!(
+            hasher.verify(&pw, Some(&old)).await.expect("verify"),
+            Verification { matched: true, needs_rehash: true }
+        );
+    }
+
+    #[tokio::test]
+    async fn concurrent_hashes_queue_on_the_fixed_pool() {
+        let hasher = PasswordHasher::new(cheap(), 2).expect("params");
+        let pw = Password::candidate("queued password");
+        let hashes = futures_like_join(&hasher, &pw, 16).await;
+        assert_eq!(hashes.len(), 16);
+        for h in &hashes {
+            assert!(hasher.verify(&pw, Some(h)).await.expect("verify").matched);
+        }
+    }
+
+    async fn futures_like_join(hasher: &PasswordHasher, pw: &Password, n: usize) -> Vec<String> {
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..n {
+            let (h, p) = (hasher.clone(), pw.clone());
+            set.spawn(async move { h.hash(&p).await });
+        }
+        let mut out = Vec::new();
+        while let Some(r) = set.join_next().await {
+            out.push(r.expect("task").expect("hash"));
+        }
+        out
     }
 
     #[test]
