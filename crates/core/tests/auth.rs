@@ -218,6 +218,8 @@ async fn id_tokens_are_not_access_tokens() {
     let id = h.auth.id_token(&s.session, &s.user, "test", Default::default()).await.expect("id token");
     assert!(matches!(h.auth.authenticate(&id, &[]).await, Err(Error::InvalidToken)));
     let verified = h.auth.verify_id_token(&id, &["test"]).await.expect("id token verifies as one");
+    // Remembering a verified token does not let it change type.
+    assert!(matches!(h.auth.authenticate(&id, &[]).await, Err(Error::InvalidToken)));
     assert_eq!(verified.claims.extra.get("email").and_then(|v| v.as_str()), Some("gil@example.com"));
     assert_eq!(verified.claims.extra.get("email_verified").and_then(|v| v.as_bool()), Some(true));
 }
