@@ -229,13 +229,19 @@ pub struct SmtpSink {
     pub port: u16,
     state: Arc<Mutex<SinkState>>,
     arrived: Arc<Notify>,
+    held: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl SmtpSink {
     pub async fn start() -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind SMTP sink");
         let port = listener.local_addr().expect("addr").port();
-        let sink = Self { port, state: Arc::default(), arrived: Arc::default() };
+        let sink = Self {
+            port,
+            state: Arc::default(),
+            arrived: Arc::default(),
+            held: Arc::new(tokio::sync::watch::Sender::new(false)),
+        };
         let s = sink.clone();
         tokio::spawn(async move {
             while let Ok((socket, _)) = listener.accept().await {
@@ -246,6 +252,17 @@ impl SmtpSink {
             }
         });
         sink
+    }
+
+    /// From now on, keeps each message's final `250` reply back (the sender waits inside its
+    /// SMTP transaction) until [`SmtpSink::release`]. The message is in the inbox already.
+    pub fn hold(&self) {
+        self.held.send_replace(true);
+    }
+
+    /// Sends the replies kept back by [`SmtpSink::hold`], and stops holding.
+    pub fn release(&self) {
+        self.held.send_replace(false);
     }
 
     /// Refuses the next `n` messages with `451` (a transient failure).
@@ -303,6 +320,12 @@ impl SmtpSink {
                 }
                 self.state.lock().expect("sink").inbox.push_back(ReceivedMail { to: to.clone(), data });
                 self.arrived.notify_waiters();
+                let mut held = self.held.subscribe();
+                while *held.borrow_and_update() {
+                    if held.changed().await.is_err() {
+                        break;
+                    }
+                }
                 write.write_all(b"250 OK queued\r\n").await?;
             } else if command == "QUIT" {
                 write.write_all(b"221 bye\r\n").await?;
@@ -438,6 +461,13 @@ impl TestApp {
             server: Some(server),
             _pg: pg,
             _dir: dir,
+        }
+    }
+
+    /// Tells the server to shut down gracefully, without waiting.
+    pub fn begin_shutdown(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
         }
     }
 

@@ -147,12 +147,13 @@ on_both_backends!(
     two_instances_share_users_sessions_and_keys
 );
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_flight_requests_finish_during_graceful_shutdown() {
-    let app = TestApp::spawn(Backend::Sqlite).await;
-    let client = app.client.clone();
-    let url = app.url("/api/users/signup");
-    // Sign-up hashes a password, so it is still in flight when the shutdown begins.
+    let mut app = TestApp::spawn(Backend::Sqlite).await;
+    let (client, url, mail, port) = (app.client.clone(), app.url("/api/users/signup"), app.mail.clone(), app.port);
+    // The sink keeps its reply back, so the sign-up is provably inside the server (in its
+    // SMTP transaction) when the shutdown begins.
+    mail.hold();
     let request = tokio::spawn(async move {
         client
             .post(url)
@@ -160,11 +161,14 @@ async fn in_flight_requests_finish_during_graceful_shutdown() {
             .send()
             .await
     });
-    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    let port = app.port;
-    app.stop().await;
+    let _ = mail.next_mail("lou@example.com").await;
+    app.begin_shutdown();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert!(!request.is_finished(), "the request waits for the mail relay");
+    mail.release();
     let response = request.await.expect("task").expect("the in-flight request got its answer");
     assert_eq!(response.status(), 201);
+    app.stop().await;
     assert!(
         tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err(),
         "the listener is closed after shutdown"
