@@ -429,7 +429,7 @@ async fn not_found() -> Response {
 
 fn problem(status: StatusCode, code: &str, detail: &str) -> Response {
     let body = serde_json::json!({
-        "type": "about:blank",
+        "type": format!("urn:latchkey:problem:{code}"),
         "title": status.canonical_reason().unwrap_or("Error"),
         "status": status.as_u16(),
         "detail": detail,

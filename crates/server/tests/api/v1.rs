@@ -475,7 +475,37 @@ async fn openapi_describes_every_route(backend: Backend) {
     assert!(docs.text().await.expect("html").contains("Latchkey v1"), "the viewer embeds the document");
 }
 
+async fn bad_input_gets_problem_documents(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    verified_user(&app, "kit@example.com").await;
+    let client = reqwest::Client::builder().pool_max_idle_per_host(0).build().expect("client");
+    let send = |method: Method, path: &str, content_type: &str, body: Vec<u8>| {
+        client.request(method, app.url(path)).header("content-type", content_type).body(body).send()
+    };
+    for (status, code, response) in [
+        (400, "invalid_body", send(Method::POST, "/v1/sessions", "application/json", b"{\"email\":".to_vec()).await),
+        (400, "invalid_body", send(Method::POST, "/v1/sessions", "application/json", b"[]".to_vec()).await),
+        (
+            422,
+            "invalid_body",
+            send(Method::POST, "/v1/sessions", "application/json", b"{\"password\":[]}".to_vec()).await,
+        ),
+        (415, "unsupported_media_type", send(Method::POST, "/v1/sessions", "text/plain", b"{}".to_vec()).await),
+        (413, "payload_too_large", send(Method::POST, "/v1/signup", "application/json", vec![b' '; 1024 * 1024]).await),
+        (404, "not_found", send(Method::GET, "/v1/nothing-here", "application/json", Vec::new()).await),
+        (405, "method_not_allowed", send(Method::PUT, "/v1/me", "application/json", Vec::new()).await),
+    ] {
+        let response = response.expect("send");
+        assert_eq!(response.headers()["content-type"], "application/problem+json");
+        let (got, body) = json(response).await;
+        assert_eq!(got, status, "{body}");
+        assert_problem(&body, status, code);
+    }
+    sign_in(&app, "kit@example.com", PASSWORD).await;
+}
+
 on_both_backends!(
+    bad_input_gets_problem_documents,
     sign_up_verify_sign_in_and_me,
     sign_up_does_not_reveal_registered_addresses,
     refresh_rotates_and_reuse_revokes_the_session,
