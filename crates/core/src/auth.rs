@@ -405,7 +405,11 @@ impl Auth {
         result
     }
 
-    async fn user_by_email(&self, tenant: TenantId, email: &Email) -> Result<User> {
+    /// Finds a user by email (compared case-insensitively).
+    ///
+    /// # Errors
+    /// [`Error::UserNotFound`].
+    pub async fn user_by_email(&self, tenant: TenantId, email: &Email) -> Result<User> {
         self.0.store.user_by_email(tenant, email).await?.map(|r| r.user).ok_or(Error::UserNotFound)
     }
 
@@ -626,7 +630,7 @@ impl Auth {
         let sid = SessionId::parse(&claims.sid).map_err(|_| Error::InvalidToken)?;
         let (session, record) = self.0.store.session_with_user(tenant, sid).await?.ok_or(Error::SessionRevoked)?;
         let now = self.now();
-        if !session.is_active(now) || record.user.disabled || record.user.id.to_string() != claims.sub {
+        if !session.is_active(now) || record.user.disabled || UserId::parse(&claims.sub).ok() != Some(record.user.id) {
             return Err(Error::SessionRevoked);
         }
         if now - session.last_seen_at >= TOUCH_INTERVAL {
@@ -939,11 +943,7 @@ impl Auth {
     /// [`Error::InvalidCredentials`] when the current password is wrong.
     pub async fn change_password(&self, user: &User, current: &Session, old: &Password, new: &Password) -> Result<()> {
         let result = async {
-            let record = self.0.store.user_by_id(user.tenant, user.id).await?.ok_or(Error::UserNotFound)?;
-            let verification = self.0.hasher.verify(old, record.password_hash.as_deref()).await?;
-            if !verification.matched {
-                return Err(Error::InvalidCredentials);
-            }
+            self.confirm_password(user, old).await?;
             let hash = self.0.hasher.hash(new).await?;
             self.0.store.set_password_hash(user.tenant, user.id, &hash, self.now()).await?;
             self.sign_out_everywhere(user.tenant, user.id, Some(current.id)).await?;
@@ -1023,14 +1023,6 @@ impl Auth {
         self.announce(tenant, user, sessions.into_iter().map(|s| s.id));
         tracing::info!(user = %user, "user deleted");
         Ok(())
-    }
-
-    /// Finds a user by email (for operator commands).
-    ///
-    /// # Errors
-    /// [`Error::UserNotFound`].
-    pub async fn user_with_email(&self, tenant: TenantId, email: &Email) -> Result<User> {
-        self.user_by_email(tenant, email).await
     }
 
     /// Checks a user's password without signing in (e.g. to confirm a destructive action).

@@ -89,17 +89,7 @@ impl Application {
         let local_addr = listener.local_addr()?;
         let public_url = config.public_url(local_addr);
 
-        let settings = Settings {
-            issuer: public_url.clone(),
-            code_ttl: config.code_ttl,
-            access_token_ttl: config.access_token_ttl,
-            session_ttl: config.session_ttl,
-            refresh_reuse_window: config.refresh_reuse_window,
-            require_email_verification: config.require_email_verification,
-            password_policy: PasswordPolicy { min_length: config.password_min_length, ..PasswordPolicy::default() },
-            signing_algorithm: config.jwt_alg,
-            ..Settings::default()
-        };
+        let settings = core_settings(&config, public_url.clone());
         let (limiter, limits_description): (Arc<dyn RateLimiter>, &str) = match (config.rate_limit, &config.redis_url) {
             (false, _) => (Arc::new(Unlimited), "off"),
             (true, Some(url)) => (Arc::new(RedisRateLimiter::connect(url).await.map_err(anyhow::Error::msg)?), "redis"),
@@ -169,6 +159,21 @@ impl Application {
     }
 }
 
+/// The core's settings from the configuration, with `issuer` as the token issuer.
+fn core_settings(config: &Config, issuer: String) -> Settings {
+    Settings {
+        issuer,
+        code_ttl: config.code_ttl,
+        access_token_ttl: config.access_token_ttl,
+        session_ttl: config.session_ttl,
+        refresh_reuse_window: config.refresh_reuse_window,
+        require_email_verification: config.require_email_verification,
+        password_policy: PasswordPolicy { min_length: config.password_min_length, ..PasswordPolicy::default() },
+        signing_algorithm: config.jwt_alg,
+        ..Settings::default()
+    }
+}
+
 async fn open_database(config: &Config) -> anyhow::Result<Database> {
     let options = Options { max_connections: config.database_max_connections, ..Options::default() };
     Database::connect(&config.database_url, &options)
@@ -191,8 +196,7 @@ pub async fn migrate(config: &Config) -> anyhow::Result<()> {
 async fn open_core(config: &Config) -> anyhow::Result<(Database, Auth)> {
     let database = open_database(config).await?;
     let secret = load_secret(config, database.backend())?;
-    let settings =
-        Settings { issuer: config.public_url(config.listen), signing_algorithm: config.jwt_alg, ..Settings::default() };
+    let settings = core_settings(config, config.public_url(config.listen));
     let mailer = ServerMailer::new(&config.mail_from, None, None).map_err(anyhow::Error::msg)?;
     let deps = Deps {
         store: database.store(),
@@ -235,7 +239,7 @@ pub async fn manage_user(config: &Config, email: &str, action: UserAction) -> an
     let (database, auth) = open_core(config).await?;
     let tenant = latchkey_core::identity::TenantId::DEFAULT;
     let result = async {
-        let user = auth.user_with_email(tenant, &email).await?;
+        let user = auth.user_by_email(tenant, &email).await?;
         match action {
             UserAction::Disable => auth.set_disabled(tenant, user.id, true).await?,
             UserAction::Enable => auth.set_disabled(tenant, user.id, false).await?,
