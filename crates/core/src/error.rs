@@ -25,8 +25,10 @@ impl FieldError {
 }
 
 /// Everything that can go wrong in an [`crate::Auth`] operation.
+///
+/// Deliberately exhaustive: every surface maps each variant by name in its one `From<Error>`,
+/// so a new variant is a compile error in every surface rather than a silent 500.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum Error {
     /// One or more inputs are invalid; one entry per field.
     #[error("invalid input")]

@@ -1,7 +1,7 @@
 //! Who users are: identifiers, input newtypes that validate on parse, and the [`User`] itself.
 //!
 //! Every input newtype has a private field and a `parse` constructor, so past the edge of a
-//! surface an [`Email`] is always a valid address and a [`Password`] always meets the policy.
+//! surface an [`Email`] is always a valid address and a [`NewPassword`] always meets the policy.
 //! Parse errors are plain messages ([`ParseError`]); the surface attaches its own field name.
 
 use std::fmt;
@@ -210,6 +210,9 @@ impl ExternalId {
 
 /// How passwords chosen by users are checked: length only, no composition rules (NIST SP
 /// 800-63B section 5.1.1.2). Lengths count Unicode scalar values after NFKC normalisation.
+///
+/// The policy is the only way to obtain a [`NewPassword`], so the core never stores a password
+/// that did not pass it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PasswordPolicy {
     /// Minimum length (`LATCHKEY_PASSWORD_MIN_LENGTH`, default 8).
@@ -229,28 +232,63 @@ impl PasswordPolicy {
     ///
     /// # Errors
     /// A [`ParseError`] naming the allowed length range.
-    pub fn parse(&self, raw: &str) -> Result<Password, ParseError> {
-        let password = Password::candidate(raw);
-        let len = password.0.expose_secret().chars().count();
+    pub fn parse(&self, raw: &str) -> Result<NewPassword, ParseError> {
+        let secret = normalize(raw);
+        let len = secret.expose_secret().chars().count();
         if len < self.min_length || len > self.max_length {
             return Err(ParseError(format!("must be between {} and {} characters", self.min_length, self.max_length)));
         }
-        Ok(password)
+        Ok(NewPassword(secret))
     }
 }
 
-/// A password, NFKC-normalised and held as a secret: never printed by `Debug`, zeroed on drop.
-#[derive(Clone)]
-pub struct Password(SecretString);
+/// NFKC normalisation (API.md, "Passwords"), straight into a secret.
+fn normalize(raw: &str) -> SecretString {
+    SecretString::from(raw.nfkc().collect::<String>())
+}
 
-impl Password {
-    /// A password offered at sign-in: normalised but not checked against the policy (a policy
-    /// change must not lock out existing users; a wrong password simply does not match).
-    pub fn candidate(raw: &str) -> Password {
-        Password(SecretString::from(raw.nfkc().collect::<String>()))
+/// A password chosen by the user (sign-up, reset, change) that passed the [`PasswordPolicy`]:
+/// NFKC-normalised and held as a secret (never printed by `Debug`, zeroed on drop). Only
+/// [`PasswordPolicy::parse`] builds one.
+#[derive(Clone)]
+pub struct NewPassword(SecretString);
+
+impl NewPassword {
+    /// The normalised password, for the hasher and the SRP verifier only.
+    pub fn expose(&self) -> &str {
+        self.0.expose_secret()
     }
 
-    /// The normalised password bytes, for the hasher only.
+    /// Length in Unicode scalar values.
+    pub fn len(&self) -> usize {
+        self.0.expose_secret().chars().count()
+    }
+
+    /// Whether the password is empty (never, for a policy with a minimum above 0).
+    pub fn is_empty(&self) -> bool {
+        self.0.expose_secret().is_empty()
+    }
+}
+
+impl fmt::Debug for NewPassword {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("NewPassword([redacted])")
+    }
+}
+
+/// A password presented to prove identity (sign-in, re-authentication): NFKC-normalised and
+/// held as a secret, but not checked against the policy (a policy change must not lock out
+/// existing users; a wrong password simply does not match).
+#[derive(Clone)]
+pub struct PresentedPassword(SecretString);
+
+impl PresentedPassword {
+    /// Wraps a password as the client sent it.
+    pub fn new(raw: &str) -> PresentedPassword {
+        PresentedPassword(normalize(raw))
+    }
+
+    /// The normalised password, for the hasher only.
     pub fn expose(&self) -> &str {
         self.0.expose_secret()
     }
@@ -266,9 +304,9 @@ impl Password {
     }
 }
 
-impl fmt::Debug for Password {
+impl fmt::Debug for PresentedPassword {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Password([redacted])")
+        f.write_str("PresentedPassword([redacted])")
     }
 }
 
@@ -378,7 +416,8 @@ mod tests {
         // NFKC: the ligature "ﬁ" (one char) becomes "fi" (two chars).
         let p = policy.parse("ﬁﬁﬁﬁ").expect("4 ligatures are 8 chars after NFKC");
         assert_eq!(p.expose(), "fifififi");
-        assert_eq!(format!("{p:?}"), "Password([redacted])");
+        assert_eq!(format!("{p:?}"), "NewPassword([redacted])");
+        assert_eq!(format!("{:?}", PresentedPassword::new("x")), "PresentedPassword([redacted])");
         let strict = PasswordPolicy { min_length: 12, max_length: 128 };
         assert!(strict.parse("12345678901").is_err());
     }

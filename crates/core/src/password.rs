@@ -17,7 +17,7 @@ use argon2::{Algorithm, Argon2, Block, Params, Version};
 use rand::RngCore;
 
 use crate::error::{Error, Result};
-use crate::identity::Password;
+use crate::identity::{NewPassword, PresentedPassword};
 use crate::secret::constant_time_eq;
 
 /// Argon2id cost parameters (RFC 9106 section 3.1 names: m, t, p).
@@ -180,17 +180,28 @@ impl PasswordHasher {
         self.params
     }
 
-    /// Hashes a password with a fresh random 16-byte salt; returns the PHC string
+    /// Hashes a new password with a fresh random 16-byte salt; returns the PHC string
     /// (`$argon2id$v=19$m=19456,t=2,p=1$<salt>$<hash>`, 32-byte output).
     ///
     /// # Errors
     /// [`Error::Internal`] if the hashing threads are gone or argon2 fails.
-    pub async fn hash(&self, password: &Password) -> Result<String> {
-        let password = password.clone();
+    pub async fn hash(&self, password: &NewPassword) -> Result<String> {
+        self.hash_secret(password.expose().to_owned().into()).await
+    }
+
+    /// Re-hashes a presented password that just matched a hash with outdated parameters
+    /// (API.md, "Passwords": re-hashed on sign-in). Crate-private: a presented password is only
+    /// ever stored after it proved to be the user's current one.
+    pub(crate) async fn rehash(&self, password: &PresentedPassword) -> Result<String> {
+        self.hash_secret(password.expose().to_owned().into()).await
+    }
+
+    async fn hash_secret(&self, password: secrecy::SecretString) -> Result<String> {
+        use secrecy::ExposeSecret as _;
         let params = self.argon2_params.clone();
         self.run(move |memory| {
             let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
-            hash_into_phc(&argon2, &params, password.expose().as_bytes(), memory)
+            hash_into_phc(&argon2, &params, password.expose_secret().as_bytes(), memory)
         })
         .await
     }
@@ -204,7 +215,7 @@ impl PasswordHasher {
     ///
     /// # Errors
     /// [`Error::Internal`] if the hashing threads are gone.
-    pub async fn verify(&self, password: &Password, stored: Option<&str>) -> Result<Verification> {
+    pub async fn verify(&self, password: &PresentedPassword, stored: Option<&str>) -> Result<Verification> {
         let password = password.clone();
         let known = stored.is_some();
         let hash: Arc<str> = match stored {
@@ -257,6 +268,10 @@ mod tests {
     use super::*;
     use crate::identity::PasswordPolicy;
 
+    fn presented(p: &NewPassword) -> PresentedPassword {
+        PresentedPassword::new(p.expose())
+    }
+
     fn cheap() -> HashParams {
         HashParams { memory_kib: 64, iterations: 1, parallelism: 1 }
     }
@@ -265,27 +280,27 @@ mod tests {
     async fn hashes_verify_and_flag_old_parameters() {
         let policy = PasswordPolicy::default();
         let pw = policy.parse("correct horse battery").expect("valid");
-        let wrong = Password::candidate("correct horse battery!");
+        let wrong = PresentedPassword::new("correct horse battery!");
 
         let hasher = PasswordHasher::new(cheap(), 2).expect("params");
         let hash = hasher.hash(&pw).await.expect("hash");
         assert!(hash.starts_with("$argon2id$v=19$m=64,t=1,p=1$"), "{hash}");
 
-        let ok = hasher.verify(&pw, Some(&hash)).await.expect("verify");
+        let ok = hasher.verify(&presented(&pw), Some(&hash)).await.expect("verify");
         assert_eq!(ok, Verification { matched: true, needs_rehash: false });
         let bad = hasher.verify(&wrong, Some(&hash)).await.expect("verify");
         assert!(!bad.matched);
 
         // A hash made with other parameters still verifies, and is flagged for re-hashing.
         let stronger = PasswordHasher::new(HashParams { memory_kib: 128, ..cheap() }, 1).expect("params");
-        let v = stronger.verify(&pw, Some(&hash)).await.expect("verify");
+        let v = stronger.verify(&presented(&pw), Some(&hash)).await.expect("verify");
         assert_eq!(v, Verification { matched: true, needs_rehash: true });
     }
 
     #[tokio::test]
     async fn unknown_users_never_match_and_garbage_hashes_do_not_panic() {
         let hasher = PasswordHasher::new(cheap(), 1).expect("params");
-        let pw = Password::candidate("latchkey dummy password");
+        let pw = PresentedPassword::new("latchkey dummy password");
         assert!(!hasher.verify(&pw, None).await.expect("verify").matched, "dummy hash must never match");
         assert!(!hasher.verify(&pw, Some("not a hash")).await.expect("verify").matched);
     }
@@ -293,11 +308,11 @@ mod tests {
     #[tokio::test]
     async fn hashes_from_the_reference_implementation_verify_both_ways() {
         use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
-        let pw = Password::candidate("interoperable password");
+        let pw = PasswordPolicy::default().parse("interoperable password").expect("valid");
         let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, Params::new(64, 1, 1, None).expect("params"));
         let theirs = argon2.hash_password(pw.expose().as_bytes()).expect("hash").to_string();
         let hasher = PasswordHasher::new(cheap(), 1).expect("params");
-        assert!(hasher.verify(&pw, Some(&theirs)).await.expect("verify").matched);
+        assert!(hasher.verify(&presented(&pw), Some(&theirs)).await.expect("verify").matched);
         let ours = hasher.hash(&pw).await.expect("hash");
         let parsed = PasswordHash::new(&ours).expect("PHC");
         assert!(argon2.verify_password(pw.expose().as_bytes(), &parsed).is_ok(), "{ours}");
@@ -305,7 +320,7 @@ mod tests {
         let argon2i = Argon2::new(Algorithm::Argon2i, Version::V0x13, Params::new(64, 1, 1, None).expect("params"));
         let old = argon2i.hash_password(pw.expose().as_bytes()).expect("hash").to_string();
         assert_eq!(
-            hasher.verify(&pw, Some(&old)).await.expect("verify"),
+            hasher.verify(&presented(&pw), Some(&old)).await.expect("verify"),
             Verification { matched: true, needs_rehash: true }
         );
     }
@@ -313,15 +328,15 @@ mod tests {
     #[tokio::test]
     async fn concurrent_hashes_queue_on_the_fixed_pool() {
         let hasher = PasswordHasher::new(cheap(), 2).expect("params");
-        let pw = Password::candidate("queued password");
+        let pw = PasswordPolicy::default().parse("queued password").expect("valid");
         let hashes = futures_like_join(&hasher, &pw, 16).await;
         assert_eq!(hashes.len(), 16);
         for h in &hashes {
-            assert!(hasher.verify(&pw, Some(h)).await.expect("verify").matched);
+            assert!(hasher.verify(&presented(&pw), Some(h)).await.expect("verify").matched);
         }
     }
 
-    async fn futures_like_join(hasher: &PasswordHasher, pw: &Password, n: usize) -> Vec<String> {
+    async fn futures_like_join(hasher: &PasswordHasher, pw: &NewPassword, n: usize) -> Vec<String> {
         let mut set = tokio::task::JoinSet::new();
         for _ in 0..n {
             let (h, p) = (hasher.clone(), pw.clone());

@@ -1,5 +1,6 @@
-//! What the core needs from the outside world: a [`Store`] for persistence and a [`Mailer`] for
-//! outgoing mail (the [`Clock`](crate::clock::Clock) lives in its own module).
+//! What the core needs from the outside world: a [`Store`] for persistence (one trait per
+//! aggregate), a [`Mailer`] for outgoing mail and a [`RevocationBus`] for announcing revoked
+//! sessions (the [`Clock`](crate::clock::Clock) and the rate limiter live in their own modules).
 //!
 //! The crates around the core implement these: `latchkey-store` (SQLite and PostgreSQL) and the
 //! server's SMTP and log mailers. Every store method takes the tenant and filters by it; every
@@ -12,7 +13,8 @@ use time::OffsetDateTime;
 
 use crate::code::CodePurpose;
 use crate::identity::{Email, SessionId, TenantId, User, UserId};
-use crate::session::Session;
+use crate::session::{Revocation, Session};
+use tokio::sync::broadcast;
 
 /// A unique key a write can collide with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,15 +123,25 @@ pub struct Purged {
     pub codes: u64,
 }
 
-/// Persistence of the user directory, codes, sessions, refresh tokens and keys.
+/// Persistence of the user directory, codes, sessions, refresh tokens and keys: one trait per
+/// aggregate ([`UserStore`], [`CodeStore`], [`SessionStore`], [`KeyStore`]), joined here.
 ///
 /// Every method is scoped to one tenant. Implementations must map unique-constraint
 /// violations to [`StoreError::Conflict`] with the right [`UniqueKey`].
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: UserStore + CodeStore + SessionStore + KeyStore {
     /// Checks that the backend answers.
     async fn ping(&self) -> Result<(), StoreError>;
 
+    /// Deletes sessions that expired or were revoked before `before` (their refresh tokens go
+    /// with them) and codes that expired before `before`. Runs in batches of at most 1000 rows
+    /// so it never holds locks for long.
+    async fn purge_expired(&self, before: OffsetDateTime) -> Result<Purged, StoreError>;
+}
+
+/// Users: the directory itself.
+#[async_trait]
+pub trait UserStore: Send + Sync + 'static {
     /// Inserts a new user. Fails with `Conflict` if the email, username or external id is
     /// taken in the tenant.
     async fn insert_user(&self, user: &UserRecord) -> Result<(), StoreError>;
@@ -168,7 +180,11 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<bool, StoreError>;
     /// Deletes the user and, by cascade, their codes, sessions and refresh tokens.
     async fn delete_user(&self, tenant: TenantId, id: UserId) -> Result<bool, StoreError>;
+}
 
+/// One-time codes: at most one pending code per user and purpose.
+#[async_trait]
+pub trait CodeStore: Send + Sync + 'static {
     /// Stores a code, replacing any pending code of the same user and purpose.
     async fn put_code(&self, code: &CodeRecord) -> Result<(), StoreError>;
     /// The pending code of a user for a purpose, expired or not.
@@ -199,7 +215,11 @@ pub trait Store: Send + Sync + 'static {
         now: OffsetDateTime,
         max_attempts: u32,
     ) -> Result<Option<CodeRecord>, StoreError>;
+}
 
+/// Sessions and their refresh tokens.
+#[async_trait]
+pub trait SessionStore: Send + Sync + 'static {
     /// Inserts a new session.
     async fn insert_session(&self, session: &Session) -> Result<(), StoreError>;
     /// A session and its user, in one lookup (the hot path of every authenticated request).
@@ -238,16 +258,29 @@ pub trait Store: Send + Sync + 'static {
         token_hash: &[u8],
         at: OffsetDateTime,
     ) -> Result<Rotation, StoreError>;
+}
 
+/// The signing key ring.
+#[async_trait]
+pub trait KeyStore: Send + Sync + 'static {
     /// The signing keys, newest generation first, at most `limit`.
     async fn signing_keys(&self, tenant: TenantId, limit: u32) -> Result<Vec<KeyRecord>, StoreError>;
     /// Inserts a key; returns false (and inserts nothing) if its generation exists already.
     async fn insert_signing_key(&self, tenant: TenantId, key: &KeyRecord) -> Result<bool, StoreError>;
+}
 
-    /// Deletes sessions that expired or were revoked before `before` (their refresh tokens go
-    /// with them) and codes that expired before `before`. Runs in batches of at most 1000 rows
-    /// so it never holds locks for long.
-    async fn purge_expired(&self, before: OffsetDateTime) -> Result<Purged, StoreError>;
+/// Carries session revocations to whoever must act on them at once: sockets signed in with
+/// the session and caches of session state, on this instance and, with a backend that reaches
+/// them, on every instance sharing the database.
+///
+/// The session row is revoked before anything is published, and every credential check reads
+/// it, so a lost announcement delays pushes, never the refusal of a revoked credential.
+#[async_trait]
+pub trait RevocationBus: Send + Sync + 'static {
+    /// Announces revoked sessions. Failures are logged by the implementation, not returned.
+    async fn publish(&self, revocations: &[Revocation]);
+    /// Receives every revocation published from now on, from every instance the bus reaches.
+    fn subscribe(&self) -> broadcast::Receiver<Revocation>;
 }
 
 /// One outgoing message. The body is plain text; it may hold a one-time code, so `Debug`

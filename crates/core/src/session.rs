@@ -5,7 +5,11 @@
 
 use time::OffsetDateTime;
 
+use async_trait::async_trait;
+use tokio::sync::broadcast;
+
 use crate::identity::{SessionId, TenantId, UserId};
+use crate::ports::RevocationBus;
 
 /// A session.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,7 +50,8 @@ pub struct ClientMeta {
     pub user_agent: Option<String>,
 }
 
-/// Sent to subscribers of [`crate::Auth::subscribe_revocations`] when a session is revoked.
+/// Published on the [`RevocationBus`] when a session is revoked; received by subscribers of
+/// [`crate::Auth::subscribe_revocations`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Revocation {
     /// Tenant of the session.
@@ -55,4 +60,34 @@ pub struct Revocation {
     pub session: SessionId,
     /// Its user.
     pub user: UserId,
+}
+
+/// The revocation bus of one process: an in-memory broadcast channel. Enough for one instance
+/// (SQLite); instances sharing a database need a bus that reaches all of them.
+#[derive(Debug, Clone)]
+pub struct LocalRevocationBus(broadcast::Sender<Revocation>);
+
+impl LocalRevocationBus {
+    /// Announcements a slow subscriber may fall behind by before it misses some.
+    pub const CAPACITY: usize = 1024;
+}
+
+impl Default for LocalRevocationBus {
+    fn default() -> Self {
+        Self(broadcast::channel(Self::CAPACITY).0)
+    }
+}
+
+#[async_trait]
+impl RevocationBus for LocalRevocationBus {
+    async fn publish(&self, revocations: &[Revocation]) {
+        for revocation in revocations {
+            // No receivers is fine: nobody is listening.
+            let _ = self.0.send(revocation.clone());
+        }
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<Revocation> {
+        self.0.subscribe()
+    }
 }

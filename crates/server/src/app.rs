@@ -23,6 +23,7 @@ use latchkey_core::clock::SystemClock;
 use latchkey_core::identity::PasswordPolicy;
 use latchkey_core::limits::{MemoryRateLimiter, RateLimiter, Unlimited};
 use latchkey_core::secret::ServerSecret;
+use latchkey_core::session::LocalRevocationBus;
 use latchkey_core::{Auth, Deps, Settings};
 use latchkey_store::{Backend, Database, Options};
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -31,27 +32,24 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use tracing::Span;
-use utoipa::OpenApi as _;
+use utoipa::openapi::{InfoBuilder, OpenApi, OpenApiBuilder};
 use utoipa_scalar::Servable as _;
 
 use crate::config::Config;
-use crate::http::{CookiePolicy, MAX_BODY_BYTES};
+use crate::context::{Surface, SurfaceContext};
+use crate::http::{ClientAddressPolicy, CookiePolicy, MAX_BODY_BYTES};
 use crate::mail::ServerMailer;
+use crate::problem::Problem;
 use crate::ratelimit::RedisRateLimiter;
 use crate::surfaces;
 use crate::telemetry;
 
-/// What every handler can reach.
+/// What the always-on endpoints (health, metrics, JWKS, discovery) use. Surfaces get a
+/// [`SurfaceContext`] instead.
 #[derive(Clone)]
-pub struct AppState {
-    /// The core.
-    pub auth: Auth,
-    /// Cookie attributes.
-    pub cookies: CookiePolicy,
-    /// The configuration in force.
-    pub config: Arc<Config>,
-    /// The external base URL (the issuer).
-    pub public_url: Arc<str>,
+struct AppState {
+    auth: Auth,
+    public_url: Arc<str>,
     metrics: PrometheusHandle,
 }
 
@@ -99,17 +97,23 @@ impl Application {
                 (memory, "memory")
             }
         };
-        let deps = Deps { store: database.store(), mailer: Arc::new(mailer), clock: Arc::new(SystemClock), limiter };
+        let deps = Deps {
+            store: database.store(),
+            mailer: Arc::new(mailer),
+            clock: Arc::new(SystemClock),
+            limiter,
+            revocations: Arc::new(LocalRevocationBus::default()),
+        };
         let auth = Auth::new(deps, &secret, settings).await.context("starting the core")?;
 
-        let state = AppState {
+        let context = SurfaceContext {
             auth: auth.clone(),
             cookies: CookiePolicy { secure: public_url.starts_with("https://") },
-            config: Arc::new(config.clone()),
+            clients: ClientAddressPolicy { trust_forwarded_for: config.trust_forwarded_for },
             public_url: public_url.clone().into(),
-            metrics: telemetry::metrics_handle(),
         };
-        let (router, mounted) = router(state);
+        let selected = selected_surfaces(&config)?;
+        let (router, mounted) = router(&context, &selected)?;
         let description = format!(
             "latchkey listening on http://{local_addr} (issuer {public_url}; database {}; mail {mail_description}; rate limits {limits_description}; surfaces {})",
             latchkey_store::redact(&config.database_url),
@@ -203,6 +207,7 @@ async fn open_core(config: &Config) -> anyhow::Result<(Database, Auth)> {
         mailer: Arc::new(mailer),
         clock: Arc::new(SystemClock),
         limiter: Arc::new(Unlimited),
+        revocations: Arc::new(LocalRevocationBus::default()),
     };
     let auth = Auth::new(deps, &secret, settings).await?;
     Ok((database, auth))
@@ -214,7 +219,7 @@ async fn open_core(config: &Config) -> anyhow::Result<(Database, Auth)> {
 /// When the database fails or holds keys sealed with another secret.
 pub async fn rotate_keys(config: &Config) -> anyhow::Result<String> {
     let (database, auth) = open_core(config).await?;
-    let kid = auth.keys().rotate().await?;
+    let kid = auth.rotate_signing_key().await?;
     database.close().await;
     Ok(kid)
 }
@@ -350,41 +355,68 @@ async fn purge_loop(auth: Auth) {
     }
 }
 
-/// The full router (surfaces, always-on endpoints, middleware) and the names of the surfaces
-/// mounted.
-fn router(state: AppState) -> (Router, Vec<&'static str>) {
-    let config = state.config.clone();
-    let mut mounted = Vec::new();
-    let mut app = Router::new()
+/// The surfaces `LATCHKEY_SURFACES` selects, in the order of [`surfaces::ALL`].
+///
+/// # Errors
+/// A name that is not in the list (checked here, against the list itself).
+pub fn selected_surfaces(config: &Config) -> anyhow::Result<Vec<Surface>> {
+    let known: Vec<&str> = surfaces::ALL.iter().map(|s| s.name).collect();
+    if config.surfaces.len() == crate::config::SURFACES.len() {
+        return Ok(surfaces::ALL.to_vec());
+    }
+    if let Some(unknown) = config.surfaces.iter().find(|name| !known.contains(&name.as_str())) {
+        anyhow::bail!(
+            "invalid configuration: LATCHKEY_SURFACES: unknown surface {unknown:?}; known: all, {}",
+            known.join(", ")
+        );
+    }
+    Ok(surfaces::ALL.iter().filter(|s| config.surface_enabled(s.name)).copied().collect())
+}
+
+/// The full router (the selected surfaces, the always-on endpoints, middleware) and the names
+/// of the surfaces mounted.
+fn router(context: &SurfaceContext, selected: &[Surface]) -> anyhow::Result<(Router, Vec<&'static str>)> {
+    let state = AppState {
+        auth: context.auth.clone(),
+        public_url: context.public_url.clone(),
+        metrics: telemetry::metrics_handle(),
+    };
+    let mut app = Router::new();
+    let mut openapi: Option<OpenApi> = None;
+    for surface in selected {
+        let mounted = (surface.mount)(context).with_context(|| format!("mounting the {} surface", surface.name))?;
+        app = app.merge(mounted.router);
+        openapi = match (openapi, mounted.openapi) {
+            (Some(mut doc), Some(part)) => {
+                doc.merge(part);
+                Some(doc)
+            }
+            (doc, part) => doc.or(part),
+        };
+    }
+    let mut openapi = openapi.unwrap_or_else(|| {
+        OpenApiBuilder::new().info(InfoBuilder::new().title("Latchkey").version(env!("CARGO_PKG_VERSION"))).build()
+    });
+    openapi.servers = Some(vec![utoipa::openapi::Server::new(context.public_url.to_string())]);
+    let openapi_json: Arc<str> = serde_json::to_string_pretty(&openapi).unwrap_or_else(|_| "{}".into()).into();
+    let always_on = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/.well-known/jwks.json", get(jwks))
-        .route("/.well-known/openid-configuration", get(openid_configuration));
-    if config.surface_enabled("users") {
-        app = app.nest("/api/users", surfaces::users::router());
-        mounted.push("users");
-    }
-    let mut openapi = surfaces::v1::ApiDoc::openapi();
-    if config.surface_enabled("v1") {
-        let (v1, api) = surfaces::v1::router();
-        app = app.merge(v1);
-        openapi = api;
-        mounted.push("v1");
-    }
-    openapi.servers = Some(vec![utoipa::openapi::Server::new(state.public_url.to_string())]);
-    let openapi_json: Arc<str> = serde_json::to_string_pretty(&openapi).unwrap_or_else(|_| "{}".into()).into();
-    let app = app
+        .route("/.well-known/openid-configuration", get(openid_configuration))
         .route(
             "/openapi.json",
             get(move || async move { ([(CONTENT_TYPE, "application/json")], openapi_json.to_string()) }),
         )
+        .with_state(state);
+    let app = app
+        .merge(always_on)
         .merge(utoipa_scalar::Scalar::with_url("/docs", openapi))
         .fallback(not_found)
         .method_not_allowed_fallback(|| async {
-            problem(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "This route does not take that method.")
+            Problem::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "This route does not take that method.")
         })
-        .with_state(state)
         .layer(middleware::from_fn(record_metrics))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(SetResponseHeaderLayer::if_not_present(CACHE_CONTROL, HeaderValue::from_static("no-store")))
@@ -410,7 +442,7 @@ fn router(state: AppState) -> (Router, Vec<&'static str>) {
                 })
                 .on_failure(()),
         );
-    (app, mounted)
+    Ok((app, selected.iter().map(|s| s.name).collect()))
 }
 
 /// Counts requests and observes latency per method, matched route and status.
@@ -427,21 +459,8 @@ async fn record_metrics(req: Request, next: Next) -> Response {
 }
 
 /// Unknown routes outside every surface: 404 as RFC 9457 problem+json.
-async fn not_found() -> Response {
-    problem(StatusCode::NOT_FOUND, "not_found", "No such route.")
-}
-
-fn problem(status: StatusCode, code: &str, detail: &str) -> Response {
-    let body = serde_json::json!({
-        "type": format!("urn:latchkey:problem:{code}"),
-        "title": status.canonical_reason().unwrap_or("Error"),
-        "status": status.as_u16(),
-        "detail": detail,
-        "code": code,
-    });
-    let mut response = (status, Json(body)).into_response();
-    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
-    response
+async fn not_found() -> Problem {
+    Problem::new(StatusCode::NOT_FOUND, "not_found", "No such route.")
 }
 
 /// `GET /healthz`: the process is up.
@@ -455,7 +474,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
         Ok(()) => Json(serde_json::json!({ "status": "ready" })).into_response(),
         Err(e) => {
             tracing::warn!(error = %e, "readiness check failed");
-            problem(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "The database is not reachable.")
+            Problem::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "The database is not reachable.").into_response()
         }
     }
 }
@@ -468,7 +487,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
 
 /// `GET /.well-known/jwks.json`: the current and previous public signing keys (RFC 7517).
 async fn jwks(State(state): State<AppState>) -> Response {
-    match state.auth.keys().jwks().await {
+    match state.auth.jwks().await {
         Ok(set) => {
             let mut response = Json(set).into_response();
             response.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("public, max-age=60"));
@@ -476,7 +495,8 @@ async fn jwks(State(state): State<AppState>) -> Response {
         }
         Err(e) => {
             tracing::error!(error = %e, "cannot read the key ring");
-            problem(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "The key set is unavailable.")
+            Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "The key set is unavailable.")
+                .into_response()
         }
     }
 }
@@ -488,7 +508,7 @@ async fn openid_configuration(State(state): State<AppState>) -> Response {
     let mut response = Json(serde_json::json!({
         "issuer": issuer,
         "jwks_uri": format!("{issuer}/.well-known/jwks.json"),
-        "id_token_signing_alg_values_supported": [state.auth.keys().algorithm().as_str()],
+        "id_token_signing_alg_values_supported": [state.auth.signing_algorithm().as_str()],
         "subject_types_supported": ["public"],
         "response_types_supported": ["token"],
         "claims_supported": [

@@ -6,8 +6,10 @@
 
 pub mod app;
 pub mod config;
+pub mod context;
 pub mod http;
 pub mod mail;
+pub mod problem;
 pub mod ratelimit;
 pub mod surfaces;
 pub mod telemetry;

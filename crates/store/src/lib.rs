@@ -15,7 +15,8 @@ use async_trait::async_trait;
 use latchkey_core::code::CodePurpose;
 use latchkey_core::identity::{Email, ExternalId, Profile, SessionId, TenantId, User, UserId, Username};
 use latchkey_core::ports::{
-    CodeRecord, KeyRecord, Purged, RefreshTokenRecord, Rotation, Store, StoreError, UniqueKey, UserRecord,
+    CodeRecord, CodeStore, KeyRecord, KeyStore, Purged, RefreshTokenRecord, Rotation, SessionStore, Store, StoreError,
+    UniqueKey, UserRecord, UserStore,
 };
 use latchkey_core::session::Session;
 use latchkey_core::time_util::{from_millis, millis};
@@ -203,23 +204,31 @@ pub fn redact(url: &str) -> String {
     }
 }
 
+/// The schema's unique constraints that a client can collide with, by name (both migrations
+/// name them alike), with the columns SQLite reports instead of the name.
+const UNIQUE_CONSTRAINTS: &[(&str, &str, UniqueKey)] = &[
+    ("users_tenant_email_key", "users.tenant_id, users.email_normalized", UniqueKey::Email),
+    ("users_tenant_username_key", "users.tenant_id, users.username", UniqueKey::Username),
+    ("users_tenant_external_id_key", "users.tenant_id, users.external_id", UniqueKey::ExternalId),
+];
+
+/// The key a unique violation hit: PostgreSQL names the constraint; SQLite's message is
+/// `UNIQUE constraint failed: <table.column, ...>`. Anything else is [`UniqueKey::Other`].
+fn unique_key(constraint: Option<&str>, message: &str) -> UniqueKey {
+    let sqlite_columns = message.strip_prefix("UNIQUE constraint failed: ");
+    UNIQUE_CONSTRAINTS
+        .iter()
+        .find(|(name, columns, _)| constraint == Some(*name) || sqlite_columns == Some(*columns))
+        .map_or(UniqueKey::Other, |(_, _, key)| *key)
+}
+
 /// Maps a sqlx error to a [`StoreError`], turning unique violations into conflicts on the key
-/// they hit (PostgreSQL names the constraint; SQLite names the columns in its message).
+/// they hit, matched by exact constraint name.
 fn store_err(e: sqlx::Error) -> StoreError {
     if let sqlx::Error::Database(db) = &e
         && db.is_unique_violation()
     {
-        let name = db.constraint().unwrap_or_default().to_owned() + " " + db.message();
-        let key = if name.contains("email") {
-            UniqueKey::Email
-        } else if name.contains("username") {
-            UniqueKey::Username
-        } else if name.contains("external_id") {
-            UniqueKey::ExternalId
-        } else {
-            UniqueKey::Other
-        };
-        return StoreError::Conflict(key);
+        return StoreError::Conflict(unique_key(db.constraint(), db.message()));
     }
     StoreError::Backend(Box::new(e))
 }
@@ -232,6 +241,24 @@ fn decode_err(column: &'static str) -> impl Fn(latchkey_core::identity::ParseErr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unique_violations_are_matched_by_exact_constraint() {
+        assert_eq!(unique_key(Some("users_tenant_email_key"), "duplicate key"), UniqueKey::Email);
+        assert_eq!(unique_key(Some("users_tenant_username_key"), ""), UniqueKey::Username);
+        assert_eq!(
+            unique_key(None, "UNIQUE constraint failed: users.tenant_id, users.external_id"),
+            UniqueKey::ExternalId
+        );
+        assert_eq!(
+            unique_key(None, "UNIQUE constraint failed: users.tenant_id, users.email_normalized"),
+            UniqueKey::Email
+        );
+        // Names that merely contain a column name are not guessed at.
+        assert_eq!(unique_key(Some("signing_keys_tenant_generation_key"), ""), UniqueKey::Other);
+        assert_eq!(unique_key(Some("email_outbox_pkey"), ""), UniqueKey::Other);
+        assert_eq!(unique_key(None, "UNIQUE constraint failed: refresh_tokens.token_hash"), UniqueKey::Other);
+    }
 
     #[test]
     fn urls_are_redacted() {

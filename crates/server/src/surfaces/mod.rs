@@ -1,6 +1,14 @@
-//! The surfaces of API.md: one module per wire API. Each parses its wire format into calls on
+//! The surfaces of API.md, one module per wire API. Each exposes exactly one entry point,
+//! `mount(&SurfaceContext) -> Mounted`: it parses its wire format into calls on
 //! [`latchkey_core::Auth`] and maps [`latchkey_core::Error`] to its own error shape in one
-//! place. Surfaces never import each other; removing one leaves the rest working.
+//! `From` impl. The modules are private and nothing in them is public beyond `mount`, so no
+//! surface can import another; removing a surface is deleting its module and its line in
+//! [`ALL`].
 
-pub mod users;
-pub mod v1;
+use crate::context::Surface;
+
+mod users;
+mod v1;
+
+/// Every surface, in mount order; `LATCHKEY_SURFACES` selects among them by name.
+pub const ALL: &[Surface] = &[Surface { name: "users", mount: users::mount }, Surface { name: "v1", mount: v1::mount }];

@@ -6,29 +6,45 @@
 //! tenant. Every error is `{"errors":[{"message","field"?}],"errorType"}` with the seed's
 //! `errorType` constants, spelled exactly as the seed spells them (`NOT_AUTHERIZED`).
 
-use axum::extract::State;
+use axum::extract::{FromRef, FromRequest, Request, State};
 use axum::http::header::{RETRY_AFTER, SET_COOKIE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post};
 use axum::{Json, Router};
-use latchkey_core::code::OneTimeCode;
-use latchkey_core::identity::{Email, Login, ParseError, Password, Profile, TenantId, User};
-use latchkey_core::{Delivery, Error, NewUser};
-use serde::Serialize;
+use latchkey_core::identity::{Email, Login, PresentedPassword, Profile, TenantId, User};
+use latchkey_core::session::Session;
+use latchkey_core::{Auth, Delivery, Error, NewUser};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::app::AppState;
-use crate::http::{BodyError, Client, FieldProblem, Fields, JsonObject, bearer, cookie};
+use crate::context::{Mounted, SurfaceContext};
+use crate::http::{
+    BodyError, Client, ClientAddressPolicy, CodeInput, CookiePolicy, FieldProblem, Lenient, Validator, credential,
+    read_json,
+};
 
 /// The audience (`aud`) of the session JWTs this surface issues and accepts.
-pub const AUDIENCE: &str = "users";
+const AUDIENCE: &str = "users";
 /// Name of the session cookie.
-pub const COOKIE: &str = "session";
+const COOKIE: &str = "session";
+/// The surface's mount prefix.
+const PREFIX: &str = "/api/users";
 
-/// Routes, to be nested under `/api/users`.
-pub fn router() -> Router<AppState> {
-    Router::new()
+/// What the handlers use.
+#[derive(Clone, FromRef)]
+struct UsersState {
+    auth: Auth,
+    cookies: CookiePolicy,
+    clients: ClientAddressPolicy,
+}
+
+/// The surface's routes under `/api/users`, with the seed's error shape for unknown routes and
+/// methods too.
+pub fn mount(ctx: &SurfaceContext) -> anyhow::Result<Mounted> {
+    let state = UsersState { auth: ctx.auth.clone(), cookies: ctx.cookies, clients: ctx.clients };
+    let routes = Router::new()
         .route("/signup", post(signup))
         .route("/signin", post(signin))
         .route("/requestactivation", patch(request_activation))
@@ -39,9 +55,20 @@ pub fn router() -> Router<AppState> {
         .method_not_allowed_fallback(|| async {
             UsersError::new(StatusCode::METHOD_NOT_ALLOWED, "NOT_FOUND", "Method not allowed on this route")
         })
+        .with_state(state);
+    Ok(Mounted::routes(Router::new().nest(PREFIX, routes)))
 }
 
-type Body = JsonObject<UsersError>;
+/// A JSON body read into the DTO `T`; every rejection is a [`UsersError`].
+struct Body<T>(T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
+    type Rejection = UsersError;
+
+    async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        read_json(req).await.map(Body).map_err(UsersError::from)
+    }
+}
 
 /// One entry of `errors`.
 #[derive(Debug, Serialize)]
@@ -53,7 +80,7 @@ struct ErrorEntry {
 
 /// The seed's error body with its status.
 #[derive(Debug)]
-pub struct UsersError {
+struct UsersError {
     status: StatusCode,
     error_type: &'static str,
     errors: Vec<ErrorEntry>,
@@ -69,10 +96,14 @@ impl UsersError {
             retry_after: None,
         }
     }
+
+    fn internal() -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR", "Something went wrong")
+    }
 }
 
 impl From<Error> for UsersError {
-    /// The one mapping from core outcomes to this surface's errors.
+    /// The one mapping from core outcomes to this surface's errors; every variant is named.
     fn from(e: Error) -> Self {
         use StatusCode as S;
         match e {
@@ -113,21 +144,21 @@ impl From<Error> for UsersError {
             },
             Error::Internal(source) => {
                 tracing::error!(error = %source, "internal error");
-                Self::new(S::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR", "Something went wrong")
-            }
-            other => {
-                tracing::error!(error = %other, "unmapped core error");
-                Self::new(S::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR", "Something went wrong")
+                Self::internal()
             }
         }
     }
 }
 
 impl From<BodyError> for UsersError {
+    /// The seed answers every unreadable body as a validation error (422), except the
+    /// transport-level 413 and 415.
     fn from(e: BodyError) -> Self {
         let status = match e {
             BodyError::TooLarge | BodyError::UnsupportedMediaType => e.status(),
-            BodyError::Malformed(_) | BodyError::NotAnObject => StatusCode::UNPROCESSABLE_ENTITY,
+            BodyError::Malformed(_) | BodyError::NotAnObject | BodyError::Schema { .. } => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
         };
         Self::new(status, "INPUT_VALIDATION_ERROR", &e.message())
     }
@@ -186,90 +217,103 @@ impl From<&User> for UserObject {
     }
 }
 
-fn attribute(fields: &mut Fields<'_>, name: &str) -> Option<String> {
-    let raw = fields.string(name);
-    fields.parse(name, raw, Profile::parse_attribute)
+/// `POST /api/users/signup` body. Every field is lenient so that each bad one gets its own
+/// entry in `errors`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+struct SignupRequest {
+    first_name: Lenient<String>,
+    last_name: Lenient<String>,
+    email: Lenient<String>,
+    contact_number: Lenient<String>,
+    address: Lenient<String>,
+    password: Lenient<String>,
+    #[serde(rename = "profileURL")]
+    profile_url: Lenient<String>,
 }
 
 /// `POST /api/users/signup`: 201 with the user (`activeStatus: false`); the activation code is
 /// mailed. A mail failure still answers 201 (the user can ask for a new code).
 async fn signup(
-    State(state): State<AppState>,
+    State(auth): State<Auth>,
     Client(meta): Client,
-    Body { value, .. }: Body,
+    Body(req): Body<SignupRequest>,
 ) -> Result<Response, UsersError> {
-    let policy = state.auth.settings().password_policy;
-    let mut f = Fields::new(&value);
-    let given_name = attribute(&mut f, "firstName");
-    let family_name = attribute(&mut f, "lastName");
-    let raw_email = f.string("email");
-    let email = f.parse("email", raw_email, Email::parse);
-    let phone_number = attribute(&mut f, "contactNumber");
-    let address = attribute(&mut f, "address");
-    let raw_password = f.string("password");
-    let password = f.parse("password", raw_password, |p| policy.parse(p));
-    let raw_picture = f.optional_string("profileURL");
-    let picture = f.parse("profileURL", raw_picture, Profile::parse_attribute);
-    f.finish()?;
+    let policy = auth.settings().password_policy;
+    let mut v = Validator::default();
+    let given_name = v.required("firstName", &req.first_name, Profile::parse_attribute);
+    let family_name = v.required("lastName", &req.last_name, Profile::parse_attribute);
+    let email = v.required("email", &req.email, Email::parse);
+    let phone_number = v.required("contactNumber", &req.contact_number, Profile::parse_attribute);
+    let address = v.required("address", &req.address, Profile::parse_attribute);
+    let password = v.required("password", &req.password, |p| policy.parse(p));
+    let picture = v.lenient_optional("profileURL", &req.profile_url, Profile::parse_attribute);
+    let (given_name, family_name, email, phone_number, address, password, picture) =
+        v.finish((given_name, family_name, email, phone_number, address, password, picture))?;
     let new = NewUser {
-        email,
-        password,
-        profile: Profile { given_name, family_name, phone_number, address, picture },
+        email: Some(email),
+        password: Some(password),
+        profile: Profile {
+            given_name: Some(given_name),
+            family_name: Some(family_name),
+            phone_number: Some(phone_number),
+            address: Some(address),
+            picture,
+        },
         ..NewUser::default()
     };
-    let signed_up = state.auth.sign_up(TenantId::DEFAULT, new, &meta).await?;
+    let signed_up = auth.sign_up(TenantId::DEFAULT, new, &meta).await?;
     Ok((StatusCode::CREATED, Json(UserObject::from(&signed_up.user))).into_response())
 }
 
-/// Reads `{email, password}`.
-fn credentials(value: &serde_json::Map<String, Value>) -> Result<(Email, Password), UsersError> {
-    let mut f = Fields::new(value);
-    let raw_email = f.string("email");
-    let email = f.parse("email", raw_email, Email::parse);
-    let password = f.string("password").map(Password::candidate);
-    f.finish()?;
-    match (email, password) {
-        (Some(e), Some(p)) => Ok((e, p)),
-        _ => Err(UsersError::new(StatusCode::UNPROCESSABLE_ENTITY, "INPUT_VALIDATION_ERROR", "invalid input")),
-    }
+/// `POST /api/users/signin` body.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct SigninRequest {
+    email: Lenient<String>,
+    password: Lenient<String>,
 }
 
 /// The response for a new session: the user object and the `session` cookie.
 async fn with_session_cookie(
-    state: &AppState,
+    auth: &Auth,
+    cookies: CookiePolicy,
     user: &User,
-    session: &latchkey_core::session::Session,
+    session: &Session,
 ) -> Result<Response, UsersError> {
-    let token = state.auth.session_token(session, user, AUDIENCE).await?;
-    let ttl = (session.expires_at - state.auth.now()).unsigned_abs();
-    let cookie = state.cookies.set(COOKIE, &token, "/", ttl);
+    let token = auth.session_token(session, user, AUDIENCE).await?;
+    let ttl = (session.expires_at - auth.now()).unsigned_abs();
+    let cookie = cookies.set(COOKIE, &token, "/", ttl);
     Ok(([(SET_COOKIE, cookie)], Json(UserObject::from(user))).into_response())
 }
 
 /// `POST /api/users/signin`: 200 with the user and the `session` cookie.
 async fn signin(
-    State(state): State<AppState>,
+    State(state): State<UsersState>,
     Client(meta): Client,
-    Body { value, .. }: Body,
+    Body(req): Body<SigninRequest>,
 ) -> Result<Response, UsersError> {
-    let (email, password) = credentials(&value)?;
+    let mut v = Validator::default();
+    let email = v.required("email", &req.email, Email::parse);
+    let password = v.required("password", &req.password, |p| Ok(PresentedPassword::new(p)));
+    let (email, password) = v.finish((email, password))?;
     let signed_in = state.auth.sign_in(TenantId::DEFAULT, &Login::Email(email), &password, &meta).await?;
-    with_session_cookie(&state, &signed_in.user, &signed_in.session).await
+    with_session_cookie(&state.auth, state.cookies, &signed_in.user, &signed_in.session).await
 }
 
-fn email_only(value: &serde_json::Map<String, Value>) -> Result<Email, UsersError> {
-    let mut f = Fields::new(value);
-    let raw = f.string("email");
-    let email = f.parse("email", raw, Email::parse);
-    f.finish()?;
-    email
-        .ok_or_else(|| UsersError::new(StatusCode::UNPROCESSABLE_ENTITY, "INPUT_VALIDATION_ERROR", "email is required"))
+/// `PATCH /api/users/requestactivation` body.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct EmailRequest {
+    email: Lenient<String>,
 }
 
 /// `PATCH /api/users/requestactivation`: mails a fresh code; the previous one stops working.
-async fn request_activation(State(state): State<AppState>, Body { value, .. }: Body) -> Result<Response, UsersError> {
-    let email = email_only(&value)?;
-    let (_, delivery) = state.auth.resend_verification(TenantId::DEFAULT, &email).await?;
+async fn request_activation(State(auth): State<Auth>, Body(req): Body<EmailRequest>) -> Result<Response, UsersError> {
+    let mut v = Validator::default();
+    let email = v.required("email", &req.email, Email::parse);
+    let email = v.finish(email)?;
+    let (_, delivery) = auth.resend_verification(TenantId::DEFAULT, &email).await?;
     if delivery == Delivery::Failed {
         return Err(UsersError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -280,49 +324,35 @@ async fn request_activation(State(state): State<AppState>, Body { value, .. }: B
     Ok(Json(serde_json::json!({ "message": "Send OTP Success. Please check your mail box" })).into_response())
 }
 
-/// `otpCode` as a JSON number or a string of digits.
-fn otp_code(f: &mut Fields<'_>) -> Option<OneTimeCode> {
-    let parsed = match f.raw("otpCode") {
-        None => Err(ParseError("is required".into())),
-        Some(Value::Number(n)) => {
-            n.as_u64().ok_or_else(|| ParseError("must be a 6-digit code".into())).and_then(OneTimeCode::from_number)
-        }
-        Some(Value::String(s)) => OneTimeCode::parse(s),
-        Some(_) => Err(ParseError("must be a number".into())),
-    };
-    parsed.map_err(|e| f.problem("otpCode", format!("otpCode {e}"))).ok()
+/// `PATCH /api/users/activate` body; `otpCode` is a JSON number or a string of digits.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+struct ActivateRequest {
+    email: Lenient<String>,
+    otp_code: Lenient<CodeInput>,
 }
 
 /// `PATCH /api/users/activate`: verifies the code, activates the account and signs in.
 async fn activate(
-    State(state): State<AppState>,
+    State(state): State<UsersState>,
     Client(meta): Client,
-    Body { value, .. }: Body,
+    Body(req): Body<ActivateRequest>,
 ) -> Result<Response, UsersError> {
-    let mut f = Fields::new(&value);
-    let raw_email = f.string("email");
-    let email = f.parse("email", raw_email, Email::parse);
-    let code = otp_code(&mut f);
-    f.finish()?;
-    let (Some(email), Some(code)) = (email, code) else {
-        return Err(UsersError::new(StatusCode::UNPROCESSABLE_ENTITY, "INPUT_VALIDATION_ERROR", "invalid input"));
-    };
+    let mut v = Validator::default();
+    let email = v.required("email", &req.email, Email::parse);
+    let code = v.code("otpCode", &req.otp_code);
+    let (email, code) = v.finish((email, code))?;
     let user = state.auth.verify_email(TenantId::DEFAULT, &email, code).await?;
     let session = state.auth.start_session(&user, &meta).await?;
-    with_session_cookie(&state, &user, &session).await
-}
-
-/// The session credential: the `session` cookie, else a bearer token.
-fn credential(headers: &HeaderMap) -> Option<String> {
-    cookie(headers, COOKIE).filter(|c| !c.is_empty()).or_else(|| bearer(headers).map(str::to_owned))
+    with_session_cookie(&state.auth, state.cookies, &user, &session).await
 }
 
 /// `GET /api/users/currentuser`: `{"id","email"}` for a valid session, else `null`.
-async fn current_user(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let Some(token) = credential(&headers) else {
+async fn current_user(State(auth): State<Auth>, headers: HeaderMap) -> Response {
+    let Some(token) = credential(&headers, COOKIE) else {
         return Json(Value::Null).into_response();
     };
-    match state.auth.authenticate(&token, &[AUDIENCE]).await {
+    match auth.authenticate(&token, &[AUDIENCE]).await {
         Ok(a) => Json(serde_json::json!({
             "id": a.user.id.to_string(),
             "email": a.user.email.as_ref().map(Email::to_string),
@@ -335,8 +365,8 @@ async fn current_user(State(state): State<AppState>, headers: HeaderMap) -> Resp
 
 /// `POST /api/users/signout`: revokes the session (if any) and clears the cookie; always 200
 /// `{}`.
-async fn signout(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, UsersError> {
-    if let Some(token) = credential(&headers) {
+async fn signout(State(state): State<UsersState>, headers: HeaderMap) -> Result<Response, UsersError> {
+    if let Some(token) = credential(&headers, COOKIE) {
         match state.auth.authenticate(&token, &[AUDIENCE]).await {
             Ok(a) => {
                 state.auth.sign_out(&a.session).await?;
@@ -347,4 +377,83 @@ async fn signout(State(state): State<AppState>, headers: HeaderMap) -> Result<Re
     }
     let clear = state.cookies.clear(COOKIE, "/");
     Ok(([(SET_COOKIE, clear)], Json(serde_json::json!({}))).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use axum::body::to_bytes;
+    use latchkey_core::FieldError;
+    use tower::ServiceExt as _;
+
+    use super::*;
+
+    async fn render(e: UsersError) -> (u16, Value, Option<String>) {
+        let response = e.into_response();
+        let status = response.status().as_u16();
+        let retry = response.headers().get(RETRY_AFTER).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let body = to_bytes(response.into_body(), usize::MAX).await.expect("body");
+        (status, serde_json::from_slice(&body).expect("json"), retry)
+    }
+
+    #[tokio::test]
+    async fn every_core_error_has_the_seed_shape() {
+        let cases: Vec<(Error, u16, &str)> = vec![
+            (Error::InvalidInput(vec![FieldError::new("email", "email is bad")]), 422, "INPUT_VALIDATION_ERROR"),
+            (Error::EmailTaken, 422, "EXISTING_USER"),
+            (Error::UsernameTaken, 422, "EXISTING_USER"),
+            (Error::ExternalIdTaken, 422, "EXISTING_USER"),
+            (Error::InvalidCredentials, 401, "NOT_AUTHERIZED"),
+            (Error::UserDisabled, 401, "NOT_AUTHERIZED"),
+            (Error::NotVerified, 401, "NOT_ACTIVATED_ACCOUNT"),
+            (Error::AlreadyVerified, 422, "ALREADY_ACTIVATED_ACCOUNT"),
+            (Error::UserNotFound, 404, "NOT_FOUND"),
+            (Error::TenantNotFound, 404, "NOT_FOUND"),
+            (Error::NoCodePending, 404, "NOT_FOUND"),
+            (Error::CodeExpired, 404, "NOT_FOUND"),
+            (Error::CodeMismatch { attempts_left: 2 }, 422, "NOT_AUTHERIZED"),
+            (Error::InvalidToken, 401, "NOT_AUTHERIZED"),
+            (Error::TokenExpired, 401, "NOT_AUTHERIZED"),
+            (Error::SessionRevoked, 401, "NOT_AUTHERIZED"),
+            (Error::RefreshTokenReused, 401, "NOT_AUTHERIZED"),
+            (Error::RateLimited { retry_after: Duration::from_millis(1500) }, 429, "TOO_MANY_REQUESTS"),
+            (Error::internal("database on fire"), 500, "INTERNAL_ERROR"),
+        ];
+        for (error, status, error_type) in cases {
+            let name = error.code();
+            let (got, body, retry) = render(error.into()).await;
+            assert_eq!((got, body["errorType"].as_str()), (status, Some(error_type)), "{name}: {body}");
+            let errors = body["errors"].as_array().expect("errors");
+            assert!(!errors.is_empty() && errors.iter().all(|e| e["message"].is_string()), "{name}: {body}");
+            assert!(!body.to_string().contains("fire"), "internal detail never reaches the client");
+            assert_eq!(retry.is_some(), status == 429, "{name}");
+        }
+        let (_, body, _) = render(Error::InvalidInput(vec![FieldError::new("email", "x")]).into()).await;
+        assert_eq!(body["errors"][0]["field"], "email");
+    }
+
+    #[tokio::test]
+    async fn unreadable_bodies_are_validation_errors_in_the_seed_shape() {
+        let app = Router::new().route("/", post(|Body(_): Body<SigninRequest>| async { StatusCode::OK }));
+        for (content_type, body, status) in [
+            ("application/json", "{\"email\":", 422),
+            ("application/json", "[1,2,3]", 422),
+            ("application/json", "null", 422),
+            ("text/plain", "{}", 415),
+            ("application/json", "{\"email\": 7}", 200),
+        ] {
+            let request = Request::post("/")
+                .header("content-type", content_type)
+                .body(axum::body::Body::from(body))
+                .expect("request");
+            let response = app.clone().oneshot(request).await.expect("response");
+            assert_eq!(response.status().as_u16(), status, "{body}");
+            if status != 200 {
+                let bytes = to_bytes(response.into_body(), usize::MAX).await.expect("body");
+                let json: Value = serde_json::from_slice(&bytes).expect("json");
+                assert_eq!(json["errorType"], "INPUT_VALIDATION_ERROR", "{body}");
+            }
+        }
+    }
 }

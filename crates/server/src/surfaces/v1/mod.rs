@@ -14,14 +14,12 @@
 
 mod routes;
 
-use axum::extract::{FromRequest, FromRequestParts, Request};
-use axum::http::header::{CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use axum::extract::{FromRef, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
 use latchkey_core::identity::{Email, User};
 use latchkey_core::session::Session;
-use latchkey_core::{Authenticated, Error};
+use latchkey_core::{Auth, Authenticated, Error};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use time::format_description::well_known::Rfc3339;
@@ -29,18 +27,19 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::app::AppState;
-use crate::http::{BodyError, CookiePolicy, bearer, cookie};
+use crate::context::{Mounted, SurfaceContext};
+use crate::http::{BodyError, ClientAddressPolicy, CookiePolicy, FieldProblem, credential, read_json};
+use crate::problem::{InvalidField, Problem};
 
 /// The audience (`aud`) of tokens issued through `v1`. Resource servers verifying `v1` access
 /// tokens check `iss` = `LATCHKEY_PUBLIC_URL` and `aud` = `v1`.
-pub const AUDIENCE: &str = "v1";
+const AUDIENCE: &str = "v1";
 /// Access token cookie of cookie mode (`Path=/`).
-pub const ACCESS_COOKIE: &str = "lk_access";
+const ACCESS_COOKIE: &str = "lk_access";
 /// Refresh token cookie of cookie mode (`Path=/v1/token`).
-pub const REFRESH_COOKIE: &str = "lk_refresh";
+const REFRESH_COOKIE: &str = "lk_refresh";
 /// Path of the refresh cookie: only the refresh endpoint ever receives it.
-pub const REFRESH_COOKIE_PATH: &str = "/v1/token";
+const REFRESH_COOKIE_PATH: &str = "/v1/token";
 
 /// The OpenAPI document's static part; paths are collected from the router.
 #[derive(OpenApi)]
@@ -57,7 +56,7 @@ pub const REFRESH_COOKIE_PATH: &str = "/v1/token";
         (name = "me", description = "The signed-in user")
     )
 )]
-pub struct ApiDoc;
+struct ApiDoc;
 
 struct BearerAuth;
 
@@ -71,74 +70,26 @@ impl Modify for BearerAuth {
     }
 }
 
+/// What the handlers use.
+#[derive(Clone, FromRef)]
+struct V1State {
+    auth: Auth,
+    cookies: CookiePolicy,
+    clients: ClientAddressPolicy,
+}
+
 /// The `/v1/*` routes and their OpenAPI description (paths include the `/v1` prefix). Unknown
 /// `/v1` paths fall through to the application's RFC 9457 `not_found`.
-pub fn router() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
-    OpenApiRouter::with_openapi(ApiDoc::openapi()).nest("/v1", routes::router()).split_for_parts()
-}
-
-/// One invalid field of a request.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct InvalidField {
-    /// The field, as a JSON path (`email`, `profile.given_name`).
-    pub field: String,
-    /// What is wrong with it.
-    pub message: String,
-}
-
-/// An RFC 9457 problem document, as sent.
-#[derive(Debug, Serialize, ToSchema)]
-#[schema(as = Problem)]
-pub struct ProblemDocument {
-    /// A URI naming the problem type: `urn:latchkey:problem:<code>`.
-    #[serde(rename = "type")]
-    pub problem_type: String,
-    /// Short summary of the problem type.
-    pub title: String,
-    /// The HTTP status code.
-    pub status: u16,
-    /// Explanation of this occurrence.
-    pub detail: String,
-    /// Stable machine-readable code (see the module documentation).
-    pub code: String,
-    /// One entry per invalid field, for `invalid_input` and `invalid_body`.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub errors: Vec<InvalidField>,
-    /// Wrong guesses left, for `code_mismatch`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub attempts_left: Option<u32>,
-    /// Seconds to wait, for `rate_limited` (also in `Retry-After`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub retry_after: Option<u64>,
-}
-
-/// A `v1` error: an RFC 9457 problem document (boxed: errors travel through `Result`s).
-#[derive(Debug)]
-pub struct Problem(Box<ProblemDocument>);
-
-impl Problem {
-    /// A problem with a status, code and detail.
-    pub fn new(status: StatusCode, code: &str, detail: &str) -> Self {
-        Self(Box::new(ProblemDocument {
-            problem_type: format!("urn:latchkey:problem:{code}"),
-            title: status.canonical_reason().unwrap_or("Error").to_owned(),
-            status: status.as_u16(),
-            detail: detail.to_owned(),
-            code: code.to_owned(),
-            errors: Vec::new(),
-            attempts_left: None,
-            retry_after: None,
-        }))
-    }
-
-    fn with_errors(mut self, errors: Vec<InvalidField>) -> Self {
-        self.0.errors = errors;
-        self
-    }
+pub fn mount(ctx: &SurfaceContext) -> anyhow::Result<Mounted> {
+    let state = V1State { auth: ctx.auth.clone(), cookies: ctx.cookies, clients: ctx.clients };
+    let (router, openapi) =
+        OpenApiRouter::with_openapi(ApiDoc::openapi()).nest("/v1", routes::router()).split_for_parts();
+    Ok(Mounted { router: router.with_state(state), openapi: Some(openapi) })
 }
 
 impl From<Error> for Problem {
-    /// The one mapping from core outcomes to `v1` problems.
+    /// The one mapping from core outcomes to `v1` problems; every variant is named. The
+    /// `code` member is [`Error::code`].
     fn from(e: Error) -> Self {
         use StatusCode as S;
         let code = e.code();
@@ -167,108 +118,75 @@ impl From<Error> for Problem {
                 tracing::error!(error = %source, "internal error");
                 (S::INTERNAL_SERVER_ERROR, "Something went wrong on our side.")
             }
-            other => {
-                tracing::error!(error = %other, "unmapped core error");
-                (S::INTERNAL_SERVER_ERROR, "Something went wrong on our side.")
-            }
         };
-        let mut problem = Problem::new(status, code, detail);
-        let doc = &mut problem.0;
+        let problem = Problem::new(status, code, detail);
         match e {
-            Error::InvalidInput(fields) => {
-                doc.errors = fields
-                    .into_iter()
-                    .map(|f| InvalidField { field: f.field.to_owned(), message: f.message })
-                    .collect();
-            }
-            Error::CodeMismatch { attempts_left } => doc.attempts_left = Some(attempts_left),
-            Error::RateLimited { retry_after } => doc.retry_after = Some(retry_after.as_secs().max(1)),
-            _ => {}
+            Error::InvalidInput(fields) => problem.with_errors(
+                fields.into_iter().map(|f| InvalidField { field: f.field.to_owned(), message: f.message }).collect(),
+            ),
+            Error::CodeMismatch { attempts_left } => problem.with_attempts_left(attempts_left),
+            Error::RateLimited { retry_after } => problem.with_retry_after(retry_after.as_secs()),
+            _ => problem,
         }
-        problem
     }
 }
 
 impl From<BodyError> for Problem {
     fn from(e: BodyError) -> Self {
-        let code = match e {
-            BodyError::UnsupportedMediaType => "unsupported_media_type",
-            BodyError::TooLarge => "payload_too_large",
-            BodyError::Malformed(_) | BodyError::NotAnObject => "invalid_body",
-        };
-        Problem::new(e.status(), code, &e.message())
-    }
-}
-
-impl IntoResponse for Problem {
-    fn into_response(self) -> Response {
-        let doc = *self.0;
-        let status = StatusCode::from_u16(doc.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let retry_after = doc.retry_after;
-        let bearer_error = (status == StatusCode::UNAUTHORIZED && doc.code != "invalid_credentials")
-            .then(|| if doc.code == "missing_token" { "Bearer" } else { "Bearer error=\"invalid_token\"" });
-        let mut response = (status, axum::Json(doc)).into_response();
-        let headers = response.headers_mut();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
-        if let Some(secs) = retry_after {
-            headers.insert(RETRY_AFTER, HeaderValue::from(secs));
-        }
-        if let Some(challenge) = bearer_error {
-            // RFC 6750 section 3.
-            headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
-        }
-        response
-    }
-}
-
-/// A JSON body deserialised into `T`; a missing or mistyped field is reported with its path.
-pub struct V1Json<T>(pub T);
-
-impl<S, T> FromRequest<S> for V1Json<T>
-where
-    S: Send + Sync,
-    T: DeserializeOwned,
-{
-    type Rejection = Problem;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let crate::http::JsonObject { value, .. } =
-            crate::http::JsonObject::<Problem>::from_request(req, state).await?;
-        let value = serde_json::Value::Object(value);
-        serde_path_to_error::deserialize::<_, T>(value).map(V1Json).map_err(|e| {
-            let field = e.path().to_string();
-            let message = e.inner().to_string();
-            Problem::new(
+        match e {
+            BodyError::UnsupportedMediaType => Problem::new(e.status(), "unsupported_media_type", &e.message()),
+            BodyError::TooLarge => Problem::new(e.status(), "payload_too_large", &e.message()),
+            BodyError::Malformed(_) | BodyError::NotAnObject => Problem::new(e.status(), "invalid_body", &e.message()),
+            BodyError::Schema { path, message } => Problem::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "invalid_body",
                 "The request body does not match the schema.",
             )
-            .with_errors(vec![InvalidField { field, message }])
-        })
+            .with_errors(vec![InvalidField { field: path, message }]),
+        }
+    }
+}
+
+impl From<Vec<FieldProblem>> for Problem {
+    fn from(problems: Vec<FieldProblem>) -> Self {
+        Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_input", "Some fields are invalid.")
+            .with_errors(problems.into_iter().map(|p| InvalidField { field: p.field, message: p.message }).collect())
+    }
+}
+
+/// A JSON body deserialised into `T`; a missing or mistyped field is reported with its path.
+struct Body<T>(T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
+    type Rejection = Problem;
+
+    async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        read_json(req).await.map(Body).map_err(Problem::from)
     }
 }
 
 /// The signed-in caller: a valid access token of a live session, from `Authorization: Bearer`
 /// or the `lk_access` cookie.
-pub struct Caller(pub Authenticated);
+struct Caller(Authenticated);
 
-impl FromRequestParts<AppState> for Caller {
+impl<S> FromRequestParts<S> for Caller
+where
+    S: Send + Sync,
+    Auth: FromRef<S>,
+{
     type Rejection = Problem;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let token = bearer(&parts.headers)
-            .map(str::to_owned)
-            .or_else(|| cookie(&parts.headers, ACCESS_COOKIE).filter(|c| !c.is_empty()));
-        let Some(token) = token else {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Some(token) = credential(&parts.headers, ACCESS_COOKIE) else {
             return Err(Problem::new(StatusCode::UNAUTHORIZED, "missing_token", "An access token is required."));
         };
-        Ok(Caller(state.auth.authenticate(&token, &[AUDIENCE]).await?))
+        Ok(Caller(Auth::from_ref(state).authenticate(&token, &[AUDIENCE]).await?))
     }
 }
 
 /// A user, with OpenID Connect claim names.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct UserView {
+struct UserView {
     /// User id (the `sub` of the user's tokens).
     pub id: String,
     /// Email address.
@@ -317,7 +235,7 @@ impl From<&User> for UserView {
 
 /// A session of the signed-in user.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct SessionView {
+struct SessionView {
     /// Session id (the `sid` claim).
     pub id: String,
     /// Sign-in time, RFC 3339.

@@ -6,8 +6,7 @@ use axum::extract::{Path, State};
 use axum::http::header::SET_COOKIE;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use latchkey_core::code::OneTimeCode;
-use latchkey_core::identity::{Email, Login, ParseError, Password, Profile, SessionId, TenantId, Username};
+use latchkey_core::identity::{Email, Login, ParseError, PresentedPassword, Profile, SessionId, TenantId, Username};
 use latchkey_core::token::RefreshToken;
 use latchkey_core::{Error, ExtraClaims, NewUser};
 use serde::{Deserialize, Serialize};
@@ -16,13 +15,13 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::{
-    AUDIENCE, Caller, InvalidField, Problem, ProblemDocument, REFRESH_COOKIE, SessionView, UserView, V1Json,
-    clear_token_cookies, token_cookies,
+    AUDIENCE, Body, Caller, REFRESH_COOKIE, SessionView, UserView, V1State, clear_token_cookies, token_cookies,
 };
-use crate::app::AppState;
-use crate::http::{Client, cookie};
+use crate::http::cookies::cookie;
+use crate::http::{Client, CodeInput, Validator};
+use crate::problem::{Problem, ProblemDocument};
 
-pub(super) fn router() -> OpenApiRouter<AppState> {
+pub(super) fn router() -> OpenApiRouter<V1State> {
     OpenApiRouter::new()
         .routes(routes!(sign_up))
         .routes(routes!(request_verification))
@@ -45,7 +44,7 @@ const TENANT: TenantId = TenantId::DEFAULT;
 
 /// A plain acknowledgement.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct Message {
+struct Message {
     /// What happened.
     pub message: String,
 }
@@ -54,63 +53,16 @@ fn accepted(message: &str) -> Response {
     (StatusCode::ACCEPTED, Json(Message { message: message.into() })).into_response()
 }
 
-/// A one-time code: six digits, as a string or a number.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(untagged)]
-pub enum CodeInput {
-    /// `"123456"`.
-    Text(String),
-    /// `123456`.
-    Number(u64),
-}
-
-impl CodeInput {
-    fn parse(&self) -> Result<OneTimeCode, ParseError> {
-        match self {
-            CodeInput::Text(s) => OneTimeCode::parse(s),
-            CodeInput::Number(n) => OneTimeCode::from_number(*n),
-        }
-    }
-}
-
-/// Collects domain validation problems so all of them are reported at once.
-#[derive(Default)]
-struct Invalid(Vec<InvalidField>);
-
-impl Invalid {
-    fn check<T>(&mut self, field: &str, result: Result<T, ParseError>) -> Option<T> {
-        result.map_err(|e| self.0.push(InvalidField { field: field.to_owned(), message: format!("{field} {e}") })).ok()
-    }
-
-    fn optional<T>(
-        &mut self,
-        field: &str,
-        value: Option<&str>,
-        parse: impl FnOnce(&str) -> Result<T, ParseError>,
-    ) -> Option<T> {
-        value.and_then(|v| self.check(field, parse(v)))
-    }
-
-    fn finish(self) -> Result<(), Problem> {
-        if self.0.is_empty() { Ok(()) } else { Err(invalid_input().with_errors(self.0)) }
-    }
-
-    /// Parses a request's only validated field.
-    fn one<T>(field: &str, result: Result<T, ParseError>) -> Result<T, Problem> {
-        let mut invalid = Invalid::default();
-        let value = invalid.check(field, result);
-        invalid.finish()?;
-        value.ok_or_else(invalid_input)
-    }
-}
-
-fn invalid_input() -> Problem {
-    Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_input", "Some fields are invalid.")
+/// Parses a request's only validated field.
+fn one<T>(field: &str, result: Result<T, ParseError>) -> Result<T, Problem> {
+    let mut v = Validator::default();
+    let value = v.check(field, result);
+    Ok(v.finish(value)?)
 }
 
 /// Sign-up request.
 #[derive(Debug, Deserialize, ToSchema)]
-pub struct SignUpRequest {
+struct SignUpRequest {
     /// Email address; a verification code is sent to it.
     pub email: String,
     /// Password, 8 to 128 characters (the minimum is `LATCHKEY_PASSWORD_MIN_LENGTH`).
@@ -141,31 +93,31 @@ pub struct SignUpRequest {
         (status = 429, description = "Too many sign-ups from this address (`rate_limited`)", body = ProblemDocument, content_type = "application/problem+json"),
     ))]
 async fn sign_up(
-    State(state): State<AppState>,
+    State(state): State<V1State>,
     Client(meta): Client,
-    V1Json(req): V1Json<SignUpRequest>,
+    Body(req): Body<SignUpRequest>,
 ) -> Result<Response, Problem> {
     let policy = state.auth.settings().password_policy;
-    let mut invalid = Invalid::default();
-    let email = invalid.check("email", Email::parse(&req.email));
-    let password = invalid.check("password", policy.parse(&req.password));
-    let username = invalid.optional("username", req.username.as_deref(), Username::parse);
-    let profile = Profile {
-        given_name: invalid.optional("given_name", req.given_name.as_deref(), Profile::parse_attribute),
-        family_name: invalid.optional("family_name", req.family_name.as_deref(), Profile::parse_attribute),
-        phone_number: invalid.optional("phone_number", req.phone_number.as_deref(), Profile::parse_attribute),
-        address: invalid.optional("address", req.address.as_deref(), Profile::parse_attribute),
-        picture: invalid.optional("picture", req.picture.as_deref(), Profile::parse_attribute),
-    };
-    invalid.finish()?;
-    let new = NewUser { email, password, username, profile, ..NewUser::default() };
+    let mut v = Validator::default();
+    let email = v.check("email", Email::parse(&req.email));
+    let password = v.check("password", policy.parse(&req.password));
+    let username = v.optional("username", req.username.as_deref(), Username::parse);
+    let given_name = v.optional("given_name", req.given_name.as_deref(), Profile::parse_attribute);
+    let family_name = v.optional("family_name", req.family_name.as_deref(), Profile::parse_attribute);
+    let phone_number = v.optional("phone_number", req.phone_number.as_deref(), Profile::parse_attribute);
+    let address = v.optional("address", req.address.as_deref(), Profile::parse_attribute);
+    let picture = v.optional("picture", req.picture.as_deref(), Profile::parse_attribute);
+    let (email, password, username, given_name, family_name, phone_number, address, picture) =
+        v.finish((email, password, username, given_name, family_name, phone_number, address, picture))?;
+    let profile = Profile { given_name, family_name, phone_number, address, picture };
+    let new = NewUser { email: Some(email), password: Some(password), username, profile, ..NewUser::default() };
     state.auth.sign_up_quietly(TENANT, new, &meta).await?;
     Ok(accepted("Check your mail for a verification code."))
 }
 
 /// A request naming an email address.
 #[derive(Debug, Deserialize, ToSchema)]
-pub struct EmailRequest {
+struct EmailRequest {
     /// The address.
     pub email: String,
 }
@@ -180,10 +132,10 @@ pub struct EmailRequest {
         (status = 429, description = "Too many codes for this address", body = ProblemDocument, content_type = "application/problem+json"),
     ))]
 async fn request_verification(
-    State(state): State<AppState>,
-    V1Json(req): V1Json<EmailRequest>,
+    State(state): State<V1State>,
+    Body(req): Body<EmailRequest>,
 ) -> Result<Response, Problem> {
-    let email = Invalid::one("email", Email::parse(&req.email))?;
+    let email = one("email", Email::parse(&req.email))?;
     match state.auth.resend_verification(TENANT, &email).await {
         Ok(_) | Err(Error::UserNotFound | Error::AlreadyVerified) => {
             Ok(accepted("If the address needs verifying, a code is on its way."))
@@ -194,7 +146,7 @@ async fn request_verification(
 
 /// An email address and the code sent to it.
 #[derive(Debug, Deserialize, ToSchema)]
-pub struct VerifyEmailRequest {
+struct VerifyEmailRequest {
     /// The address the code was sent to.
     pub email: String,
     /// The six-digit code.
@@ -218,23 +170,20 @@ fn conceal_account(e: Error) -> Error {
         (status = 422, body = ProblemDocument, content_type = "application/problem+json"),
     ))]
 async fn verify_email(
-    State(state): State<AppState>,
-    V1Json(req): V1Json<VerifyEmailRequest>,
+    State(state): State<V1State>,
+    Body(req): Body<VerifyEmailRequest>,
 ) -> Result<Json<UserView>, Problem> {
-    let mut invalid = Invalid::default();
-    let email = invalid.check("email", Email::parse(&req.email));
-    let code = invalid.check("code", req.code.parse());
-    invalid.finish()?;
-    let (Some(email), Some(code)) = (email, code) else {
-        return Err(invalid_input());
-    };
+    let mut v = Validator::default();
+    let email = v.check("email", Email::parse(&req.email));
+    let code = v.check("code", req.code.parse());
+    let (email, code) = v.finish((email, code))?;
     let user = state.auth.verify_email(TENANT, &email, code).await.map_err(conceal_account)?;
     Ok(Json(UserView::from(&user)))
 }
 
 /// Sign-in request: an email or a username, and the password.
 #[derive(Debug, Deserialize, ToSchema)]
-pub struct SignInRequest {
+struct SignInRequest {
     /// Email address (give this or `username`).
     pub email: Option<String>,
     /// Username (give this or `email`).
@@ -249,7 +198,7 @@ pub struct SignInRequest {
 
 /// Tokens (RFC 6749 section 5.1 names).
 #[derive(Debug, Serialize, ToSchema)]
-pub struct TokenResponse {
+struct TokenResponse {
     /// Access token (JWT, `typ: at+jwt`, `aud: v1`); absent in cookie mode.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub access_token: Option<String>,
@@ -268,7 +217,7 @@ pub struct TokenResponse {
 
 /// Renders tokens in the body, or in cookie mode as cookies.
 fn token_response(
-    state: &AppState,
+    state: &V1State,
     session: &latchkey_core::session::Session,
     access: String,
     expires_in: u64,
@@ -304,24 +253,25 @@ fn token_response(
         (status = 429, body = ProblemDocument, content_type = "application/problem+json"),
     ))]
 async fn sign_in(
-    State(state): State<AppState>,
+    State(state): State<V1State>,
     Client(meta): Client,
-    V1Json(req): V1Json<SignInRequest>,
+    Body(req): Body<SignInRequest>,
 ) -> Result<Response, Problem> {
-    let mut invalid = Invalid::default();
+    let mut v = Validator::default();
     let login = match (&req.email, &req.username) {
-        (Some(e), None) => invalid.check("email", Email::parse(e)).map(Login::Email),
-        (None, Some(u)) => invalid.check("username", Username::parse(u)).map(Login::Username),
-        _ => invalid.check("email", Err(ParseError("or username is required (exactly one of them)".into()))),
+        (Some(e), None) => v.check("email", Email::parse(e).map(Login::Email)),
+        (None, Some(u)) => v.check("username", Username::parse(u).map(Login::Username)),
+        _ => v.check("email", Err(ParseError("or username is required (exactly one of them)".into()))),
     };
-    if req.password.is_empty() {
-        invalid.0.push(InvalidField { field: "password".into(), message: "password is required".into() });
-    }
-    invalid.finish()?;
-    let Some(login) = login else {
-        return Err(invalid_input());
-    };
-    let password = Password::candidate(&req.password);
+    let password = v.check(
+        "password",
+        if req.password.is_empty() {
+            Err(ParseError("is required".into()))
+        } else {
+            Ok(PresentedPassword::new(&req.password))
+        },
+    );
+    let (login, password) = v.finish((login, password))?;
     let signed_in = state.auth.sign_in(TENANT, &login, &password, &meta).await?;
     let tokens = state.auth.token_set(&signed_in.session, &signed_in.user, AUDIENCE).await?;
     Ok(token_response(
@@ -337,7 +287,7 @@ async fn sign_in(
 
 /// Refresh request; in cookie mode the body may be `{}` and the `lk_refresh` cookie is used.
 #[derive(Debug, Deserialize, ToSchema)]
-pub struct RefreshRequest {
+struct RefreshRequest {
     /// The latest refresh token of the session.
     pub refresh_token: Option<String>,
 }
@@ -350,9 +300,9 @@ pub struct RefreshRequest {
         (status = 401, description = "`invalid_token`, `session_revoked`, `refresh_token_reused`", body = ProblemDocument, content_type = "application/problem+json"),
     ))]
 async fn refresh(
-    State(state): State<AppState>,
+    State(state): State<V1State>,
     headers: HeaderMap,
-    V1Json(req): V1Json<RefreshRequest>,
+    Body(req): Body<RefreshRequest>,
 ) -> Result<Response, Problem> {
     let (token, use_cookies) = match req.refresh_token {
         Some(t) => (t, false),
@@ -370,7 +320,7 @@ async fn refresh(
     Ok(token_response(&state, &session, access, expires_in, id_token, &successor, use_cookies))
 }
 
-fn no_content_clearing_cookies(state: &AppState) -> Response {
+fn no_content_clearing_cookies(state: &V1State) -> Response {
     let mut response = StatusCode::NO_CONTENT.into_response();
     for c in clear_token_cookies(&state.cookies) {
         response.headers_mut().append(SET_COOKIE, c);
@@ -384,7 +334,7 @@ fn no_content_clearing_cookies(state: &AppState) -> Response {
         (status = 204, description = "Signed out; cookie-mode cookies cleared"),
         (status = 401, body = ProblemDocument, content_type = "application/problem+json"),
     ))]
-async fn sign_out(State(state): State<AppState>, Caller(caller): Caller) -> Result<Response, Problem> {
+async fn sign_out(State(state): State<V1State>, Caller(caller): Caller) -> Result<Response, Problem> {
     state.auth.sign_out(&caller.session).await?;
     Ok(no_content_clearing_cookies(&state))
 }
@@ -395,14 +345,14 @@ async fn sign_out(State(state): State<AppState>, Caller(caller): Caller) -> Resu
         (status = 204, description = "All sessions revoked"),
         (status = 401, body = ProblemDocument, content_type = "application/problem+json"),
     ))]
-async fn sign_out_everywhere(State(state): State<AppState>, Caller(caller): Caller) -> Result<Response, Problem> {
+async fn sign_out_everywhere(State(state): State<V1State>, Caller(caller): Caller) -> Result<Response, Problem> {
     state.auth.sign_out_everywhere(caller.session.tenant, caller.user.id, None).await?;
     Ok(no_content_clearing_cookies(&state))
 }
 
 /// The user's active sessions.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct SessionList {
+struct SessionList {
     /// Newest first.
     pub sessions: Vec<SessionView>,
 }
@@ -413,7 +363,7 @@ pub struct SessionList {
         (status = 200, body = SessionList),
         (status = 401, body = ProblemDocument, content_type = "application/problem+json"),
     ))]
-async fn list_sessions(State(state): State<AppState>, Caller(caller): Caller) -> Result<Json<SessionList>, Problem> {
+async fn list_sessions(State(state): State<V1State>, Caller(caller): Caller) -> Result<Json<SessionList>, Problem> {
     let sessions = state.auth.sessions(caller.session.tenant, caller.user.id).await?;
     Ok(Json(SessionList { sessions: sessions.iter().map(|s| SessionView::new(s, &caller.session)).collect() }))
 }
@@ -427,7 +377,7 @@ async fn list_sessions(State(state): State<AppState>, Caller(caller): Caller) ->
         (status = 404, description = "No such active session of yours (`not_found`)", body = ProblemDocument, content_type = "application/problem+json"),
     ))]
 async fn revoke_session(
-    State(state): State<AppState>,
+    State(state): State<V1State>,
     Caller(caller): Caller,
     Path(id): Path<String>,
 ) -> Result<StatusCode, Problem> {
@@ -452,7 +402,7 @@ async fn me(Caller(caller): Caller) -> Json<UserView> {
 
 /// A password confirmation.
 #[derive(Debug, Deserialize, ToSchema)]
-pub struct PasswordRequest {
+struct PasswordRequest {
     /// The current password.
     pub password: String,
 }
@@ -464,11 +414,11 @@ pub struct PasswordRequest {
         (status = 401, description = "Wrong password (`invalid_credentials`) or bad token", body = ProblemDocument, content_type = "application/problem+json"),
     ))]
 async fn delete_me(
-    State(state): State<AppState>,
+    State(state): State<V1State>,
     Caller(caller): Caller,
-    V1Json(req): V1Json<PasswordRequest>,
+    Body(req): Body<PasswordRequest>,
 ) -> Result<Response, Problem> {
-    state.auth.confirm_password(&caller.user, &Password::candidate(&req.password)).await?;
+    state.auth.confirm_password(&caller.user, &PresentedPassword::new(&req.password)).await?;
     state.auth.delete_user(caller.user.tenant, caller.user.id).await?;
     Ok(no_content_clearing_cookies(&state))
 }
@@ -480,11 +430,8 @@ async fn delete_me(
         (status = 422, body = ProblemDocument, content_type = "application/problem+json"),
         (status = 429, body = ProblemDocument, content_type = "application/problem+json"),
     ))]
-async fn forgot_password(
-    State(state): State<AppState>,
-    V1Json(req): V1Json<EmailRequest>,
-) -> Result<Response, Problem> {
-    let email = Invalid::one("email", Email::parse(&req.email))?;
+async fn forgot_password(State(state): State<V1State>, Body(req): Body<EmailRequest>) -> Result<Response, Problem> {
+    let email = one("email", Email::parse(&req.email))?;
     match state.auth.request_password_reset(TENANT, &email).await {
         Ok(_) | Err(Error::UserNotFound) => Ok(accepted("If the address has an account, a reset code is on its way.")),
         Err(e) => Err(e.into()),
@@ -493,7 +440,7 @@ async fn forgot_password(
 
 /// A password reset.
 #[derive(Debug, Deserialize, ToSchema)]
-pub struct ResetPasswordRequest {
+struct ResetPasswordRequest {
     /// The account's address.
     pub email: String,
     /// The code mailed by `/v1/password/forgot`.
@@ -510,25 +457,22 @@ pub struct ResetPasswordRequest {
         (status = 422, body = ProblemDocument, content_type = "application/problem+json"),
     ))]
 async fn reset_password(
-    State(state): State<AppState>,
-    V1Json(req): V1Json<ResetPasswordRequest>,
+    State(state): State<V1State>,
+    Body(req): Body<ResetPasswordRequest>,
 ) -> Result<StatusCode, Problem> {
     let policy = state.auth.settings().password_policy;
-    let mut invalid = Invalid::default();
-    let email = invalid.check("email", Email::parse(&req.email));
-    let code = invalid.check("code", req.code.parse());
-    let password = invalid.check("new_password", policy.parse(&req.new_password));
-    invalid.finish()?;
-    let (Some(email), Some(code), Some(password)) = (email, code, password) else {
-        return Err(invalid_input());
-    };
+    let mut v = Validator::default();
+    let email = v.check("email", Email::parse(&req.email));
+    let code = v.check("code", req.code.parse());
+    let password = v.check("new_password", policy.parse(&req.new_password));
+    let (email, code, password) = v.finish((email, code, password))?;
     state.auth.reset_password(TENANT, &email, code, &password).await.map_err(conceal_account)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// A password change.
 #[derive(Debug, Deserialize, ToSchema)]
-pub struct ChangePasswordRequest {
+struct ChangePasswordRequest {
     /// The current password.
     pub current_password: String,
     /// The new password.
@@ -543,20 +487,20 @@ pub struct ChangePasswordRequest {
         (status = 422, body = ProblemDocument, content_type = "application/problem+json"),
     ))]
 async fn change_password(
-    State(state): State<AppState>,
+    State(state): State<V1State>,
     Caller(caller): Caller,
-    V1Json(req): V1Json<ChangePasswordRequest>,
+    Body(req): Body<ChangePasswordRequest>,
 ) -> Result<StatusCode, Problem> {
     let policy = state.auth.settings().password_policy;
-    let new = Invalid::one("new_password", policy.parse(&req.new_password))?;
-    let old = Password::candidate(&req.current_password);
+    let new = one("new_password", policy.parse(&req.new_password))?;
+    let old = PresentedPassword::new(&req.current_password);
     state.auth.change_password(&caller.user, &caller.session, &old, &new).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// An email change.
 #[derive(Debug, Deserialize, ToSchema)]
-pub struct ChangeEmailRequest {
+struct ChangeEmailRequest {
     /// The new address; a code is sent to it.
     pub new_email: String,
 }
@@ -571,18 +515,18 @@ pub struct ChangeEmailRequest {
         (status = 429, body = ProblemDocument, content_type = "application/problem+json"),
     ))]
 async fn change_email(
-    State(state): State<AppState>,
+    State(state): State<V1State>,
     Caller(caller): Caller,
-    V1Json(req): V1Json<ChangeEmailRequest>,
+    Body(req): Body<ChangeEmailRequest>,
 ) -> Result<Response, Problem> {
-    let email = Invalid::one("new_email", Email::parse(&req.new_email))?;
+    let email = one("new_email", Email::parse(&req.new_email))?;
     state.auth.request_email_change(&caller.user, &email).await?;
     Ok(accepted("A code was sent to the new address."))
 }
 
 /// The code sent to a new address.
 #[derive(Debug, Deserialize, ToSchema)]
-pub struct CodeRequest {
+struct CodeRequest {
     /// The six-digit code.
     pub code: CodeInput,
 }
@@ -596,11 +540,11 @@ pub struct CodeRequest {
         (status = 409, description = "`email_taken` (registered meanwhile)", body = ProblemDocument, content_type = "application/problem+json"),
     ))]
 async fn confirm_email_change(
-    State(state): State<AppState>,
+    State(state): State<V1State>,
     Caller(caller): Caller,
-    V1Json(req): V1Json<CodeRequest>,
+    Body(req): Body<CodeRequest>,
 ) -> Result<Json<UserView>, Problem> {
-    let code = Invalid::one("code", req.code.parse())?;
+    let code = one("code", req.code.parse())?;
     let user = state.auth.confirm_email_change(&caller.user, code).await?;
     Ok(Json(UserView::from(&user)))
 }

@@ -1,0 +1,268 @@
+//! [`Auth`]: the operations every surface calls. Each rule of API.md's "Shared rules" is
+//! written here once: verification policy, code attempts, password policy and hashing, session
+//! creation and revocation, token issue and verification, refresh rotation with reuse
+//! detection.
+//!
+//! One file per concern, each one `impl Auth` block: [`signup`](self) (sign-up), `codes`
+//! (one-time codes), `signin` (password checks), `sessions` (session lifecycle and credential
+//! checks), `tokens` (JWTs, refresh rotation, the key ring), `account` (reset, change,
+//! disable, delete). This file holds the service itself and what its operations share.
+
+mod account;
+mod codes;
+mod sessions;
+mod signin;
+mod signup;
+mod tokens;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use time::OffsetDateTime;
+use tokio::sync::broadcast;
+
+use crate::clock::Clock;
+use crate::code::CodeHasher;
+use crate::error::{Error, Result};
+use crate::identity::{Email, ExternalId, NewPassword, PasswordPolicy, Profile, TenantId, User, Username};
+use crate::limits::{LimitKind, RateLimiter};
+use crate::password::{HashParams, PasswordHasher};
+use crate::ports::{Mailer, RevocationBus, Store};
+use crate::secret::ServerSecret;
+use crate::session::{Revocation, Session};
+use crate::token::{Claims, KeyRing, RefreshToken, RefreshTokenHasher, SigningAlgorithm};
+
+/// Tunables of the core, each from a `LATCHKEY_*` setting of API.md "Configuration".
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Token issuer, `iss` (`LATCHKEY_PUBLIC_URL`).
+    pub issuer: String,
+    /// Lifetime of one-time codes (`LATCHKEY_CODE_TTL`, default 10 minutes).
+    pub code_ttl: Duration,
+    /// Lifetime of access tokens (`LATCHKEY_ACCESS_TOKEN_TTL`, default 15 minutes).
+    pub access_token_ttl: Duration,
+    /// Lifetime of sessions and their refresh tokens (`LATCHKEY_SESSION_TTL`, default 30 days).
+    pub session_ttl: Duration,
+    /// Grace window after a refresh token's rotation during which presenting it again returns
+    /// the same successor (`LATCHKEY_REFRESH_REUSE_WINDOW`, default 10 seconds).
+    pub refresh_reuse_window: Duration,
+    /// Whether the default tenant requires a verified email to sign in
+    /// (`LATCHKEY_REQUIRE_EMAIL_VERIFICATION`, default true).
+    pub require_email_verification: bool,
+    /// Password length rules (`LATCHKEY_PASSWORD_MIN_LENGTH`).
+    pub password_policy: PasswordPolicy,
+    /// Signing algorithm of new keys (`LATCHKEY_JWT_ALG`).
+    pub signing_algorithm: SigningAlgorithm,
+    /// Argon2id parameters for new hashes.
+    pub hash_params: HashParams,
+    /// Maximum concurrent password hashes (default: the number of cores).
+    pub hash_concurrency: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            issuer: "http://127.0.0.1:8080".into(),
+            code_ttl: Duration::from_secs(10 * 60),
+            access_token_ttl: Duration::from_secs(15 * 60),
+            session_ttl: Duration::from_secs(30 * 24 * 3600),
+            refresh_reuse_window: Duration::from_secs(10),
+            require_email_verification: true,
+            password_policy: PasswordPolicy::default(),
+            signing_algorithm: SigningAlgorithm::EdDSA,
+            hash_params: HashParams::default(),
+            hash_concurrency: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        }
+    }
+}
+
+/// A user to create.
+#[derive(Debug, Clone, Default)]
+pub struct NewUser {
+    /// Email address (needed for verification and email sign-in).
+    pub email: Option<Email>,
+    /// Username (for username sign-in).
+    pub username: Option<Username>,
+    /// External id.
+    pub external_id: Option<ExternalId>,
+    /// Password, checked by the policy; `None` creates a user that must set one later (e.g.
+    /// `graphql`'s `registerEmail`).
+    pub password: Option<NewPassword>,
+    /// Profile attributes.
+    pub profile: Profile,
+}
+
+/// Whether a code mail went out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// The relay accepted the mail.
+    Sent,
+    /// Sending failed (logged); the code is stored and the user can ask for a new one.
+    Failed,
+}
+
+/// The result of [`Auth::sign_up`].
+#[derive(Debug, Clone)]
+pub struct SignedUp {
+    /// The new user.
+    pub user: User,
+    /// The verification mail, when one was due (the user has an email and the tenant requires
+    /// verification).
+    pub verification: Option<Delivery>,
+}
+
+/// The result of a successful sign-in: the user and their new session.
+#[derive(Debug, Clone)]
+pub struct SignedIn {
+    /// The signed-in user.
+    pub user: User,
+    /// The session created for this sign-in.
+    pub session: Session,
+}
+
+/// A credential that passed every check: signature, expiry, session, user.
+#[derive(Debug, Clone)]
+pub struct Authenticated {
+    /// The user.
+    pub user: User,
+    /// The session the credential belongs to.
+    pub session: Session,
+    /// The credential's claims.
+    pub claims: Claims,
+}
+
+/// Tokens minted on sign-in or refresh (OAuth 2.0 vocabulary, RFC 6749 section 5.1).
+#[derive(Debug, Clone)]
+pub struct TokenSet {
+    /// Access token (JWT, `typ: at+jwt`).
+    pub access_token: String,
+    /// ID token (JWT, OIDC claims).
+    pub id_token: String,
+    /// Refresh token (opaque).
+    pub refresh_token: RefreshToken,
+    /// Access token lifetime in seconds.
+    pub expires_in: u64,
+}
+
+/// Per-token claims a surface adds (e.g. Cognito's `token_use`), merged at the top level.
+pub type ExtraClaims = serde_json::Map<String, serde_json::Value>;
+
+/// What an [`Auth`] is built from.
+pub struct Deps {
+    /// Persistence.
+    pub store: Arc<dyn Store>,
+    /// Outgoing mail.
+    pub mailer: Arc<dyn Mailer>,
+    /// Time.
+    pub clock: Arc<dyn Clock>,
+    /// Attempt counting ([`crate::limits::Unlimited`] to switch limits off).
+    pub limiter: Arc<dyn RateLimiter>,
+    /// Where revocations are announced ([`crate::session::LocalRevocationBus`] in one process).
+    pub revocations: Arc<dyn RevocationBus>,
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    mailer: Arc<dyn Mailer>,
+    clock: Arc<dyn Clock>,
+    limiter: Arc<dyn RateLimiter>,
+    settings: Settings,
+    hasher: PasswordHasher,
+    codes: CodeHasher,
+    refresh: RefreshTokenHasher,
+    keys: KeyRing,
+    revocations: Arc<dyn RevocationBus>,
+}
+
+/// The authentication service: one user directory, one session model. Cheap to clone.
+#[derive(Clone)]
+pub struct Auth(Arc<Inner>);
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth").field("settings", &self.0.settings).finish_non_exhaustive()
+    }
+}
+
+/// Runs one public operation and counts its outcome in `latchkey_auth_outcomes_total`
+/// (labels `operation` and `outcome`: `ok` or [`Error::code`]).
+async fn observed<T>(operation: &'static str, work: impl Future<Output = Result<T>>) -> Result<T> {
+    let result = work.await;
+    record(operation, result.as_ref().map_or_else(Error::code, |_| "ok"));
+    result
+}
+
+/// Counts one outcome of `operation` in `latchkey_auth_outcomes_total`.
+fn record(operation: &'static str, outcome: &'static str) {
+    metrics::counter!("latchkey_auth_outcomes_total", "operation" => operation, "outcome" => outcome).increment(1);
+}
+
+impl Auth {
+    /// Builds the service: prepares the password hasher (one dummy hash) and loads or creates
+    /// the signing key ring.
+    ///
+    /// # Errors
+    /// [`Error::Internal`] when the store fails or holds keys sealed with another secret.
+    pub async fn new(deps: Deps, secret: &ServerSecret, settings: Settings) -> Result<Self> {
+        let hasher = PasswordHasher::new(settings.hash_params, settings.hash_concurrency)?;
+        let keys = KeyRing::load(
+            deps.store.clone(),
+            secret.derive("signing-keys"),
+            settings.signing_algorithm,
+            settings.issuer.clone(),
+            deps.clock.clone(),
+        )
+        .await?;
+        Ok(Auth(Arc::new(Inner {
+            store: deps.store,
+            mailer: deps.mailer,
+            clock: deps.clock,
+            limiter: deps.limiter,
+            revocations: deps.revocations,
+            hasher,
+            codes: CodeHasher::new(secret.derive("codes")),
+            refresh: RefreshTokenHasher::new(secret.derive("refresh-tokens")),
+            keys,
+            settings,
+        })))
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> &Settings {
+        &self.0.settings
+    }
+
+    /// The current time by the injected clock.
+    pub fn now(&self) -> OffsetDateTime {
+        self.0.clock.now()
+    }
+
+    /// Checks that the store answers (for readiness probes).
+    ///
+    /// # Errors
+    /// [`Error::Internal`] when it does not.
+    pub async fn ping(&self) -> Result<()> {
+        Ok(self.0.store.ping().await?)
+    }
+
+    /// Receives every session revocation from now on: made through this instance, and through
+    /// every other instance the [`RevocationBus`] reaches.
+    pub fn subscribe_revocations(&self) -> broadcast::Receiver<Revocation> {
+        self.0.revocations.subscribe()
+    }
+
+    /// Whether users of `tenant` must verify their email before signing in. Only the default
+    /// tenant can require it (API.md, "Email verification").
+    pub fn requires_verification(&self, tenant: TenantId) -> bool {
+        tenant == TenantId::DEFAULT && self.0.settings.require_email_verification
+    }
+
+    /// Counts one attempt of `kind` under `key`.
+    async fn limit(&self, kind: LimitKind, key: &str) -> Result<()> {
+        self.0.limiter.check(kind, key).await.map_err(|retry_after| {
+            metrics::counter!("latchkey_rate_limited_total", "limit" => kind.as_str()).increment(1);
+            Error::RateLimited { retry_after }
+        })
+    }
+}

@@ -1,0 +1,135 @@
+//! Sessions: creation, the credential check every authenticated request makes, revocation
+//! (announced on the [`RevocationBus`](crate::ports::RevocationBus)) and listing.
+
+use std::time::Duration;
+
+use super::{Auth, Authenticated, record};
+use crate::error::{Error, Result};
+use crate::identity::{SessionId, TenantId, User, UserId};
+use crate::session::{ClientMeta, Revocation, Session};
+use crate::token::{ACCESS_TOKEN_TYP, Claims, Expectation, ID_TOKEN_TYP};
+
+/// How often a session's `last_seen_at` is written at most.
+const TOUCH_INTERVAL: Duration = Duration::from_secs(60);
+
+impl Auth {
+    /// Creates a new session for `user` (after sign-in, or after an activation that signs in).
+    ///
+    /// # Errors
+    /// [`Error::Internal`] when the store fails.
+    #[tracing::instrument(skip_all, fields(user = %user.id))]
+    pub async fn start_session(&self, user: &User, meta: &ClientMeta) -> Result<Session> {
+        let now = self.now();
+        let session = Session {
+            id: SessionId::random(),
+            tenant: user.tenant,
+            user_id: user.id,
+            created_at: now,
+            last_seen_at: now,
+            expires_at: now + self.0.settings.session_ttl,
+            revoked_at: None,
+            user_agent: meta.user_agent.as_ref().map(|ua| ua.chars().take(512).collect()),
+            ip: meta.ip.clone(),
+        };
+        self.0.store.insert_session(&session).await?;
+        Ok(session)
+    }
+
+    /// Verifies an access token and the session it names: signature and claims (see
+    /// [`KeyRing::verify`]), then the session row: it exists in the token's tenant, is neither
+    /// revoked nor expired, and its user exists and is not disabled. Records the use on the
+    /// session at most once a minute.
+    ///
+    /// `audiences` lists the accepted `aud` values (empty: any).
+    ///
+    /// # Errors
+    /// [`Error::InvalidToken`], [`Error::TokenExpired`], [`Error::SessionRevoked`].
+    #[tracing::instrument(skip_all, level = "debug")]
+    pub async fn authenticate(&self, token: &str, audiences: &[&str]) -> Result<Authenticated> {
+        let claims = self.0.keys.verify(token, Expectation { typ: ACCESS_TOKEN_TYP, audiences }).await?;
+        let (user, session) = self.session_of(&claims).await?;
+        Ok(Authenticated { user, session, claims })
+    }
+
+    /// Verifies an ID token issued by Latchkey (signature, issuer, expiry, live session).
+    ///
+    /// # Errors
+    /// As [`Auth::authenticate`].
+    #[tracing::instrument(skip_all, level = "debug")]
+    pub async fn verify_id_token(&self, token: &str, audiences: &[&str]) -> Result<Authenticated> {
+        let claims = self.0.keys.verify(token, Expectation { typ: ID_TOKEN_TYP, audiences }).await?;
+        let (user, session) = self.session_of(&claims).await?;
+        Ok(Authenticated { user, session, claims })
+    }
+
+    pub(super) async fn session_of(&self, claims: &Claims) -> Result<(User, Session)> {
+        let tenant = TenantId::parse(&claims.tid).map_err(|_| Error::InvalidToken)?;
+        let sid = SessionId::parse(&claims.sid).map_err(|_| Error::InvalidToken)?;
+        let (session, record) = self.0.store.session_with_user(tenant, sid).await?.ok_or(Error::SessionRevoked)?;
+        let now = self.now();
+        if !session.is_active(now) || record.user.disabled || UserId::parse(&claims.sub).ok() != Some(record.user.id) {
+            return Err(Error::SessionRevoked);
+        }
+        if now - session.last_seen_at >= TOUCH_INTERVAL {
+            self.0.store.touch_session(tenant, sid, now).await?;
+        }
+        Ok((record.user, session))
+    }
+
+    /// Revokes one session. Returns whether it was active.
+    ///
+    /// # Errors
+    /// [`Error::Internal`] when the store fails.
+    #[tracing::instrument(skip_all, fields(session = %session.id))]
+    pub async fn sign_out(&self, session: &Session) -> Result<bool> {
+        let revoked = self.0.store.revoke_session(session.tenant, session.id, self.now()).await?;
+        if revoked {
+            self.announce(session.tenant, session.user_id, [session.id]).await;
+        }
+        record("sign_out", "ok");
+        Ok(revoked)
+    }
+
+    /// Revokes every session of a user except `keep`; returns how many were revoked.
+    ///
+    /// # Errors
+    /// [`Error::Internal`] when the store fails.
+    #[tracing::instrument(skip_all, fields(tenant = %tenant, user = %user))]
+    pub async fn sign_out_everywhere(&self, tenant: TenantId, user: UserId, keep: Option<SessionId>) -> Result<usize> {
+        let revoked = self.0.store.revoke_user_sessions(tenant, user, keep, self.now()).await?;
+        let n = revoked.len();
+        self.announce(tenant, user, revoked).await;
+        Ok(n)
+    }
+
+    /// Announces revoked sessions on the revocation bus (sockets and caches act on it).
+    pub(super) async fn announce(&self, tenant: TenantId, user: UserId, sessions: impl IntoIterator<Item = SessionId>) {
+        let revocations: Vec<Revocation> =
+            sessions.into_iter().map(|session| Revocation { tenant, session, user }).collect();
+        if !revocations.is_empty() {
+            self.0.revocations.publish(&revocations).await;
+        }
+    }
+
+    /// The user's sessions that are still active, newest first.
+    ///
+    /// # Errors
+    /// [`Error::Internal`] when the store fails.
+    pub async fn sessions(&self, tenant: TenantId, user: UserId) -> Result<Vec<Session>> {
+        Ok(self.0.store.active_sessions(tenant, user, self.now()).await?)
+    }
+
+    /// Revokes the session `id` if it belongs to `user`; returns whether one was revoked.
+    ///
+    /// # Errors
+    /// [`Error::Internal`] when the store fails.
+    #[tracing::instrument(skip_all, fields(tenant = %tenant, user = %user))]
+    pub async fn revoke_own_session(&self, tenant: TenantId, user: UserId, id: SessionId) -> Result<bool> {
+        match self.0.store.session_with_user(tenant, id).await? {
+            Some((session, _)) if session.user_id == user && session.revoked_at.is_none() => {
+                self.sign_out(&session).await
+            }
+            _ => Ok(false),
+        }
+    }
+}

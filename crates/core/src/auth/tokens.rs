@@ -1,0 +1,235 @@
+//! Tokens: access and ID tokens (JWTs signed by the key ring), opaque refresh tokens with
+//! rotation and reuse detection, and the key ring's public face (JWKS, rotation).
+
+use time::OffsetDateTime;
+
+use super::{Auth, ExtraClaims, TokenSet, observed};
+use crate::error::{Error, Result};
+use crate::identity::{TenantId, User};
+use crate::ports::{RefreshTokenRecord, Rotation};
+use crate::session::Session;
+use crate::time_util::seconds;
+use jsonwebtoken::jwk::JwkSet;
+
+use crate::token::{ACCESS_TOKEN_TYP, Claims, ID_TOKEN_TYP, RefreshToken, SigningAlgorithm};
+
+impl Auth {
+    pub(super) fn claims(
+        &self,
+        session: &Session,
+        user: &User,
+        audience: &str,
+        exp: OffsetDateTime,
+        extra: ExtraClaims,
+    ) -> Claims {
+        let now = self.now();
+        Claims {
+            iss: self.0.settings.issuer.clone(),
+            sub: user.id.to_string(),
+            aud: audience.to_owned(),
+            exp: seconds(exp),
+            iat: seconds(now),
+            jti: uuid::Uuid::new_v4().to_string(),
+            sid: session.id.to_string(),
+            tid: session.tenant.to_string(),
+            extra,
+        }
+    }
+
+    /// An access token valid for the whole session (the `session` cookie of `users`, the
+    /// `token` of `graphql` and `projects`): revocation still ends it at once, because every
+    /// use checks the session row.
+    ///
+    /// # Errors
+    /// [`Error::Internal`] when signing fails.
+    pub async fn session_token(&self, session: &Session, user: &User, audience: &str) -> Result<String> {
+        let claims = self.claims(session, user, audience, session.expires_at, ExtraClaims::new());
+        self.0.keys.sign(ACCESS_TOKEN_TYP, &claims).await
+    }
+
+    /// A short-lived access token (`LATCHKEY_ACCESS_TOKEN_TTL`, never beyond the session's
+    /// end) with `extra` claims. Returns the token and its lifetime in seconds.
+    ///
+    /// # Errors
+    /// [`Error::Internal`] when signing fails.
+    pub async fn access_token(
+        &self,
+        session: &Session,
+        user: &User,
+        audience: &str,
+        extra: ExtraClaims,
+    ) -> Result<(String, u64)> {
+        let now = self.now();
+        let exp = (now + self.0.settings.access_token_ttl).min(session.expires_at);
+        let claims = self.claims(session, user, audience, exp, extra);
+        let lifetime = u64::try_from(claims.exp - claims.iat).unwrap_or(0);
+        Ok((self.0.keys.sign(ACCESS_TOKEN_TYP, &claims).await?, lifetime))
+    }
+
+    /// An ID token (OIDC Core section 2) with the user's `email`, `email_verified` and profile
+    /// claims, plus `extra`. Lives as long as an access token.
+    ///
+    /// # Errors
+    /// [`Error::Internal`] when signing fails.
+    pub async fn id_token(
+        &self,
+        session: &Session,
+        user: &User,
+        audience: &str,
+        mut extra: ExtraClaims,
+    ) -> Result<String> {
+        use serde_json::Value;
+        if let Some(email) = &user.email {
+            extra.insert("email".into(), Value::String(email.to_string()));
+            extra.insert("email_verified".into(), Value::Bool(user.email_verified));
+        }
+        let p = &user.profile;
+        for (name, value) in [
+            ("given_name", &p.given_name),
+            ("family_name", &p.family_name),
+            ("phone_number", &p.phone_number),
+            ("address", &p.address),
+            ("picture", &p.picture),
+        ] {
+            if let Some(v) = value {
+                let v = if name == "address" {
+                    // OIDC Core section 5.1.1: the address claim is an object.
+                    serde_json::json!({ "formatted": v })
+                } else {
+                    Value::String(v.clone())
+                };
+                extra.insert(name.into(), v);
+            }
+        }
+        if let Some(username) = &user.username {
+            extra.insert("preferred_username".into(), Value::String(username.as_str().to_owned()));
+        }
+        extra.insert("auth_time".into(), Value::from(seconds(session.created_at)));
+        let now = self.now();
+        let exp = (now + self.0.settings.access_token_ttl).min(session.expires_at);
+        let claims = self.claims(session, user, audience, exp, extra);
+        self.0.keys.sign(ID_TOKEN_TYP, &claims).await
+    }
+
+    /// A new refresh token for the session, stored as its keyed hash.
+    ///
+    /// # Errors
+    /// [`Error::Internal`] when the store fails.
+    pub async fn refresh_token(&self, session: &Session) -> Result<RefreshToken> {
+        let token = RefreshToken::generate();
+        self.0
+            .store
+            .insert_refresh_token(&RefreshTokenRecord {
+                token_hash: self.0.refresh.hash(&token),
+                tenant: session.tenant,
+                session_id: session.id,
+                created_at: self.now(),
+                rotated_at: None,
+            })
+            .await?;
+        Ok(token)
+    }
+
+    /// Exchanges a refresh token for its successor (rotation on every use, RFC 6749 section
+    /// 10.4; OAuth 2.0 Security BCP section 4.14.2).
+    ///
+    /// * A fresh token is marked rotated and its successor stored.
+    /// * A token rotated less than `refresh_reuse_window` ago returns the same successor again,
+    ///   so two tabs refreshing at once both continue.
+    /// * A token rotated earlier is a replay: the whole session is revoked, which signs out the
+    ///   legitimate holder too, and [`Error::RefreshTokenReused`] is returned.
+    ///
+    /// Returns the session, its user and the successor token.
+    ///
+    /// # Errors
+    /// [`Error::InvalidToken`] for unknown tokens, [`Error::SessionRevoked`] when the session
+    /// ended, [`Error::RefreshTokenReused`].
+    #[tracing::instrument(skip_all, fields(tenant = %tenant))]
+    pub async fn rotate_refresh_token(
+        &self,
+        tenant: TenantId,
+        token: &RefreshToken,
+    ) -> Result<(User, Session, RefreshToken)> {
+        observed("refresh", self.rotate_inner(tenant, token)).await
+    }
+
+    pub(super) async fn rotate_inner(
+        &self,
+        tenant: TenantId,
+        token: &RefreshToken,
+    ) -> Result<(User, Session, RefreshToken)> {
+        let now = self.now();
+        let hash = self.0.refresh.hash(token);
+        let record = match self.0.store.rotate_refresh_token(tenant, &hash, now).await? {
+            Rotation::NotFound => return Err(Error::InvalidToken),
+            Rotation::Rotated(record) => record,
+            Rotation::AlreadyRotated(record) => {
+                let rotated_at = record.rotated_at.unwrap_or(now);
+                if now - rotated_at > self.0.settings.refresh_reuse_window {
+                    let (session, _) = self
+                        .0
+                        .store
+                        .session_with_user(tenant, record.session_id)
+                        .await?
+                        .ok_or(Error::SessionRevoked)?;
+                    tracing::warn!(session = %record.session_id, "refresh token reused; revoking the session");
+                    self.sign_out(&session).await?;
+                    return Err(Error::RefreshTokenReused);
+                }
+                record
+            }
+        };
+        let (session, user) =
+            self.0.store.session_with_user(tenant, record.session_id).await?.ok_or(Error::SessionRevoked)?;
+        if !session.is_active(now) || user.user.disabled {
+            return Err(Error::SessionRevoked);
+        }
+        let successor = self.0.refresh.successor(token);
+        self.0
+            .store
+            .insert_refresh_token(&RefreshTokenRecord {
+                token_hash: self.0.refresh.hash(&successor),
+                tenant,
+                session_id: session.id,
+                created_at: now,
+                rotated_at: None,
+            })
+            .await?;
+        Ok((user.user, session, successor))
+    }
+
+    /// Access, ID and refresh tokens for a session.
+    ///
+    /// # Errors
+    /// [`Error::Internal`] when signing or the store fails.
+    pub async fn token_set(&self, session: &Session, user: &User, audience: &str) -> Result<TokenSet> {
+        let (access_token, expires_in) = self.access_token(session, user, audience, ExtraClaims::new()).await?;
+        let id_token = self.id_token(session, user, audience, ExtraClaims::new()).await?;
+        let refresh_token = self.refresh_token(session).await?;
+        Ok(TokenSet { access_token, id_token, refresh_token, expires_in })
+    }
+
+    /// The public signing keys, current and previous, as a JWK Set (RFC 7517 section 5), for
+    /// `/.well-known/jwks.json`.
+    ///
+    /// # Errors
+    /// [`Error::Internal`] when the store fails.
+    pub async fn jwks(&self) -> Result<JwkSet> {
+        self.0.keys.jwks().await
+    }
+
+    /// Creates a new current signing key (the previous one keeps verifying until the next
+    /// rotation) and returns its `kid`, for `latchkey keys rotate`.
+    ///
+    /// # Errors
+    /// [`Error::Internal`] when the store fails.
+    #[tracing::instrument(skip_all)]
+    pub async fn rotate_signing_key(&self) -> Result<String> {
+        self.0.keys.rotate().await
+    }
+
+    /// The JWS algorithm of the current signing key (`alg`), for discovery documents.
+    pub fn signing_algorithm(&self) -> SigningAlgorithm {
+        self.0.keys.algorithm()
+    }
+}

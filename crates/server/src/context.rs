@@ -1,0 +1,70 @@
+//! What a surface is given, and what it gives back. A leaf module: it imports no surface, so
+//! surfaces depend on it and never on each other or on the application.
+//!
+//! A surface sees the core, the cookie and client-address policies and the public URL; it
+//! never sees the whole configuration (the server secret and database URL stay with the
+//! application).
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::FromRef;
+use latchkey_core::Auth;
+
+use crate::http::{ClientAddressPolicy, CookiePolicy};
+
+/// Everything a surface may use.
+#[derive(Clone)]
+pub struct SurfaceContext {
+    /// The core: every rule lives behind it.
+    pub auth: Auth,
+    /// Attributes of the cookies the surface sets.
+    pub cookies: CookiePolicy,
+    /// Where client addresses come from.
+    pub clients: ClientAddressPolicy,
+    /// The external base URL, without a trailing slash (the token issuer).
+    pub public_url: Arc<str>,
+}
+
+impl FromRef<SurfaceContext> for Auth {
+    fn from_ref(ctx: &SurfaceContext) -> Self {
+        ctx.auth.clone()
+    }
+}
+
+impl FromRef<SurfaceContext> for CookiePolicy {
+    fn from_ref(ctx: &SurfaceContext) -> Self {
+        ctx.cookies
+    }
+}
+
+impl FromRef<SurfaceContext> for ClientAddressPolicy {
+    fn from_ref(ctx: &SurfaceContext) -> Self {
+        ctx.clients
+    }
+}
+
+/// A mounted surface: its routes, under the mount prefix it owns and with its own state
+/// applied, and optionally its part of the OpenAPI document (paths with their full prefix).
+pub struct Mounted {
+    /// The surface's routes.
+    pub router: Router,
+    /// The surface's OpenAPI description, merged into `/openapi.json`.
+    pub openapi: Option<utoipa::openapi::OpenApi>,
+}
+
+impl Mounted {
+    /// A surface without an OpenAPI description.
+    pub fn routes(router: Router) -> Self {
+        Self { router, openapi: None }
+    }
+}
+
+/// One entry of the application's surface list.
+#[derive(Clone, Copy)]
+pub struct Surface {
+    /// The name `LATCHKEY_SURFACES` selects it by (API.md's surface table).
+    pub name: &'static str,
+    /// Builds the surface's routes.
+    pub mount: fn(&SurfaceContext) -> anyhow::Result<Mounted>,
+}

@@ -1,0 +1,75 @@
+//! `CodeStore` for both backends: the one_time_codes table. Attempts are counted and codes
+//! taken in single statements, so concurrent guesses cannot exceed the limit.
+
+macro_rules! sql_codes {
+    ($name:ident, $db:ty) => {
+        #[async_trait]
+        impl CodeStore for $name {
+            async fn put_code(&self, c: &CodeRecord) -> Result<(), StoreError> {
+                sqlx::query(
+                    "INSERT INTO one_time_codes (tenant_id, user_id, purpose, code_hash, target, attempts, created_at, expires_at) \
+                     VALUES ($1, $2, $3, $4, $5, 0, $6, $7) \
+                     ON CONFLICT (user_id, purpose) DO UPDATE SET tenant_id = excluded.tenant_id, \
+                     code_hash = excluded.code_hash, target = excluded.target, attempts = 0, \
+                     created_at = excluded.created_at, expires_at = excluded.expires_at",
+                )
+                .bind(c.tenant.0)
+                .bind(c.user_id.0)
+                .bind(c.purpose.as_str())
+                .bind(c.code_hash.as_slice())
+                .bind(c.target.as_deref())
+                .bind(millis(c.created_at))
+                .bind(millis(c.expires_at))
+                .execute(&self.pool)
+                .await
+                .map_err(store_err)?;
+                Ok(())
+            }
+
+            async fn code(&self, tenant: TenantId, user: UserId, purpose: CodePurpose) -> Result<Option<CodeRecord>, StoreError> {
+                let row = sqlx::query(concat!(
+                    "SELECT ", code_columns!(), " FROM one_time_codes WHERE tenant_id = $1 AND user_id = $2 AND purpose = $3"
+                ))
+                .bind(tenant.0)
+                .bind(user.0)
+                .bind(purpose.as_str())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(store_err)?;
+                row.as_ref().map(Self::code_from_row).transpose().map_err(store_err)
+            }
+
+            async fn record_code_failure(&self, tenant: TenantId, user: UserId, purpose: CodePurpose, code_hash: &[u8]) -> Result<Option<u32>, StoreError> {
+                let attempts: Option<i64> = sqlx::query_scalar(
+                    "UPDATE one_time_codes SET attempts = attempts + 1 \
+                     WHERE tenant_id = $1 AND user_id = $2 AND purpose = $3 AND code_hash = $4 RETURNING attempts",
+                )
+                .bind(tenant.0)
+                .bind(user.0)
+                .bind(purpose.as_str())
+                .bind(code_hash)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(store_err)?;
+                Ok(attempts.map(|a| u32::try_from(a).unwrap_or(u32::MAX)))
+            }
+
+            async fn take_code(&self, tenant: TenantId, user: UserId, purpose: CodePurpose, code_hash: &[u8], now: OffsetDateTime, max_attempts: u32) -> Result<Option<CodeRecord>, StoreError> {
+                let row = sqlx::query(concat!(
+                    "DELETE FROM one_time_codes WHERE tenant_id = $1 AND user_id = $2 AND purpose = $3 AND code_hash = $4 \
+                     AND expires_at > $5 AND attempts < $6 RETURNING ", code_columns!()
+                ))
+                .bind(tenant.0)
+                .bind(user.0)
+                .bind(purpose.as_str())
+                .bind(code_hash)
+                .bind(millis(now))
+                .bind(i64::from(max_attempts))
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(store_err)?;
+                row.as_ref().map(Self::code_from_row).transpose().map_err(store_err)
+            }
+        }
+    };
+}

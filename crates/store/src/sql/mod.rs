@@ -1,0 +1,212 @@
+//! The [`Store`] implementation, written once and instantiated for SQLite and PostgreSQL; one
+//! file per aggregate trait (`users.rs`, `codes.rs`, `sessions.rs`, `keys.rs`), this file holding
+//! the row decoding they share and the `Store` supertrait itself.
+//!
+//! Both schemas use the same column names and types that decode to the same Rust types
+//! (UUIDs, `i64` milliseconds, booleans, byte strings), and SQLite accepts PostgreSQL's `$n`
+//! placeholders, so every query text is shared. The macro only substitutes the sqlx database
+//! type. Every operation that must be atomic is a single statement.
+
+/// Columns of a user row, prefixed for joins.
+macro_rules! user_columns {
+    () => {
+        "u.id, u.tenant_id, u.email, u.email_verified, u.username, u.external_id, u.password_hash, \
+         u.given_name, u.family_name, u.phone_number, u.address, u.picture, u.disabled, \
+         u.created_at, u.updated_at"
+    };
+}
+
+/// Columns of a session row, aliased so they never clash with user columns in joins.
+macro_rules! session_columns {
+    () => {
+        "s.id AS s_id, s.tenant_id AS s_tenant_id, s.user_id AS s_user_id, s.created_at AS s_created_at, \
+         s.last_seen_at AS s_last_seen_at, s.expires_at AS s_expires_at, s.revoked_at AS s_revoked_at, \
+         s.user_agent AS s_user_agent, s.ip AS s_ip"
+    };
+}
+
+macro_rules! code_columns {
+    () => {
+        "tenant_id, user_id, purpose, code_hash, target, attempts, created_at, expires_at"
+    };
+}
+
+macro_rules! refresh_columns {
+    () => {
+        "token_hash, tenant_id, session_id, created_at, rotated_at"
+    };
+}
+
+#[macro_use]
+mod users;
+#[macro_use]
+mod codes;
+#[macro_use]
+mod sessions;
+#[macro_use]
+mod keys;
+
+macro_rules! sql_store {
+    ($(#[$doc:meta])* $name:ident, $db:ty) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone)]
+        pub struct $name {
+            pool: sqlx::Pool<$db>,
+        }
+
+        impl $name {
+            /// Wraps a connection pool whose database has been migrated.
+            pub fn new(pool: sqlx::Pool<$db>) -> Self {
+                Self { pool }
+            }
+
+            /// The underlying pool.
+            pub fn pool(&self) -> &sqlx::Pool<$db> {
+                &self.pool
+            }
+
+            fn user_from_row(row: &<$db as sqlx::Database>::Row) -> Result<UserRecord, sqlx::Error> {
+                let email: Option<String> = row.try_get("email")?;
+                let username: Option<String> = row.try_get("username")?;
+                let external_id: Option<String> = row.try_get("external_id")?;
+                let password_hash: Option<String> = row.try_get("password_hash")?;
+                let user = User {
+                    id: UserId(row.try_get("id")?),
+                    tenant: TenantId(row.try_get("tenant_id")?),
+                    email: email.as_deref().map(Email::parse).transpose().map_err(decode_err("email"))?,
+                    email_verified: row.try_get("email_verified")?,
+                    username: username.as_deref().map(Username::parse).transpose().map_err(decode_err("username"))?,
+                    external_id: external_id
+                        .as_deref()
+                        .map(ExternalId::parse)
+                        .transpose()
+                        .map_err(decode_err("external_id"))?,
+                    profile: Profile {
+                        given_name: row.try_get("given_name")?,
+                        family_name: row.try_get("family_name")?,
+                        phone_number: row.try_get("phone_number")?,
+                        address: row.try_get("address")?,
+                        picture: row.try_get("picture")?,
+                    },
+                    has_password: password_hash.is_some(),
+                    disabled: row.try_get("disabled")?,
+                    created_at: from_millis(row.try_get("created_at")?),
+                    updated_at: from_millis(row.try_get("updated_at")?),
+                };
+                Ok(UserRecord { user, password_hash })
+            }
+
+            fn session_from_row(row: &<$db as sqlx::Database>::Row) -> Result<Session, sqlx::Error> {
+                let revoked_at: Option<i64> = row.try_get("s_revoked_at")?;
+                Ok(Session {
+                    id: SessionId(row.try_get("s_id")?),
+                    tenant: TenantId(row.try_get("s_tenant_id")?),
+                    user_id: UserId(row.try_get("s_user_id")?),
+                    created_at: from_millis(row.try_get("s_created_at")?),
+                    last_seen_at: from_millis(row.try_get("s_last_seen_at")?),
+                    expires_at: from_millis(row.try_get("s_expires_at")?),
+                    revoked_at: revoked_at.map(from_millis),
+                    user_agent: row.try_get("s_user_agent")?,
+                    ip: row.try_get("s_ip")?,
+                })
+            }
+
+            fn code_from_row(row: &<$db as sqlx::Database>::Row) -> Result<CodeRecord, sqlx::Error> {
+                let purpose: String = row.try_get("purpose")?;
+                let attempts: i64 = row.try_get("attempts")?;
+                Ok(CodeRecord {
+                    tenant: TenantId(row.try_get("tenant_id")?),
+                    user_id: UserId(row.try_get("user_id")?),
+                    purpose: CodePurpose::from_name(&purpose)
+                        .ok_or_else(|| sqlx::Error::Decode(format!("unknown code purpose {purpose:?}").into()))?,
+                    code_hash: row.try_get("code_hash")?,
+                    target: row.try_get("target")?,
+                    attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+                    created_at: from_millis(row.try_get("created_at")?),
+                    expires_at: from_millis(row.try_get("expires_at")?),
+                })
+            }
+
+            fn refresh_from_row(row: &<$db as sqlx::Database>::Row) -> Result<RefreshTokenRecord, sqlx::Error> {
+                let rotated_at: Option<i64> = row.try_get("rotated_at")?;
+                Ok(RefreshTokenRecord {
+                    token_hash: row.try_get("token_hash")?,
+                    tenant: TenantId(row.try_get("tenant_id")?),
+                    session_id: SessionId(row.try_get("session_id")?),
+                    created_at: from_millis(row.try_get("created_at")?),
+                    rotated_at: rotated_at.map(from_millis),
+                })
+            }
+
+            fn key_from_row(row: &<$db as sqlx::Database>::Row) -> Result<KeyRecord, sqlx::Error> {
+                Ok(KeyRecord {
+                    kid: row.try_get("kid")?,
+                    generation: row.try_get("generation")?,
+                    alg: row.try_get("alg")?,
+                    public_jwk: row.try_get("public_jwk")?,
+                    private_key: row.try_get("private_key")?,
+                    created_at: from_millis(row.try_get("created_at")?),
+                })
+            }
+
+            async fn user_where(&self, sql: &'static str, tenant: TenantId, value: &str) -> Result<Option<UserRecord>, StoreError> {
+                let row = sqlx::query(sql)
+                    .bind(tenant.0)
+                    .bind(value)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(store_err)?;
+                row.as_ref().map(Self::user_from_row).transpose().map_err(store_err)
+            }
+        }
+
+        #[async_trait]
+        impl Store for $name {
+            async fn ping(&self) -> Result<(), StoreError> {
+                sqlx::query("SELECT 1").execute(&self.pool).await.map_err(store_err)?;
+                Ok(())
+            }
+
+            async fn purge_expired(&self, before: OffsetDateTime) -> Result<Purged, StoreError> {
+                const BATCH: i64 = 1000;
+                let mut purged = Purged::default();
+                loop {
+                    let done = sqlx::query(
+                        "DELETE FROM one_time_codes WHERE expires_at < $1 AND user_id IN \
+                         (SELECT user_id FROM one_time_codes WHERE expires_at < $1 LIMIT $2)",
+                    )
+                    .bind(millis(before))
+                    .bind(BATCH)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(store_err)?;
+                    purged.codes += done.rows_affected();
+                    if done.rows_affected() < BATCH as u64 {
+                        break;
+                    }
+                }
+                loop {
+                    let done = sqlx::query(
+                        "DELETE FROM sessions WHERE id IN \
+                         (SELECT id FROM sessions WHERE expires_at < $1 OR revoked_at < $1 LIMIT $2)",
+                    )
+                    .bind(millis(before))
+                    .bind(BATCH)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(store_err)?;
+                    purged.sessions += done.rows_affected();
+                    if done.rows_affected() < BATCH as u64 {
+                        break;
+                    }
+                }
+                Ok(purged)
+            }
+        }
+
+        sql_users!($name, $db);
+        sql_codes!($name, $db);
+        sql_sessions!($name, $db);
+        sql_keys!($name, $db);
+    };
+}

@@ -1,0 +1,149 @@
+//! `SessionStore` for both backends: the sessions and refresh_tokens tables. Rotation is one
+//! conditional UPDATE, so exactly one of two concurrent refreshes rotates a token.
+
+macro_rules! sql_sessions {
+    ($name:ident, $db:ty) => {
+        #[async_trait]
+        impl SessionStore for $name {
+            async fn insert_session(&self, s: &Session) -> Result<(), StoreError> {
+                sqlx::query(
+                    "INSERT INTO sessions (id, tenant_id, user_id, created_at, last_seen_at, expires_at, revoked_at, user_agent, ip) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                )
+                .bind(s.id.0)
+                .bind(s.tenant.0)
+                .bind(s.user_id.0)
+                .bind(millis(s.created_at))
+                .bind(millis(s.last_seen_at))
+                .bind(millis(s.expires_at))
+                .bind(s.revoked_at.map(millis))
+                .bind(s.user_agent.as_deref())
+                .bind(s.ip.as_deref())
+                .execute(&self.pool)
+                .await
+                .map_err(store_err)?;
+                Ok(())
+            }
+
+            async fn session_with_user(&self, tenant: TenantId, id: SessionId) -> Result<Option<(Session, UserRecord)>, StoreError> {
+                let row = sqlx::query(concat!(
+                    "SELECT ", session_columns!(), ", ", user_columns!(),
+                    " FROM sessions s JOIN users u ON u.id = s.user_id AND u.tenant_id = s.tenant_id \
+                     WHERE s.tenant_id = $1 AND s.id = $2"
+                ))
+                .bind(tenant.0)
+                .bind(id.0)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(store_err)?;
+                match row {
+                    Some(row) => Ok(Some((
+                        Self::session_from_row(&row).map_err(store_err)?,
+                        Self::user_from_row(&row).map_err(store_err)?,
+                    ))),
+                    None => Ok(None),
+                }
+            }
+
+            async fn touch_session(&self, tenant: TenantId, id: SessionId, at: OffsetDateTime) -> Result<(), StoreError> {
+                sqlx::query("UPDATE sessions SET last_seen_at = $3 WHERE tenant_id = $1 AND id = $2 AND last_seen_at < $3")
+                    .bind(tenant.0)
+                    .bind(id.0)
+                    .bind(millis(at))
+                    .execute(&self.pool)
+                    .await
+                    .map_err(store_err)?;
+                Ok(())
+            }
+
+            async fn revoke_session(&self, tenant: TenantId, id: SessionId, at: OffsetDateTime) -> Result<bool, StoreError> {
+                let done = sqlx::query(
+                    "UPDATE sessions SET revoked_at = $3 WHERE tenant_id = $1 AND id = $2 AND revoked_at IS NULL",
+                )
+                .bind(tenant.0)
+                .bind(id.0)
+                .bind(millis(at))
+                .execute(&self.pool)
+                .await
+                .map_err(store_err)?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn revoke_user_sessions(&self, tenant: TenantId, user: UserId, keep: Option<SessionId>, at: OffsetDateTime) -> Result<Vec<SessionId>, StoreError> {
+                // A nil UUID never names a session, so it stands for "keep none".
+                let keep = keep.map_or(uuid::Uuid::nil(), |s| s.0);
+                let ids: Vec<uuid::Uuid> = sqlx::query_scalar(
+                    "UPDATE sessions SET revoked_at = $3 \
+                     WHERE tenant_id = $1 AND user_id = $2 AND revoked_at IS NULL AND id <> $4 RETURNING id",
+                )
+                .bind(tenant.0)
+                .bind(user.0)
+                .bind(millis(at))
+                .bind(keep)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(store_err)?;
+                Ok(ids.into_iter().map(SessionId).collect())
+            }
+
+            async fn active_sessions(&self, tenant: TenantId, user: UserId, now: OffsetDateTime) -> Result<Vec<Session>, StoreError> {
+                let rows = sqlx::query(concat!(
+                    "SELECT ", session_columns!(), " FROM sessions s \
+                     WHERE s.tenant_id = $1 AND s.user_id = $2 AND s.revoked_at IS NULL AND s.expires_at > $3 \
+                     ORDER BY s.created_at DESC"
+                ))
+                .bind(tenant.0)
+                .bind(user.0)
+                .bind(millis(now))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(store_err)?;
+                rows.iter().map(Self::session_from_row).collect::<Result<_, _>>().map_err(store_err)
+            }
+
+            async fn insert_refresh_token(&self, t: &RefreshTokenRecord) -> Result<(), StoreError> {
+                sqlx::query(
+                    "INSERT INTO refresh_tokens (token_hash, tenant_id, session_id, created_at, rotated_at) \
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (token_hash) DO NOTHING",
+                )
+                .bind(t.token_hash.as_slice())
+                .bind(t.tenant.0)
+                .bind(t.session_id.0)
+                .bind(millis(t.created_at))
+                .bind(t.rotated_at.map(millis))
+                .execute(&self.pool)
+                .await
+                .map_err(store_err)?;
+                Ok(())
+            }
+
+            async fn rotate_refresh_token(&self, tenant: TenantId, token_hash: &[u8], at: OffsetDateTime) -> Result<Rotation, StoreError> {
+                let rotated = sqlx::query(concat!(
+                    "UPDATE refresh_tokens SET rotated_at = $3 \
+                     WHERE tenant_id = $1 AND token_hash = $2 AND rotated_at IS NULL RETURNING ", refresh_columns!()
+                ))
+                .bind(tenant.0)
+                .bind(token_hash)
+                .bind(millis(at))
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(store_err)?;
+                if let Some(row) = rotated {
+                    return Ok(Rotation::Rotated(Self::refresh_from_row(&row).map_err(store_err)?));
+                }
+                let existing = sqlx::query(concat!(
+                    "SELECT ", refresh_columns!(), " FROM refresh_tokens WHERE tenant_id = $1 AND token_hash = $2"
+                ))
+                .bind(tenant.0)
+                .bind(token_hash)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(store_err)?;
+                match existing {
+                    Some(row) => Ok(Rotation::AlreadyRotated(Self::refresh_from_row(&row).map_err(store_err)?)),
+                    None => Ok(Rotation::NotFound),
+                }
+            }
+        }
+    };
+}
