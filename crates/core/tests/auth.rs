@@ -7,12 +7,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use latchkey_core::clock::{Clock, ManualClock};
 use latchkey_core::code::OneTimeCode;
-use latchkey_core::identity::{Email, Login, Password, Profile, TenantId};
+use latchkey_core::identity::{Email, Login, NewPassword, PasswordPolicy, PresentedPassword, Profile, TenantId};
 use latchkey_core::limits::Unlimited;
 use latchkey_core::password::HashParams;
 use latchkey_core::ports::{Mail, MailError, Mailer};
 use latchkey_core::secret::ServerSecret;
-use latchkey_core::session::ClientMeta;
+use latchkey_core::session::{ClientMeta, LocalRevocationBus};
 use latchkey_core::token::{RefreshToken, SigningAlgorithm};
 use latchkey_core::{Auth, Deps, Error, NewUser, Settings};
 use latchkey_store::{Database, Options};
@@ -30,6 +30,11 @@ impl Mailer for Outbox {
 }
 
 impl Outbox {
+    /// The recipient of the last mail.
+    fn last_to(&self) -> String {
+        self.0.lock().expect("outbox").last().expect("a mail was sent").to.as_str().to_owned()
+    }
+
     fn last_code(&self) -> OneTimeCode {
         let mails = self.0.lock().expect("outbox");
         let text = &mails.last().expect("a mail was sent").text;
@@ -49,7 +54,13 @@ async fn harness_with(settings: Settings) -> Harness {
     let clock = Arc::new(ManualClock::starting_now());
     let outbox = Arc::new(Outbox::default());
     let secret = ServerSecret::new(vec![9u8; 32]).expect("secret");
-    let deps = Deps { store: db.store(), mailer: outbox.clone(), clock: clock.clone(), limiter: Arc::new(Unlimited) };
+    let deps = Deps {
+        store: db.store(),
+        mailer: outbox.clone(),
+        clock: clock.clone(),
+        limiter: Arc::new(Unlimited),
+        revocations: Arc::new(LocalRevocationBus::default()),
+    };
     let auth = Auth::new(deps, &secret, settings).await.expect("auth");
     Harness { auth, clock, outbox }
 }
@@ -66,8 +77,16 @@ fn email(s: &str) -> Email {
     Email::parse(s).expect("email")
 }
 
-fn password() -> Password {
-    Password::candidate("correct horse battery")
+const PASSWORD: &str = "correct horse battery";
+
+/// The password users are created with.
+fn new_password() -> NewPassword {
+    PasswordPolicy::default().parse(PASSWORD).expect("within the policy")
+}
+
+/// The same password, as presented at sign-in.
+fn password() -> PresentedPassword {
+    PresentedPassword::new(PASSWORD)
 }
 
 async fn sign_up(h: &Harness, address: &str) -> latchkey_core::SignedUp {
@@ -76,7 +95,7 @@ async fn sign_up(h: &Harness, address: &str) -> latchkey_core::SignedUp {
             TenantId::DEFAULT,
             NewUser {
                 email: Some(email(address)),
-                password: Some(password()),
+                password: Some(new_password()),
                 profile: Profile::default(),
                 ..Default::default()
             },
@@ -151,7 +170,7 @@ async fn sign_in_checks_the_password_before_verification() {
     let meta = ClientMeta::default();
     let err = h
         .auth
-        .sign_in(TenantId::DEFAULT, &login, &Password::candidate("wrong password"), &meta)
+        .sign_in(TenantId::DEFAULT, &login, &PresentedPassword::new("wrong password"), &meta)
         .await
         .expect_err("wrong");
     assert!(matches!(err, Error::InvalidCredentials), "{err:?}");
@@ -175,7 +194,7 @@ async fn duplicate_emails_differing_in_case_are_rejected() {
         .auth
         .sign_up(
             TenantId::DEFAULT,
-            NewUser { email: Some(email("EVE@Example.com")), password: Some(password()), ..Default::default() },
+            NewUser { email: Some(email("EVE@Example.com")), password: Some(new_password()), ..Default::default() },
             &ClientMeta::default(),
         )
         .await
@@ -260,7 +279,7 @@ async fn every_signing_algorithm_issues_verifiable_tokens() {
         let s = signed_in(&h, "ida@example.com").await;
         let token = h.auth.session_token(&s.session, &s.user, "test").await.expect("token");
         h.auth.authenticate(&token, &["test"]).await.expect("verifies");
-        let jwks = h.auth.keys().jwks().await.expect("jwks");
+        let jwks = h.auth.jwks().await.expect("jwks");
         assert_eq!(jwks.keys.len(), 1);
         let _ = h.clock.now();
     }
@@ -285,4 +304,146 @@ async fn ended_sessions_and_codes_are_purged_after_the_retention() {
         .await
         .expect_err("gone");
     assert!(matches!(err, Error::NoCodePending), "{err:?}");
+}
+
+fn new_password_of(raw: &str) -> NewPassword {
+    PasswordPolicy::default().parse(raw).expect("within the policy")
+}
+
+async fn sign_in_with(h: &Harness, address: &str, raw: &str) -> Result<latchkey_core::SignedIn, Error> {
+    let login = Login::Email(email(address));
+    h.auth.sign_in(TenantId::DEFAULT, &login, &PresentedPassword::new(raw), &ClientMeta::default()).await
+}
+
+#[tokio::test]
+async fn a_password_reset_needs_the_mailed_code_and_ends_every_session() {
+    let h = harness().await;
+    let first = signed_in(&h, "lea@example.com").await;
+    let second = sign_in_with(&h, "lea@example.com", PASSWORD).await.expect("second session");
+    let (token, _) = h.auth.access_token(&second.session, &second.user, "t", Default::default()).await.expect("token");
+    let addr = email("lea@example.com");
+
+    h.auth.request_password_reset(TenantId::DEFAULT, &addr).await.expect("reset code");
+    assert_eq!(h.outbox.last_to(), "lea@example.com");
+    let code = h.outbox.last_code();
+    let wrong = OneTimeCode::parse(if code.digits() == "111111" { "222222" } else { "111111" }).expect("code");
+    let err = h
+        .auth
+        .reset_password(TenantId::DEFAULT, &addr, wrong, &new_password_of("a brand new passphrase"))
+        .await
+        .expect_err("wrong code");
+    assert!(matches!(err, Error::CodeMismatch { attempts_left: 4 }), "{err:?}");
+    assert!(sign_in_with(&h, "lea@example.com", PASSWORD).await.is_ok(), "nothing changed yet");
+
+    h.auth
+        .reset_password(TenantId::DEFAULT, &addr, code, &new_password_of("a brand new passphrase"))
+        .await
+        .expect("reset");
+    assert!(matches!(h.auth.authenticate(&token, &[]).await, Err(Error::SessionRevoked)));
+    assert!(h.auth.sessions(TenantId::DEFAULT, first.user.id).await.expect("sessions").is_empty());
+    assert!(matches!(sign_in_with(&h, "lea@example.com", PASSWORD).await, Err(Error::InvalidCredentials)));
+    sign_in_with(&h, "lea@example.com", "a brand new passphrase").await.expect("the new password works");
+    let err = h
+        .auth
+        .reset_password(TenantId::DEFAULT, &addr, code, &new_password_of("yet another passphrase"))
+        .await
+        .expect_err("single use");
+    assert!(matches!(err, Error::NoCodePending), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_reset_verifies_an_unverified_address() {
+    let h = harness().await;
+    sign_up(&h, "max@example.com").await;
+    let addr = email("max@example.com");
+    h.auth.request_password_reset(TenantId::DEFAULT, &addr).await.expect("reset code");
+    let code = h.outbox.last_code();
+    let user = h.auth.reset_password(TenantId::DEFAULT, &addr, code, &new_password()).await.expect("reset");
+    assert!(user.email_verified, "the reset code proved the mailbox");
+    sign_in_with(&h, "max@example.com", PASSWORD).await.expect("signs in without a separate verification");
+}
+
+#[tokio::test]
+async fn a_password_change_needs_the_current_password_and_keeps_only_this_session() {
+    let h = harness().await;
+    let here = signed_in(&h, "ned@example.com").await;
+    let elsewhere = sign_in_with(&h, "ned@example.com", PASSWORD).await.expect("second session");
+    let new = new_password_of("an entirely new passphrase");
+
+    let err = h
+        .auth
+        .change_password(&here.user, &here.session, &PresentedPassword::new("not my password"), &new)
+        .await
+        .expect_err("wrong current password");
+    assert!(matches!(err, Error::InvalidCredentials), "{err:?}");
+    assert!(sign_in_with(&h, "ned@example.com", PASSWORD).await.is_ok(), "unchanged after a wrong current password");
+
+    h.auth.change_password(&here.user, &here.session, &password(), &new).await.expect("changed");
+    let live: Vec<_> = h.auth.sessions(TenantId::DEFAULT, here.user.id).await.expect("sessions");
+    let live_ids: Vec<_> = live.iter().map(|s| s.id).collect();
+    assert!(live_ids.contains(&here.session.id), "this session stays");
+    assert!(!live_ids.contains(&elsewhere.session.id), "the other session ends");
+    assert!(matches!(sign_in_with(&h, "ned@example.com", PASSWORD).await, Err(Error::InvalidCredentials)));
+    sign_in_with(&h, "ned@example.com", "an entirely new passphrase").await.expect("new password");
+}
+
+#[tokio::test]
+async fn an_email_change_commits_only_with_the_code_sent_to_the_new_address() {
+    let h = harness().await;
+    let s = signed_in(&h, "ola@example.com").await;
+    signed_in(&h, "taken@example.com").await;
+
+    let err = h.auth.request_email_change(&s.user, &email("Taken@example.com")).await.expect_err("taken");
+    assert!(matches!(err, Error::EmailTaken), "{err:?}");
+
+    h.auth.request_email_change(&s.user, &email("ola.new@example.com")).await.expect("code sent");
+    assert_eq!(h.outbox.last_to(), "ola.new@example.com", "the code goes to the new address");
+    let code = h.outbox.last_code();
+    assert!(sign_in_with(&h, "ola@example.com", PASSWORD).await.is_ok(), "the old address holds until confirmed");
+
+    let user = h.auth.confirm_email_change(&s.user, code).await.expect("confirmed");
+    assert_eq!(user.email.as_ref().map(Email::as_str), Some("ola.new@example.com"));
+    assert!(user.email_verified);
+    assert!(matches!(sign_in_with(&h, "ola@example.com", PASSWORD).await, Err(Error::InvalidCredentials)));
+    sign_in_with(&h, "ola.new@example.com", PASSWORD).await.expect("the new address signs in");
+    let err = h.auth.confirm_email_change(&s.user, code).await.expect_err("single use");
+    assert!(matches!(err, Error::NoCodePending), "{err:?}");
+}
+
+#[tokio::test]
+async fn disabling_a_user_ends_their_sessions_and_enabling_lets_them_back_in() {
+    let h = harness().await;
+    let s = signed_in(&h, "pia@example.com").await;
+    let token = h.auth.session_token(&s.session, &s.user, "t").await.expect("token");
+    let mut revocations = h.auth.subscribe_revocations();
+
+    h.auth.set_disabled(TenantId::DEFAULT, s.user.id, true).await.expect("disable");
+    assert!(matches!(h.auth.authenticate(&token, &[]).await, Err(Error::SessionRevoked)));
+    assert!(matches!(sign_in_with(&h, "pia@example.com", PASSWORD).await, Err(Error::UserDisabled)));
+    let announced = revocations.try_recv().expect("the revocation was announced");
+    assert_eq!((announced.session, announced.user), (s.session.id, s.user.id));
+
+    h.auth.set_disabled(TenantId::DEFAULT, s.user.id, false).await.expect("enable");
+    sign_in_with(&h, "pia@example.com", PASSWORD).await.expect("back in");
+    let missing = latchkey_core::identity::UserId::random();
+    assert!(matches!(h.auth.set_disabled(TenantId::DEFAULT, missing, true).await, Err(Error::UserNotFound)));
+}
+
+#[tokio::test]
+async fn deleting_a_user_removes_them_and_their_sessions() {
+    let h = harness().await;
+    let s = signed_in(&h, "quin@example.com").await;
+    let token = h.auth.session_token(&s.session, &s.user, "t").await.expect("token");
+    let refresh = h.auth.refresh_token(&s.session).await.expect("refresh token");
+    let mut revocations = h.auth.subscribe_revocations();
+
+    h.auth.delete_user(TenantId::DEFAULT, s.user.id).await.expect("delete");
+    assert!(matches!(h.auth.authenticate(&token, &[]).await, Err(Error::SessionRevoked)));
+    assert!(matches!(h.auth.rotate_refresh_token(TenantId::DEFAULT, &refresh).await, Err(Error::InvalidToken)));
+    assert!(matches!(sign_in_with(&h, "quin@example.com", PASSWORD).await, Err(Error::InvalidCredentials)));
+    assert!(matches!(h.auth.user(TenantId::DEFAULT, s.user.id).await, Err(Error::UserNotFound)));
+    assert_eq!(revocations.try_recv().expect("announced").session, s.session.id);
+    assert!(matches!(h.auth.delete_user(TenantId::DEFAULT, s.user.id).await, Err(Error::UserNotFound)));
+    // The address is free again.
+    sign_up(&h, "quin@example.com").await;
 }
