@@ -27,6 +27,7 @@ use latchkey_core::session::LocalRevocationBus;
 use latchkey_core::{Auth, Deps, Settings};
 use latchkey_store::{Backend, Database, Options};
 use metrics_exporter_prometheus::PrometheusHandle;
+use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
@@ -77,8 +78,12 @@ impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let database = open_database(&config).await?;
         let secret = load_secret(&config, database.backend())?;
-        let mailer = ServerMailer::new(&config.mail_from, config.smtp_url.as_deref(), config.outbox_dir.clone())
-            .map_err(anyhow::Error::msg)?;
+        let mailer = ServerMailer::new(
+            &config.mail_from,
+            config.smtp_url.as_ref().map(ExposeSecret::expose_secret),
+            config.outbox_dir.clone(),
+        )
+        .map_err(anyhow::Error::msg)?;
         let mail_description = mailer.describe();
 
         let listener = TcpListener::bind(config.listen)
@@ -90,7 +95,9 @@ impl Application {
         let settings = core_settings(&config, public_url.clone());
         let (limiter, limits_description): (Arc<dyn RateLimiter>, &str) = match (config.rate_limit, &config.redis_url) {
             (false, _) => (Arc::new(Unlimited), "off"),
-            (true, Some(url)) => (Arc::new(RedisRateLimiter::connect(url).await.map_err(anyhow::Error::msg)?), "redis"),
+            (true, Some(url)) => {
+                (Arc::new(RedisRateLimiter::connect(url.expose_secret()).await.map_err(anyhow::Error::msg)?), "redis")
+            }
             (true, None) => {
                 let memory = Arc::new(MemoryRateLimiter::default());
                 tokio::spawn(forget_idle_limits(Arc::downgrade(&memory)));
@@ -116,7 +123,7 @@ impl Application {
         let (router, mounted) = router(&context, &selected)?;
         let description = format!(
             "latchkey listening on http://{local_addr} (issuer {public_url}; database {}; mail {mail_description}; rate limits {limits_description}; surfaces {})",
-            latchkey_store::redact(&config.database_url),
+            config.database_url,
             mounted.join(",")
         );
         Ok(Self { listener, router, database, auth, local_addr, description })
@@ -180,9 +187,9 @@ fn core_settings(config: &Config, issuer: String) -> Settings {
 
 async fn open_database(config: &Config) -> anyhow::Result<Database> {
     let options = Options { max_connections: config.database_max_connections, ..Options::default() };
-    Database::connect(&config.database_url, &options)
+    Database::connect(config.database_url.expose_secret(), &options)
         .await
-        .with_context(|| format!("LATCHKEY_DATABASE_URL: {}", latchkey_store::redact(&config.database_url)))
+        .with_context(|| format!("LATCHKEY_DATABASE_URL: {}", config.database_url))
 }
 
 /// Opens the database and applies migrations, for `latchkey migrate`.
@@ -261,7 +268,8 @@ pub async fn manage_user(config: &Config, email: &str, action: UserAction) -> an
 /// the SQLite file, or the working directory), created with mode 0600 on first start.
 fn load_secret(config: &Config, backend: &Backend) -> anyhow::Result<ServerSecret> {
     if let Some(s) = &config.secret {
-        return ServerSecret::new(s.as_bytes().to_vec()).map_err(|e| anyhow::anyhow!("LATCHKEY_SECRET: {e}"));
+        return ServerSecret::new(s.expose_secret().as_bytes().to_vec())
+            .map_err(|e| anyhow::anyhow!("LATCHKEY_SECRET: {e}"));
     }
     let dir: PathBuf = match backend {
         Backend::Sqlite { path: Some(p) } => p.parent().map(Path::to_path_buf).unwrap_or_default(),

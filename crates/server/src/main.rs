@@ -69,9 +69,15 @@ enum KeysCommand {
     Rotate,
 }
 
+/// The surfaces `LATCHKEY_SURFACES` may name (API.md).
+const SURFACES: &[&str] = &["users", "projects", "graphql", "auth", "cognito", "realtime", "v1"];
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let (config, warnings) = match Config::load(cli.config.as_deref()) {
+    // Surfaces declare the configuration keys they read; none does yet.
+    let loaded = Config::load(cli.config.as_deref(), &[])
+        .and_then(|(config, warnings)| config.surfaces.check_known(SURFACES).map(|()| (config, warnings)));
+    let (config, warnings) = match loaded {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{e}");
@@ -124,6 +130,24 @@ fn main() -> ExitCode {
             // One line: the context chain names the setting involved.
             eprintln!("latchkey: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+    use latchkey_server::config::KEYS;
+
+    use super::Cli;
+
+    #[test]
+    fn long_help_shows_every_key_with_its_default() {
+        let help = Cli::command().render_long_help().to_string();
+        for key in KEYS {
+            assert!(help.contains(key.env), "{} missing from --help:\n{help}", key.env);
+            let default = format!("default: {}", key.default_text());
+            assert!(help.contains(&default), "{default:?} missing from --help:\n{help}");
         }
     }
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use latchkey_server::config::{Config, LogFormat};
 use latchkey_server::{Application, telemetry};
 use reqwest::header::{HeaderMap, SET_COOKIE};
+use secrecy::ExposeSecret;
 use serde_json::Value;
 use sqlx::Connection;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -400,8 +401,8 @@ impl TestApp {
         let mail = SmtpSink::start().await;
         let mut config = Config {
             listen: "127.0.0.1:0".parse().expect("addr"),
-            database_url: database_url.clone(),
-            smtp_url: Some(format!("smtp://127.0.0.1:{}", mail.port)),
+            database_url: database_url.clone().into(),
+            smtp_url: Some(format!("smtp://127.0.0.1:{}", mail.port).into()),
             secret: Some(TEST_SECRET.into()),
             rate_limit: false,
             ..Config::default()
@@ -422,8 +423,8 @@ impl TestApp {
         let mut config = Config {
             listen: "127.0.0.1:0".parse().expect("addr"),
             public_url: Some(self.base.clone()),
-            database_url: self.database_url.clone(),
-            smtp_url: Some(format!("smtp://127.0.0.1:{}", mail.port)),
+            database_url: self.database_url.clone().into(),
+            smtp_url: Some(format!("smtp://127.0.0.1:{}", mail.port).into()),
             secret: Some(TEST_SECRET.into()),
             rate_limit: false,
             ..Config::default()
@@ -439,7 +440,7 @@ impl TestApp {
         pg: Option<PgDatabase>,
         dir: tempfile::TempDir,
     ) -> Self {
-        let database_url = config.database_url.clone();
+        let database_url = config.database_url.expose_secret().to_owned();
         let app = Application::build(config).await.expect("application starts");
         let port = app.port();
         let (tx, rx) = oneshot::channel::<()>();

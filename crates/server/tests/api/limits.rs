@@ -40,13 +40,13 @@ async fn instances_share_limits_through_redis() {
     let Some(redis) = redis_url().await else { return };
     let a = TestApp::spawn_with(Backend::Sqlite, |c| {
         c.rate_limit = true;
-        c.redis_url = Some(redis.clone());
+        c.redis_url = Some(redis.clone().into());
     })
     .await;
     let b = a
         .another_instance_with(|c| {
             c.rate_limit = true;
-            c.redis_url = Some(redis.clone());
+            c.redis_url = Some(redis.clone().into());
         })
         .await;
     let email = format!("shared-{}@example.com", uuid::Uuid::new_v4().simple());
