@@ -36,7 +36,7 @@ use tracing::Span;
 use utoipa::openapi::{InfoBuilder, OpenApi, OpenApiBuilder};
 use utoipa_scalar::Servable as _;
 
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::context::{Surface, SurfaceContext};
 use crate::http::{ClientAddressPolicy, CookiePolicy, MAX_BODY_BYTES};
 use crate::mail::ServerMailer;
@@ -118,6 +118,7 @@ impl Application {
             cookies: CookiePolicy { secure: public_url.starts_with("https://") },
             clients: ClientAddressPolicy { trust_forwarded_for: config.trust_forwarded_for },
             public_url: public_url.clone().into(),
+            settings: config.surface_settings.clone(),
         };
         let selected = selected_surfaces(&config)?;
         let (router, mounted) = router(&context, &selected)?;
@@ -366,19 +367,12 @@ async fn purge_loop(auth: Auth) {
 /// The surfaces `LATCHKEY_SURFACES` selects, in the order of [`surfaces::ALL`].
 ///
 /// # Errors
-/// A name that is not in the list (checked here, against the list itself).
-pub fn selected_surfaces(config: &Config) -> anyhow::Result<Vec<Surface>> {
+/// A [`ConfigError`] naming `LATCHKEY_SURFACES` when it names a surface that is not in the
+/// list (checked against the list itself).
+pub fn selected_surfaces(config: &Config) -> Result<Vec<Surface>, ConfigError> {
     let known: Vec<&str> = surfaces::ALL.iter().map(|s| s.name).collect();
-    if config.surfaces.len() == crate::config::SURFACES.len() {
-        return Ok(surfaces::ALL.to_vec());
-    }
-    if let Some(unknown) = config.surfaces.iter().find(|name| !known.contains(&name.as_str())) {
-        anyhow::bail!(
-            "invalid configuration: LATCHKEY_SURFACES: unknown surface {unknown:?}; known: all, {}",
-            known.join(", ")
-        );
-    }
-    Ok(surfaces::ALL.iter().filter(|s| config.surface_enabled(s.name)).copied().collect())
+    config.surfaces.check_known(&known)?;
+    Ok(surfaces::ALL.iter().filter(|s| config.surfaces.includes(s.name)).copied().collect())
 }
 
 /// The full router (the selected surfaces, the always-on endpoints, middleware) and the names

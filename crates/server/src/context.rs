@@ -11,6 +11,7 @@ use axum::Router;
 use axum::extract::FromRef;
 use latchkey_core::Auth;
 
+use crate::config::SurfaceSettings;
 use crate::http::{ClientAddressPolicy, CookiePolicy};
 
 /// Everything a surface may use.
@@ -24,6 +25,10 @@ pub struct SurfaceContext {
     pub clients: ClientAddressPolicy,
     /// The external base URL, without a trailing slash (the token issuer).
     pub public_url: Arc<str>,
+    /// The configuration keys no core setting claims: a surface extracts its own typed
+    /// settings from them (`settings.extract::<MySettings>()`), under the names it declares in
+    /// [`Surface::keys`].
+    pub settings: SurfaceSettings,
 }
 
 impl FromRef<SurfaceContext> for Auth {
@@ -65,6 +70,9 @@ impl Mounted {
 pub struct Surface {
     /// The name `LATCHKEY_SURFACES` selects it by (API.md's surface table).
     pub name: &'static str,
+    /// The configuration keys the surface reads (lower case, without the `LATCHKEY_` prefix),
+    /// so that they are not reported as unknown.
+    pub keys: &'static [&'static str],
     /// Builds the surface's routes.
     pub mount: fn(&SurfaceContext) -> anyhow::Result<Mounted>,
 }

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use latchkey_server::config::Config;
-use latchkey_server::{Application, app, telemetry};
+use latchkey_server::{Application, app, surfaces, telemetry};
 
 /// Latchkey: a self-hosted authentication server with one user directory and many API
 /// surfaces.
@@ -69,14 +69,11 @@ enum KeysCommand {
     Rotate,
 }
 
-/// The surfaces `LATCHKEY_SURFACES` may name (API.md).
-const SURFACES: &[&str] = &["users", "projects", "graphql", "auth", "cognito", "realtime", "v1"];
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // Surfaces declare the configuration keys they read; none does yet.
-    let loaded = Config::load(cli.config.as_deref(), &[])
-        .and_then(|(config, warnings)| config.surfaces.check_known(SURFACES).map(|()| (config, warnings)));
+    // Surfaces declare the configuration keys they read, and LATCHKEY_SURFACES names them.
+    let loaded = Config::load(cli.config.as_deref(), &surfaces::claimed_keys())
+        .and_then(|(config, warnings)| app::selected_surfaces(&config).map(|_| (config, warnings)));
     let (config, warnings) = match loaded {
         Ok(c) => c,
         Err(e) => {

@@ -11,4 +11,10 @@ mod users;
 mod v1;
 
 /// Every surface, in mount order; `LATCHKEY_SURFACES` selects among them by name.
-pub const ALL: &[Surface] = &[Surface { name: "users", mount: users::mount }, Surface { name: "v1", mount: v1::mount }];
+pub const ALL: &[Surface] =
+    &[Surface { name: "users", keys: &[], mount: users::mount }, Surface { name: "v1", keys: &[], mount: v1::mount }];
+
+/// The configuration keys every surface declares.
+pub fn claimed_keys() -> Vec<&'static str> {
+    ALL.iter().flat_map(|s| s.keys.iter().copied()).collect()
+}
