@@ -518,6 +518,22 @@ impl TestApp {
             }
         }
     }
+
+    /// How many sessions with id `sid` (a UUID, as in the `sid` claim) are stored as revoked.
+    pub async fn revoked_sessions(&self, sid: &str) -> i64 {
+        match self.backend {
+            Backend::Sqlite => {
+                self.count(
+                    "SELECT COUNT(*) FROM sessions WHERE lower(hex(id)) = replace($1, '-', '') AND revoked_at IS NOT NULL",
+                    sid,
+                )
+                .await
+            }
+            Backend::Postgres => {
+                self.count("SELECT COUNT(*) FROM sessions WHERE id = $1::uuid AND revoked_at IS NOT NULL", sid).await
+            }
+        }
+    }
 }
 
 impl Drop for TestApp {

@@ -103,15 +103,7 @@ async fn two_instances_share_users_sessions_and_keys(backend: Backend) {
     assert_eq!(jwks_a, jwks_b, "one key ring");
 
     // A key rotated through A's database is served by B at once.
-    let out = Command::new(env!("CARGO_BIN_EXE_latchkey"))
-        .args(["keys", "rotate"])
-        .env("LATCHKEY_DATABASE_URL", &a.database_url)
-        .env("LATCHKEY_SECRET", TEST_SECRET)
-        .env("LATCHKEY_LOG", "warn")
-        .output()
-        .expect("run latchkey keys rotate");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let new_kid = String::from_utf8_lossy(&out.stdout).trim().rsplit(' ').next().expect("kid").to_owned();
+    let new_kid = a.rotate_keys();
     let jwks_b = b.jwks().await.body;
     assert_eq!(jwks_b["keys"][0]["kid"], new_kid.as_str());
     assert_eq!(jwks_b["keys"][1]["kid"], jwks_a["keys"][0]["kid"]);

@@ -10,7 +10,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use latchkey_core::token::SigningAlgorithm;
 use serde_json::{Value, json};
 
-use crate::helpers::{Backend, TEST_SECRET, TestApp, jwt_parts};
+use crate::helpers::{Backend, TestApp, jwt_parts};
 use crate::on_both_backends;
 
 async fn assert_rejected(app: &TestApp, token: &str, code: &str) {
@@ -138,18 +138,7 @@ async fn rotated_keys_keep_verifying_for_one_generation(backend: Backend) {
     let before = app.v1_signed_in("ivy@example.com").await;
     let old_kid = jwt_parts(&before.access).0["kid"].clone();
 
-    let rotate = || {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_latchkey"))
-            .args(["keys", "rotate"])
-            .env("LATCHKEY_DATABASE_URL", &app.database_url)
-            .env("LATCHKEY_SECRET", TEST_SECRET)
-            .env("LATCHKEY_LOG", "warn")
-            .output()
-            .expect("run latchkey keys rotate");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).trim().rsplit(' ').next().expect("kid").to_owned()
-    };
-    let new_kid = rotate();
+    let new_kid = app.rotate_keys();
     let jwks = app.jwks().await.body;
     let kids: Vec<&Value> = jwks["keys"].as_array().expect("keys").iter().map(|k| &k["kid"]).collect();
     assert_eq!(kids, [&json!(new_kid), &old_kid], "current first, then previous");
@@ -162,7 +151,7 @@ async fn rotated_keys_keep_verifying_for_one_generation(backend: Backend) {
     assert_eq!(app.v1_me(&after.access).await.status, 200);
 
     // Two rotations later the first key is gone, and so are its tokens.
-    rotate();
+    app.rotate_keys();
     let jwks = app.jwks().await.body;
     assert!(jwks["keys"].as_array().expect("keys").iter().all(|k| k["kid"] != old_kid));
     assert_rejected(&app, &before.access, "invalid_token").await;

@@ -257,16 +257,7 @@ async fn deleted_and_disabled_users_lose_their_sessions_at_once(backend: Backend
     let t = app.v1_signed_in("dan@example.com").await;
 
     // Disabled by an operator, from another process.
-    let run = |args: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_latchkey"))
-            .args(args)
-            .env("LATCHKEY_DATABASE_URL", &app.database_url)
-            .env("LATCHKEY_SECRET", crate::helpers::TEST_SECRET)
-            .env("LATCHKEY_LOG", "warn")
-            .output()
-            .expect("run latchkey")
-    };
-    let out = run(&["users", "disable", "dan@example.com"]);
+    let out = app.latchkey_cli(&["users", "disable", "dan@example.com"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let me = app.v1_me(&t.access).await;
     assert_eq!(me.status, 401);
@@ -274,7 +265,7 @@ async fn deleted_and_disabled_users_lose_their_sessions_at_once(backend: Backend
     let disabled = app.v1_sign_in("dan@example.com", PASSWORD).await;
     assert_eq!(disabled.status, 403);
     assert_problem(&disabled.body, 403, "user_disabled");
-    let out = run(&["users", "enable", "dan@example.com"]);
+    let out = app.latchkey_cli(&["users", "enable", "dan@example.com"]);
     assert!(out.status.success());
     let t = app.v1_signed_in("dan@example.com").await;
 
@@ -285,7 +276,7 @@ async fn deleted_and_disabled_users_lose_their_sessions_at_once(backend: Backend
     assert_eq!(app.v1_delete_me(&t.access, PASSWORD).await.status, 204);
     assert_eq!(app.v1_me(&t.access).await.status, 401);
     assert_eq!(app.count("SELECT COUNT(*) FROM users WHERE email = $1", "dan@example.com").await, 0);
-    let out = run(&["users", "disable", "dan@example.com"]);
+    let out = app.latchkey_cli(&["users", "disable", "dan@example.com"]);
     assert!(!out.status.success(), "no such user any more");
 }
 
