@@ -1,6 +1,20 @@
 //! Test harness: a real Latchkey on `127.0.0.1:0`, a real SMTP sink on `127.0.0.1:0`, and a
 //! fresh database per test (a temporary SQLite file, or a PostgreSQL database created for the
 //! test and dropped afterwards).
+//!
+//! Tests talk to the server only through this harness: one request helper per endpoint
+//! (`users`, `v1`, the always-on endpoints), each answering an [`ApiResponse`], and the flows
+//! stories start from (a signed-up user, a verified one, a signed-in session). Test modules
+//! import from here, never from one another.
+
+mod ops;
+mod response;
+mod users;
+mod v1;
+
+pub use response::{ApiResponse, send};
+pub use users::users_signup_body;
+pub use v1::V1Auth;
 
 use std::collections::VecDeque;
 use std::io::Write;
@@ -9,13 +23,15 @@ use std::time::Duration;
 
 use latchkey_server::config::{Config, LogFormat};
 use latchkey_server::{Application, telemetry};
-use reqwest::header::{HeaderMap, SET_COOKIE};
 use secrecy::ExposeSecret;
 use serde_json::Value;
 use sqlx::Connection;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, oneshot};
+
+/// The password the flows give every user they create.
+pub const PASSWORD: &str = "correct horse battery";
 
 /// Which database a test runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -486,33 +502,6 @@ impl TestApp {
         format!("{}{path}", self.base)
     }
 
-    /// Sends `method path` with a JSON body.
-    pub async fn send_json(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: &Value,
-        cookie: Option<&str>,
-    ) -> reqwest::Response {
-        let mut req = self.client.request(method, self.url(path)).json(body);
-        if let Some(c) = cookie {
-            req = req.header(reqwest::header::COOKIE, c);
-        }
-        req.send().await.expect("request")
-    }
-
-    pub async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
-        self.send_json(reqwest::Method::POST, path, body, None).await
-    }
-
-    pub async fn patch(&self, path: &str, body: &Value) -> reqwest::Response {
-        self.send_json(reqwest::Method::PATCH, path, body, None).await
-    }
-
-    pub async fn get(&self, path: &str) -> reqwest::Response {
-        self.client.get(self.url(path)).send().await.expect("request")
-    }
-
     /// Runs a query returning one integer on the test database.
     pub async fn count(&self, sql: &'static str, bind: &str) -> i64 {
         match self.backend {
@@ -530,6 +519,22 @@ impl TestApp {
             }
         }
     }
+
+    /// How many sessions with id `sid` (a UUID, as in the `sid` claim) are stored as revoked.
+    pub async fn revoked_sessions(&self, sid: &str) -> i64 {
+        match self.backend {
+            Backend::Sqlite => {
+                self.count(
+                    "SELECT COUNT(*) FROM sessions WHERE lower(hex(id)) = replace($1, '-', '') AND revoked_at IS NOT NULL",
+                    sid,
+                )
+                .await
+            }
+            Backend::Postgres => {
+                self.count("SELECT COUNT(*) FROM sessions WHERE id = $1::uuid AND revoked_at IS NOT NULL", sid).await
+            }
+        }
+    }
 }
 
 impl Drop for TestApp {
@@ -538,33 +543,6 @@ impl Drop for TestApp {
             let _ = tx.send(());
         }
     }
-}
-
-/// The JSON body of a response (`null` for an empty body), with its status.
-pub async fn json(response: reqwest::Response) -> (u16, Value) {
-    let status = response.status().as_u16();
-    let text = response.text().await.expect("body");
-    if text.is_empty() {
-        return (status, Value::Null);
-    }
-    let value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text:?}"));
-    (status, value)
-}
-
-/// The `Set-Cookie` header for cookie `name`, if any.
-pub fn set_cookie(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(SET_COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find(|v| v.starts_with(&format!("{name}=")))
-        .map(str::to_owned)
-}
-
-/// The value of cookie `name` set by a response (without attributes).
-pub fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
-    set_cookie(headers, name)
-        .and_then(|c| c.split(';').next().and_then(|kv| kv.split_once('=')).map(|(_, v)| v.to_owned()))
 }
 
 /// Decodes the header and claims of a JWT without verifying it (tests inspect what was issued).

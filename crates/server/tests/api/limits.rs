@@ -1,36 +1,29 @@
 //! Rate limits: brute force against one account is cut off in each surface's own shape, and
 //! with Redis the count is shared by every instance.
 
-use serde_json::json;
-
-use crate::helpers::{Backend, TestApp, json, redis_url};
+use crate::helpers::{Backend, TestApp, redis_url};
 use crate::on_both_backends;
 
 async fn password_guessing_is_cut_off_in_the_surface_shape(backend: Backend) {
     let app = TestApp::spawn_with(backend, |c| c.rate_limit = true).await;
     let email = format!("target-{}@example.com", uuid::Uuid::new_v4().simple());
     for _ in 0..10 {
-        let (status, body) =
-            json(app.post("/api/users/signin", &json!({"email": email, "password": "guess-guess"})).await).await;
-        assert_eq!(status, 401, "{body}");
+        let guess = app.signin(&email, "guess-guess").await;
+        assert_eq!(guess.status, 401, "{}", guess.body);
     }
-    let response = app.post("/api/users/signin", &json!({"email": email, "password": "guess-guess"})).await;
-    assert!(response.headers().get("retry-after").is_some());
-    let (status, body) = json(response).await;
-    assert_eq!(status, 429);
-    assert_eq!(body["errorType"], "TOO_MANY_REQUESTS");
+    let cut_off = app.signin(&email, "guess-guess").await;
+    assert!(cut_off.headers.get("retry-after").is_some());
+    assert_eq!(cut_off.status, 429);
+    assert_eq!(cut_off.body["errorType"], "TOO_MANY_REQUESTS");
 
     // The same account through v1: the same count, v1's shape.
-    let (status, body) =
-        json(app.post("/v1/sessions", &json!({"email": email, "password": "guess-guess"})).await).await;
-    assert_eq!(status, 429);
-    assert_eq!(body["code"], "rate_limited");
-    assert!(body["retry_after"].as_u64().is_some_and(|s| s >= 1), "{body}");
+    let through_v1 = app.v1_sign_in(&email, "guess-guess").await;
+    assert_eq!(through_v1.status, 429);
+    assert_eq!(through_v1.body["code"], "rate_limited");
+    assert!(through_v1.body["retry_after"].as_u64().is_some_and(|s| s >= 1), "{}", through_v1.body);
 
     // Other accounts are unaffected.
-    let (status, _) =
-        json(app.post("/v1/sessions", &json!({"email": "other@example.com", "password": "guess-guess"})).await).await;
-    assert_eq!(status, 401);
+    assert_eq!(app.v1_sign_in("other@example.com", "guess-guess").await.status, 401);
 }
 
 on_both_backends!(password_guessing_is_cut_off_in_the_surface_shape);
@@ -50,14 +43,13 @@ async fn instances_share_limits_through_redis() {
         })
         .await;
     let email = format!("shared-{}@example.com", uuid::Uuid::new_v4().simple());
-    let guess = json!({"email": email, "password": "guess-guess"});
     for i in 0..10 {
         let app = if i % 2 == 0 { &a } else { &b };
-        let (status, body) = json(app.post("/v1/sessions", &guess).await).await;
-        assert_eq!(status, 401, "attempt {i}: {body}");
+        let guess = app.v1_sign_in(&email, "guess-guess").await;
+        assert_eq!(guess.status, 401, "attempt {i}: {}", guess.body);
     }
     for app in [&a, &b] {
-        let (status, body) = json(app.post("/v1/sessions", &guess).await).await;
-        assert_eq!(status, 429, "{body}");
+        let guess = app.v1_sign_in(&email, "guess-guess").await;
+        assert_eq!(guess.status, 429, "{}", guess.body);
     }
 }

@@ -1,5 +1,9 @@
 //! End-to-end tests: one binary, one module per surface. Each test starts a real Latchkey on
 //! `127.0.0.1:0` with its own database and a real SMTP sink, and talks HTTP to it.
+//!
+//! Every module talks to the server through the harness in `helpers` (one request helper per
+//! endpoint, and the shared flows: a signed-up, verified or signed-in user); no test module
+//! imports from another.
 
 mod helpers;
 mod limits;

@@ -10,14 +10,13 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use latchkey_core::token::SigningAlgorithm;
 use serde_json::{Value, json};
 
-use crate::helpers::{Backend, TEST_SECRET, TestApp, json, jwt_parts};
+use crate::helpers::{Backend, TestApp, jwt_parts};
 use crate::on_both_backends;
-use crate::v1::{PASSWORD, get_with, sign_in, verified_user};
 
 async fn assert_rejected(app: &TestApp, token: &str, code: &str) {
-    let (status, body) = get_with(app, "/v1/me", token).await;
-    assert_eq!(status, 401, "{body}");
-    assert_eq!(body["code"], code, "{body}");
+    let me = app.v1_me(token).await;
+    assert_eq!(me.status, 401, "{}", me.body);
+    assert_eq!(me.body["code"], code, "{}", me.body);
 }
 
 /// Re-signs `claims` under `header` with an arbitrary key.
@@ -36,9 +35,9 @@ struct Signed {
 
 async fn signed(backend: Backend) -> Signed {
     let app = TestApp::spawn(backend).await;
-    verified_user(&app, "fox@example.com").await;
-    let tokens = sign_in(&app, "fox@example.com", PASSWORD).await;
-    assert_eq!(get_with(&app, "/v1/me", &tokens.access).await.0, 200);
+    app.v1_verified_user("fox@example.com").await;
+    let tokens = app.v1_signed_in("fox@example.com").await;
+    assert_eq!(app.v1_me(&tokens.access).await.status, 200);
     let (header, claims) = jwt_parts(&tokens.access);
     let kid = header["kid"].as_str().expect("kid").to_owned();
     Signed { app, access: tokens.access, kid, claims }
@@ -67,7 +66,7 @@ async fn a_wrong_signature_is_refused(backend: Backend) {
 
     assert_rejected(&s.app, "a.b.c", "invalid_token").await;
     assert_rejected(&s.app, &"x".repeat(20_000), "invalid_token").await;
-    assert_eq!(get_with(&s.app, "/v1/me", &s.access).await.0, 200, "the genuine token still works");
+    assert_eq!(s.app.v1_me(&s.access).await.status, 200, "the genuine token still works");
 }
 
 async fn an_unknown_kid_or_foreign_key_is_refused(backend: Backend) {
@@ -96,7 +95,7 @@ async fn alg_none_is_refused(backend: Backend) {
 
 async fn hs256_keyed_with_the_public_key_is_refused(backend: Backend) {
     let s = signed(backend).await;
-    let (_, jwks) = json(s.app.get("/.well-known/jwks.json").await).await;
+    let jwks = s.app.jwks().await.body;
     let x = URL_SAFE_NO_PAD.decode(jwks["keys"][0]["x"].as_str().expect("x")).expect("b64");
     let hs = header(Algorithm::HS256, &s.kid);
     for secret in [x.clone(), jwks.to_string().into_bytes(), jwks["keys"][0].to_string().into_bytes()] {
@@ -106,68 +105,54 @@ async fn hs256_keyed_with_the_public_key_is_refused(backend: Backend) {
 
 async fn a_revoked_session_is_refused(backend: Backend) {
     let s = signed(backend).await;
-    let response =
-        s.app.client.delete(s.app.url("/v1/sessions/current")).bearer_auth(&s.access).send().await.expect("delete");
-    assert_eq!(response.status(), 204);
+    assert_eq!(s.app.v1_sign_out(&s.access).await.status, 204);
     assert_rejected(&s.app, &s.access, "session_revoked").await;
 }
 
 async fn expired_tokens_are_refused(backend: Backend) {
     let app = TestApp::spawn_with(backend, |c| c.access_token_ttl = Duration::from_secs(1)).await;
-    verified_user(&app, "gus@example.com").await;
-    let tokens = sign_in(&app, "gus@example.com", PASSWORD).await;
+    app.v1_verified_user("gus@example.com").await;
+    let tokens = app.v1_signed_in("gus@example.com").await;
     let (_, claims) = jwt_parts(&tokens.access);
     assert_eq!(claims["exp"].as_i64().expect("exp") - claims["iat"].as_i64().expect("iat"), 1);
     tokio::time::sleep(Duration::from_millis(2100)).await;
     assert_rejected(&app, &tokens.access, "token_expired").await;
     // The refresh token still gets a fresh access token.
-    let (status, _) = json(app.post("/v1/token/refresh", &json!({"refresh_token": tokens.refresh})).await).await;
-    assert_eq!(status, 200);
+    assert_eq!(app.v1_refresh(&tokens.refresh).await.status, 200);
 }
 
 async fn tokens_of_another_issuer_are_refused(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     // Same database, same secret, same keys, different LATCHKEY_PUBLIC_URL.
     let other = app.another_instance_with(|c| c.public_url = Some("https://elsewhere.example".into())).await;
-    verified_user(&app, "hal@example.com").await;
-    let tokens = sign_in(&other, "hal@example.com", PASSWORD).await;
+    app.v1_verified_user("hal@example.com").await;
+    let tokens = other.v1_signed_in("hal@example.com").await;
     assert_eq!(jwt_parts(&tokens.access).1["iss"], "https://elsewhere.example");
-    assert_eq!(get_with(&other, "/v1/me", &tokens.access).await.0, 200);
+    assert_eq!(other.v1_me(&tokens.access).await.status, 200);
     assert_rejected(&app, &tokens.access, "invalid_token").await;
 }
 
 async fn rotated_keys_keep_verifying_for_one_generation(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    verified_user(&app, "ivy@example.com").await;
-    let before = sign_in(&app, "ivy@example.com", PASSWORD).await;
+    app.v1_verified_user("ivy@example.com").await;
+    let before = app.v1_signed_in("ivy@example.com").await;
     let old_kid = jwt_parts(&before.access).0["kid"].clone();
 
-    let rotate = || {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_latchkey"))
-            .args(["keys", "rotate"])
-            .env("LATCHKEY_DATABASE_URL", &app.database_url)
-            .env("LATCHKEY_SECRET", TEST_SECRET)
-            .env("LATCHKEY_LOG", "warn")
-            .output()
-            .expect("run latchkey keys rotate");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).trim().rsplit(' ').next().expect("kid").to_owned()
-    };
-    let new_kid = rotate();
-    let (_, jwks) = json(app.get("/.well-known/jwks.json").await).await;
+    let new_kid = app.rotate_keys();
+    let jwks = app.jwks().await.body;
     let kids: Vec<&Value> = jwks["keys"].as_array().expect("keys").iter().map(|k| &k["kid"]).collect();
     assert_eq!(kids, [&json!(new_kid), &old_kid], "current first, then previous");
-    assert_eq!(get_with(&app, "/v1/me", &before.access).await.0, 200, "signed by the previous key: still valid");
+    assert_eq!(app.v1_me(&before.access).await.status, 200, "signed by the previous key: still valid");
 
     // A fresh instance signs with the new key, and the first instance verifies it.
     let second = app.another_instance().await;
-    let after = sign_in(&second, "ivy@example.com", PASSWORD).await;
+    let after = second.v1_signed_in("ivy@example.com").await;
     assert_eq!(jwt_parts(&after.access).0["kid"], json!(new_kid));
-    assert_eq!(get_with(&app, "/v1/me", &after.access).await.0, 200);
+    assert_eq!(app.v1_me(&after.access).await.status, 200);
 
     // Two rotations later the first key is gone, and so are its tokens.
-    rotate();
-    let (_, jwks) = json(app.get("/.well-known/jwks.json").await).await;
+    app.rotate_keys();
+    let jwks = app.jwks().await.body;
     assert!(jwks["keys"].as_array().expect("keys").iter().all(|k| k["kid"] != old_kid));
     assert_rejected(&app, &before.access, "invalid_token").await;
 }
@@ -189,8 +174,8 @@ async fn a_jwks_verifier_in_another_language_accepts_latchkey_tokens(backend: Ba
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/jwks_verify.py");
     for alg in [SigningAlgorithm::EdDSA, SigningAlgorithm::ES256, SigningAlgorithm::RS256] {
         let app = TestApp::spawn_with(backend, |c| c.jwt_alg = alg).await;
-        verified_user(&app, "jo@example.com").await;
-        let tokens = sign_in(&app, "jo@example.com", PASSWORD).await;
+        app.v1_verified_user("jo@example.com").await;
+        let tokens = app.v1_signed_in("jo@example.com").await;
         assert_eq!(jwt_parts(&tokens.access).0["alg"], alg.as_str());
         let jwks_url = app.url("/.well-known/jwks.json");
         for token in [&tokens.access, &tokens.id] {
