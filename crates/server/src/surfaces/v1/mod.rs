@@ -283,3 +283,91 @@ fn token_cookies(
 fn clear_token_cookies(cookies: &CookiePolicy) -> [HeaderValue; 2] {
     [cookies.clear(ACCESS_COOKIE, "/"), cookies.clear(REFRESH_COOKIE, REFRESH_COOKIE_PATH)]
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use axum::Router;
+    use axum::body::to_bytes;
+    use axum::response::IntoResponse;
+    use axum::routing::post;
+    use latchkey_core::FieldError;
+    use serde_json::Value;
+    use tower::ServiceExt as _;
+
+    use super::*;
+
+    async fn render(problem: Problem) -> (u16, Value) {
+        let response = problem.into_response();
+        let status = response.status().as_u16();
+        assert_eq!(response.headers()["content-type"], "application/problem+json");
+        let body = to_bytes(response.into_body(), usize::MAX).await.expect("body");
+        (status, serde_json::from_slice(&body).expect("json"))
+    }
+
+    #[tokio::test]
+    async fn every_core_error_is_a_problem_with_its_stable_code() {
+        let cases: Vec<(Error, u16)> = vec![
+            (Error::InvalidInput(vec![FieldError::new("email", "email is bad")]), 422),
+            (Error::EmailTaken, 409),
+            (Error::UsernameTaken, 409),
+            (Error::ExternalIdTaken, 409),
+            (Error::InvalidCredentials, 401),
+            (Error::NotVerified, 403),
+            (Error::AlreadyVerified, 409),
+            (Error::UserNotFound, 404),
+            (Error::NoCodePending, 400),
+            (Error::CodeExpired, 400),
+            (Error::CodeMismatch { attempts_left: 3 }, 400),
+            (Error::InvalidToken, 401),
+            (Error::TokenExpired, 401),
+            (Error::SessionRevoked, 401),
+            (Error::RefreshTokenReused, 401),
+            (Error::UserDisabled, 403),
+            (Error::TenantNotFound, 404),
+            (Error::RateLimited { retry_after: Duration::from_secs(7) }, 429),
+            (Error::internal("disk full at /var/lib/secret"), 500),
+        ];
+        for (error, status) in cases {
+            let code = error.code();
+            let (got, body) = render(error.into()).await;
+            assert_eq!(got, status, "{code}: {body}");
+            assert_eq!(body["code"], code);
+            assert_eq!(body["status"], status);
+            assert_eq!(body["type"], format!("urn:latchkey:problem:{code}"));
+            assert!(!body.to_string().contains("/var/lib"), "internal detail never reaches the client");
+        }
+        let (_, body) = render(Error::RateLimited { retry_after: Duration::from_secs(7) }.into()).await;
+        assert_eq!(body["retry_after"], 7);
+        let (_, body) = render(Error::InvalidInput(vec![FieldError::new("email", "email is bad")]).into()).await;
+        assert_eq!(body["errors"][0]["field"], "email");
+    }
+
+    #[derive(serde::Deserialize)]
+    struct Dto {
+        #[allow(dead_code)]
+        password: String,
+    }
+
+    #[tokio::test]
+    async fn unreadable_bodies_are_problems_with_their_own_codes() {
+        let app = Router::new().route("/", post(|Body(_): Body<Dto>| async { axum::http::StatusCode::OK }));
+        for (content_type, body, status, code) in [
+            ("application/json", "{\"password\":", 400, "invalid_body"),
+            ("application/json", "[]", 400, "invalid_body"),
+            ("application/json", "{\"password\":[]}", 422, "invalid_body"),
+            ("text/plain", "{}", 415, "unsupported_media_type"),
+        ] {
+            let request = Request::post("/")
+                .header("content-type", content_type)
+                .body(axum::body::Body::from(body))
+                .expect("request");
+            let response = app.clone().oneshot(request).await.expect("response");
+            assert_eq!(response.status().as_u16(), status, "{body}");
+            let bytes = to_bytes(response.into_body(), usize::MAX).await.expect("body");
+            let json: Value = serde_json::from_slice(&bytes).expect("json");
+            assert_eq!(json["code"], code, "{body}");
+        }
+    }
+}
