@@ -11,8 +11,11 @@ mod users;
 mod v1;
 
 /// Every surface, in mount order; `LATCHKEY_SURFACES` selects among them by name.
-pub const ALL: &[Surface] =
-    &[Surface { name: "users", keys: &[], mount: users::mount }, Surface { name: "v1", keys: &[], mount: v1::mount }];
+#[rustfmt::skip]
+pub const ALL: &[Surface] = &[
+    Surface { name: "users", keys: &[], mount: users::mount },
+    Surface { name: "v1", keys: &[], mount: v1::mount },
+];
 
 /// The configuration keys every surface declares.
 pub fn claimed_keys() -> Vec<&'static str> {
