@@ -153,7 +153,7 @@ pub struct SeedStats {
 /// # Errors
 /// When hashing fails.
 pub async fn password_hash() -> anyhow::Result<String> {
-    let hasher = PasswordHasher::new(HashParams::default(), 1).context("building Latchkey's password hasher")?;
+    let hasher = PasswordHasher::new(HashParams::default(), 1, 1024).context("building Latchkey's password hasher")?;
     let password = PasswordPolicy::default().parse(PASSWORD).map_err(|e| anyhow::anyhow!("bench password: {e}"))?;
     hasher.hash(&password).await.context("hashing the bench password")
 }

@@ -92,6 +92,13 @@ pub enum Error {
         /// How long the caller should wait before trying again.
         retry_after: Duration,
     },
+    /// Too much work is queued (the password hashing queue is full); try again after
+    /// `retry_after`. Nothing was attempted.
+    #[error("overloaded")]
+    Overloaded {
+        /// How long the caller should wait before trying again.
+        retry_after: Duration,
+    },
     /// A failure inside Latchkey or a dependency (database, ...). The source is for the log;
     /// clients only ever see a generic message.
     #[error("internal error")]
@@ -131,6 +138,7 @@ impl Error {
             Error::UserDisabled => "user_disabled",
             Error::TenantNotFound => "tenant_not_found",
             Error::RateLimited { .. } => "rate_limited",
+            Error::Overloaded { .. } => "overloaded",
             Error::Internal(_) => "internal_error",
         }
     }

@@ -277,15 +277,33 @@ impl fmt::Debug for NewPassword {
 }
 
 /// A password presented to prove identity (sign-in, re-authentication): NFKC-normalised and
-/// held as a secret, but not checked against the policy (a policy change must not lock out
-/// existing users; a wrong password simply does not match).
+/// held as a secret. Only its length is checked, against the policy's maximum, so that an
+/// oversized password is refused as invalid input before any hashing (API.md, "Guessing");
+/// the minimum is not checked (a policy change must not lock out existing users; a wrong
+/// password simply does not match).
 #[derive(Clone)]
 pub struct PresentedPassword(SecretString);
 
 impl PresentedPassword {
+    /// The longest password any policy accepts, in Unicode scalar values after NFKC.
+    pub const MAX_LEN: usize = 128;
+
     /// Wraps a password as the client sent it.
-    pub fn new(raw: &str) -> PresentedPassword {
-        PresentedPassword(normalize(raw))
+    ///
+    /// # Errors
+    /// A [`ParseError`] when it is longer than [`PresentedPassword::MAX_LEN`] characters (no
+    /// password that long can have been set, so it is refused without hashing).
+    pub fn parse(raw: &str) -> Result<PresentedPassword, ParseError> {
+        let too_long = || ParseError(format!("must be at most {} characters", Self::MAX_LEN));
+        // NFKC can expand text; bound the work before normalising.
+        if raw.chars().count() > Self::MAX_LEN * 4 {
+            return Err(too_long());
+        }
+        let secret = normalize(raw);
+        if secret.expose_secret().chars().count() > Self::MAX_LEN {
+            return Err(too_long());
+        }
+        Ok(PresentedPassword(secret))
     }
 
     /// The normalised password, for the hasher only.
@@ -417,7 +435,10 @@ mod tests {
         let p = policy.parse("ﬁﬁﬁﬁ").expect("4 ligatures are 8 chars after NFKC");
         assert_eq!(p.expose(), "fifififi");
         assert_eq!(format!("{p:?}"), "NewPassword([redacted])");
-        assert_eq!(format!("{:?}", PresentedPassword::new("x")), "PresentedPassword([redacted])");
+        assert_eq!(format!("{:?}", PresentedPassword::parse("x").expect("short")), "PresentedPassword([redacted])");
+        assert!(PresentedPassword::parse(&"x".repeat(128)).is_ok());
+        assert!(PresentedPassword::parse(&"x".repeat(129)).is_err(), "refused before hashing");
+        assert!(PresentedPassword::parse(&"x".repeat(30_000)).is_err());
         let strict = PasswordPolicy { min_length: 12, max_length: 128 };
         assert!(strict.parse("12345678901").is_err());
     }

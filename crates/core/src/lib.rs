@@ -13,6 +13,7 @@ pub mod code;
 pub mod error;
 pub mod identity;
 pub mod limits;
+pub mod outbox;
 pub mod password;
 pub mod ports;
 pub mod secret;
@@ -22,5 +23,6 @@ pub mod token;
 
 mod auth;
 
-pub use auth::{Auth, Authenticated, Delivery, Deps, ExtraClaims, NewUser, Settings, SignedIn, SignedUp, TokenSet};
+pub use auth::{Auth, Authenticated, Deps, ExtraClaims, NewUser, Settings, SignedIn, SignedUp, TokenSet};
 pub use error::{Error, FieldError, Result};
+pub use outbox::{Delivery, MailReceipt};

@@ -9,8 +9,10 @@
 //! MiB after a few dozen sign-ins.) Unknown logins are verified against a dummy hash so that
 //! they cost the same as a wrong password (API.md, "Timing").
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
@@ -59,6 +61,9 @@ const OUTPUT_LEN: usize = 32;
 
 /// Work for a hashing thread; it lends the job its reusable memory.
 type Job = Box<dyn FnOnce(&mut Vec<Block>) + Send>;
+
+/// How long a caller refused by a full queue is told to wait.
+const RETRY_WHEN_FULL: Duration = Duration::from_secs(1);
 
 /// The blocks of `memory` needed for `params`, growing it if needed.
 fn blocks<'m>(memory: &'m mut Vec<Block>, params: &Params) -> &'m mut [Block] {
@@ -137,13 +142,16 @@ fn verify_phc(stored: &str, password: &[u8], memory: &mut Vec<Block>) -> Option<
     Some((matched, parsed))
 }
 
-/// Hashes and verifies passwords with argon2id on `concurrency` dedicated threads.
+/// Hashes and verifies passwords with argon2id on `concurrency` dedicated threads, with at
+/// most `queue` jobs waiting (API.md, "Guessing": a full queue answers 503).
 #[derive(Clone)]
 pub struct PasswordHasher {
     params: HashParams,
     argon2_params: Params,
     jobs: mpsc::Sender<Job>,
     concurrency: usize,
+    queue: usize,
+    waiting: Arc<AtomicUsize>,
     dummy_hash: Arc<str>,
 }
 
@@ -155,12 +163,13 @@ impl std::fmt::Debug for PasswordHasher {
 
 impl PasswordHasher {
     /// A hasher with the given parameters on `concurrency` hashing threads (use the number of
-    /// cores). Computes the dummy hash once, synchronously (one hash's time).
+    /// cores), refusing work when `queue` jobs are already waiting. Computes the dummy hash
+    /// once, synchronously (one hash's time).
     ///
     /// # Errors
     /// [`Error::Internal`] when the parameters are out of argon2's range or a thread cannot
     /// be started.
-    pub fn new(params: HashParams, concurrency: usize) -> Result<Self> {
+    pub fn new(params: HashParams, concurrency: usize, queue: usize) -> Result<Self> {
         let argon2_params = Params::new(params.memory_kib, params.iterations, params.parallelism, Some(OUTPUT_LEN))
             .map_err(|e| Error::internal(format!("argon2 parameters: {e}")))?;
         let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, argon2_params.clone());
@@ -171,6 +180,8 @@ impl PasswordHasher {
             argon2_params,
             jobs: spawn_workers(concurrency)?,
             concurrency,
+            queue: queue.max(1),
+            waiting: Arc::new(AtomicUsize::new(0)),
             dummy_hash: dummy_hash.into(),
         })
     }
@@ -236,16 +247,33 @@ impl PasswordHasher {
     }
 
     /// Runs `work` on a hashing thread, in the current tracing span, and awaits its result.
+    ///
+    /// Refused with [`Error::Overloaded`] when `queue` jobs are already waiting. A job whose
+    /// caller has gone (the request was cancelled while it waited) is dropped unhashed.
     async fn run<T: Send + 'static>(
         &self,
         work: impl FnOnce(&mut Vec<Block>) -> Result<T> + Send + 'static,
     ) -> Result<T> {
+        let waiting = self.waiting.fetch_add(1, Ordering::AcqRel);
+        if waiting >= self.queue {
+            self.waiting.fetch_sub(1, Ordering::AcqRel);
+            metrics::counter!("latchkey_hash_queue_full_total").increment(1);
+            return Err(Error::Overloaded { retry_after: RETRY_WHEN_FULL });
+        }
         let (tx, rx) = tokio::sync::oneshot::channel();
         let span = tracing::Span::current();
+        let counter = self.waiting.clone();
         let job: Job = Box::new(move |memory| {
+            counter.fetch_sub(1, Ordering::AcqRel);
+            if tx.is_closed() {
+                return;
+            }
             let _ = tx.send(span.in_scope(|| work(memory)));
         });
-        self.jobs.send(job).map_err(|_| Error::internal("the hashing threads are gone"))?;
+        if self.jobs.send(job).is_err() {
+            self.waiting.fetch_sub(1, Ordering::AcqRel);
+            return Err(Error::internal("the hashing threads are gone"));
+        }
         rx.await.map_err(|_| Error::internal("a hashing thread failed"))?
     }
 }
@@ -269,7 +297,7 @@ mod tests {
     use crate::identity::PasswordPolicy;
 
     fn presented(p: &NewPassword) -> PresentedPassword {
-        PresentedPassword::new(p.expose())
+        PresentedPassword::parse(p.expose()).expect("bounded")
     }
 
     fn cheap() -> HashParams {
@@ -280,9 +308,9 @@ mod tests {
     async fn hashes_verify_and_flag_old_parameters() {
         let policy = PasswordPolicy::default();
         let pw = policy.parse("correct horse battery").expect("valid");
-        let wrong = PresentedPassword::new("correct horse battery!");
+        let wrong = PresentedPassword::parse("correct horse battery!").expect("bounded");
 
-        let hasher = PasswordHasher::new(cheap(), 2).expect("params");
+        let hasher = PasswordHasher::new(cheap(), 2, 64).expect("params");
         let hash = hasher.hash(&pw).await.expect("hash");
         assert!(hash.starts_with("$argon2id$v=19$m=64,t=1,p=1$"), "{hash}");
 
@@ -292,15 +320,15 @@ mod tests {
         assert!(!bad.matched);
 
         // A hash made with other parameters still verifies, and is flagged for re-hashing.
-        let stronger = PasswordHasher::new(HashParams { memory_kib: 128, ..cheap() }, 1).expect("params");
+        let stronger = PasswordHasher::new(HashParams { memory_kib: 128, ..cheap() }, 1, 64).expect("params");
         let v = stronger.verify(&presented(&pw), Some(&hash)).await.expect("verify");
         assert_eq!(v, Verification { matched: true, needs_rehash: true });
     }
 
     #[tokio::test]
     async fn unknown_users_never_match_and_garbage_hashes_do_not_panic() {
-        let hasher = PasswordHasher::new(cheap(), 1).expect("params");
-        let pw = PresentedPassword::new("latchkey dummy password");
+        let hasher = PasswordHasher::new(cheap(), 1, 64).expect("params");
+        let pw = PresentedPassword::parse("latchkey dummy password").expect("bounded");
         assert!(!hasher.verify(&pw, None).await.expect("verify").matched, "dummy hash must never match");
         assert!(!hasher.verify(&pw, Some("not a hash")).await.expect("verify").matched);
     }
@@ -311,7 +339,7 @@ mod tests {
         let pw = PasswordPolicy::default().parse("interoperable password").expect("valid");
         let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, Params::new(64, 1, 1, None).expect("params"));
         let theirs = argon2.hash_password(pw.expose().as_bytes()).expect("hash").to_string();
-        let hasher = PasswordHasher::new(cheap(), 1).expect("params");
+        let hasher = PasswordHasher::new(cheap(), 1, 64).expect("params");
         assert!(hasher.verify(&presented(&pw), Some(&theirs)).await.expect("verify").matched);
         let ours = hasher.hash(&pw).await.expect("hash");
         let parsed = PasswordHash::new(&ours).expect("PHC");
@@ -327,7 +355,7 @@ mod tests {
 
     #[tokio::test]
     async fn concurrent_hashes_queue_on_the_fixed_pool() {
-        let hasher = PasswordHasher::new(cheap(), 2).expect("params");
+        let hasher = PasswordHasher::new(cheap(), 2, 64).expect("params");
         let pw = PasswordPolicy::default().parse("queued password").expect("valid");
         let hashes = futures_like_join(&hasher, &pw, 16).await;
         assert_eq!(hashes.len(), 16);
@@ -347,6 +375,38 @@ mod tests {
             out.push(r.expect("task").expect("hash"));
         }
         out
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_refuses_at_once_and_abandoned_jobs_are_not_hashed() {
+        // One slow thread and room for two waiting jobs.
+        let slow = HashParams { memory_kib: 8 * 1024, iterations: 4, parallelism: 1 };
+        let hasher = PasswordHasher::new(slow, 1, 2).expect("params");
+        let pw = PresentedPassword::parse("flooding password").expect("bounded");
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..40 {
+            let (h, p) = (hasher.clone(), pw.clone());
+            set.spawn(async move { h.verify(&p, None).await });
+        }
+        let mut overloaded = 0;
+        while let Some(r) = set.join_next().await {
+            match r.expect("task") {
+                Ok(v) => assert!(!v.matched),
+                Err(Error::Overloaded { retry_after }) => {
+                    assert!(retry_after >= Duration::from_secs(1));
+                    overloaded += 1;
+                }
+                Err(e) => panic!("unexpected {e:?}"),
+            }
+        }
+        assert!(overloaded >= 30, "most of the flood is refused at once ({overloaded} of 40)");
+        assert_eq!(hasher.waiting.load(Ordering::Acquire), 0, "the count of waiting jobs returns to zero");
+        // Abandoned jobs: the futures are dropped while queued, and the queue empties again.
+        for _ in 0..2 {
+            let (h, p) = (hasher.clone(), pw.clone());
+            let _ = tokio::time::timeout(Duration::from_millis(1), async move { h.verify(&p, None).await }).await;
+        }
+        assert!(hasher.verify(&pw, None).await.is_ok(), "the queue is usable after abandoned jobs");
     }
 
     #[test]

@@ -114,6 +114,18 @@ pub struct KeyRecord {
     pub created_at: OffsetDateTime,
 }
 
+/// What [`Store::purge_expired`] removes: rows older than these moments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PurgeBefore {
+    /// Sessions that expired or were revoked, and codes that expired, before this.
+    pub ended: OffsetDateTime,
+    /// Users of this tenant whose email is still unverified and who were created before this
+    /// moment (with their codes, sessions and tokens); `None` keeps them.
+    pub unverified: Option<(TenantId, OffsetDateTime)>,
+    /// Refresh tokens rotated before this (past the reuse window).
+    pub rotated: OffsetDateTime,
+}
+
 /// Counts of rows removed by [`Store::purge_expired`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Purged {
@@ -121,6 +133,10 @@ pub struct Purged {
     pub sessions: u64,
     /// Expired one-time codes.
     pub codes: u64,
+    /// Accounts never verified in time.
+    pub unverified_users: u64,
+    /// Refresh tokens rotated past the reuse window.
+    pub refresh_tokens: u64,
 }
 
 /// Persistence of the user directory, codes, sessions, refresh tokens and keys: one trait per
@@ -133,10 +149,10 @@ pub trait Store: UserStore + CodeStore + SessionStore + KeyStore {
     /// Checks that the backend answers.
     async fn ping(&self) -> Result<(), StoreError>;
 
-    /// Deletes sessions that expired or were revoked before `before` (their refresh tokens go
-    /// with them) and codes that expired before `before`. Runs in batches of at most 1000 rows
-    /// so it never holds locks for long.
-    async fn purge_expired(&self, before: OffsetDateTime) -> Result<Purged, StoreError>;
+    /// Deletes what [`PurgeBefore`] names: ended sessions (their refresh tokens go with them)
+    /// and codes, unverified users, rotated refresh tokens. Runs in batches of at most 1000
+    /// rows so it never holds locks for long.
+    async fn purge_expired(&self, before: &PurgeBefore) -> Result<Purged, StoreError>;
 }
 
 /// Users: the directory itself.
@@ -180,6 +196,10 @@ pub trait UserStore: Send + Sync + 'static {
     ) -> Result<bool, StoreError>;
     /// Deletes the user and, by cascade, their codes, sessions and refresh tokens.
     async fn delete_user(&self, tenant: TenantId, id: UserId) -> Result<bool, StoreError>;
+    /// Replaces the password hash, username and profile of a user whose email is still
+    /// unverified, atomically with that check; returns false (and changes nothing) when the
+    /// user is verified or gone. `Conflict(Username)` if the new username is taken.
+    async fn replace_unverified_user(&self, user: &UserRecord) -> Result<bool, StoreError>;
 }
 
 /// One-time codes: at most one pending code per user and purpose.
@@ -251,6 +271,12 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Inserts a refresh token; inserting one that exists already is not an error (a
     /// concurrent refresh may have created the same successor).
     async fn insert_refresh_token(&self, token: &RefreshTokenRecord) -> Result<(), StoreError>;
+    /// The refresh token with this hash, if its row exists.
+    async fn refresh_token(
+        &self,
+        tenant: TenantId,
+        token_hash: &[u8],
+    ) -> Result<Option<RefreshTokenRecord>, StoreError>;
     /// Marks the token rotated at `at` unless it already was, atomically.
     async fn rotate_refresh_token(
         &self,

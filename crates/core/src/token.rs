@@ -32,7 +32,7 @@ use zeroize::Zeroizing;
 
 use crate::clock::Clock;
 use crate::error::{Error, Result};
-use crate::identity::TenantId;
+use crate::identity::{SessionId, TenantId};
 use crate::ports::{KeyRecord, Store};
 use crate::secret::SubKey;
 use crate::time_util::seconds;
@@ -516,19 +516,32 @@ impl KeyRing {
         verified.insert(digest, Arc::new(token));
     }
 
-    /// The JWK Set of the current and previous keys, read fresh from the store (so a key
-    /// rotated by any instance is served at once).
+    /// The JWK Set of the current and previous keys, from the cached ring. Each call reads
+    /// only the newest key's row, and reloads (decrypting private keys) only when its
+    /// generation differs from the cached one, so a key rotated by any instance is served at
+    /// once without every request paying for decryption.
     ///
     /// # Errors
     /// [`Error::Internal`] when the store fails.
     pub async fn jwks(&self) -> Result<JwkSet> {
-        self.reload().await?;
+        let newest = self.store.signing_keys(RING_TENANT, 1).await?;
+        let cached = self.read_state().keys.first().map(|k| k.generation);
+        if newest.first().map(|k| k.generation) != cached {
+            self.reload().await?;
+        }
         let keys = self.read_state().keys.iter().map(|k| k.jwk.clone()).collect();
         Ok(JwkSet { keys })
     }
 }
 
-/// An opaque refresh token: 256 random bits, base64url (43 characters). Never logged.
+/// An opaque refresh token (API.md, "Tokens": at least 256 random bits, stored hashed). Never
+/// logged.
+///
+/// Issued tokens ([`RefreshTokenHasher::issue`]) are 64 bytes, base64url (86 characters): the
+/// session id (16 bytes), 256 random bits, and a 128-bit tag (HMAC-SHA256 under the server
+/// secret) over both, so that a token whose row has been purged after its rotation is still
+/// recognised as one Latchkey issued for that session, and its replay still revokes the
+/// session. [`RefreshToken::generate`] makes a bare random token (43 characters).
 #[derive(Clone, PartialEq, Eq)]
 pub struct RefreshToken(String);
 
@@ -559,7 +572,12 @@ impl std::fmt::Debug for RefreshToken {
     }
 }
 
-/// Keyed hashing and successor derivation for refresh tokens.
+/// Bytes of an issued token: session id, random body, tag.
+const TOKEN_SID: usize = 16;
+const TOKEN_BODY: usize = 32;
+const TOKEN_TAG: usize = 16;
+
+/// Keyed hashing, issue and successor derivation for refresh tokens.
 #[derive(Clone, Debug)]
 pub struct RefreshTokenHasher(SubKey);
 
@@ -569,16 +587,62 @@ impl RefreshTokenHasher {
         Self(key)
     }
 
+    /// A new token for `session`: the session id, 256 random bits and their tag.
+    pub fn issue(&self, session: SessionId) -> RefreshToken {
+        use rand::RngCore;
+        let mut body = Zeroizing::new([0u8; TOKEN_BODY]);
+        rand::rngs::OsRng.fill_bytes(body.as_mut());
+        self.assemble(session, body.as_ref())
+    }
+
+    fn tag(&self, sid: &[u8], body: &[u8]) -> [u8; 32] {
+        self.0.mac(&[b"refresh-token", sid, body])
+    }
+
+    fn assemble(&self, session: SessionId, body: &[u8]) -> RefreshToken {
+        let sid = session.0.into_bytes();
+        let tag = self.tag(&sid, body);
+        let mut bytes = Zeroizing::new(Vec::with_capacity(TOKEN_SID + TOKEN_BODY + TOKEN_TAG));
+        bytes.extend_from_slice(&sid);
+        bytes.extend_from_slice(body);
+        bytes.extend_from_slice(&tag[..TOKEN_TAG]);
+        RefreshToken(URL_SAFE_NO_PAD.encode(bytes.as_slice()))
+    }
+
+    /// The session an issued token belongs to, if the token is one this server issued (its
+    /// tag verifies, compared in constant time); `None` for anything else.
+    pub fn session_of(&self, token: &RefreshToken) -> Option<SessionId> {
+        if token.0.len() != (TOKEN_SID + TOKEN_BODY + TOKEN_TAG).div_ceil(3) * 4 - 2 {
+            return None;
+        }
+        let bytes = Zeroizing::new(URL_SAFE_NO_PAD.decode(token.0.as_bytes()).ok()?);
+        if bytes.len() != TOKEN_SID + TOKEN_BODY + TOKEN_TAG {
+            return None;
+        }
+        let (sid, rest) = bytes.split_at(TOKEN_SID);
+        let (body, tag) = rest.split_at(TOKEN_BODY);
+        let expected = self.tag(sid, body);
+        if !crate::secret::constant_time_eq(&expected[..TOKEN_TAG], tag) {
+            return None;
+        }
+        Some(SessionId(uuid::Uuid::from_slice(sid).ok()?))
+    }
+
     /// The storage key of a token: HMAC-SHA256(key, "hash" ‖ token).
     pub fn hash(&self, token: &RefreshToken) -> Vec<u8> {
         self.0.mac(&[b"hash", token.0.as_bytes()]).to_vec()
     }
 
-    /// The token that replaces `token` when it is rotated: HMAC-SHA256(key, "successor" ‖
-    /// token), base64url. Deterministic, so every refresh within the reuse window returns the
+    /// The token that replaces `token` when it is rotated: for an issued token, the same
+    /// session with the body HMAC-SHA256(key, "successor" ‖ token); for a bare token, that HMAC
+    /// itself, base64url. Deterministic, so every refresh within the reuse window returns the
     /// same successor; unpredictable without the server secret.
     pub fn successor(&self, token: &RefreshToken) -> RefreshToken {
-        RefreshToken(URL_SAFE_NO_PAD.encode(self.0.mac(&[b"successor", token.0.as_bytes()])))
+        let body = self.0.mac(&[b"successor", token.0.as_bytes()]);
+        match self.session_of(token) {
+            Some(session) => self.assemble(session, &body),
+            None => RefreshToken(URL_SAFE_NO_PAD.encode(body)),
+        }
     }
 
     /// A secondary opaque value bound to `token` (HMAC under `label`), e.g. the `auth`

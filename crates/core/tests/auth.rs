@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use latchkey_core::clock::{Clock, ManualClock};
 use latchkey_core::code::OneTimeCode;
 use latchkey_core::identity::{Email, Login, NewPassword, PasswordPolicy, PresentedPassword, Profile, TenantId};
-use latchkey_core::limits::Unlimited;
+use latchkey_core::limits::{MemoryRateLimiter, RateLimiter, Unlimited};
 use latchkey_core::password::HashParams;
 use latchkey_core::ports::{Mail, MailError, Mailer};
 use latchkey_core::secret::ServerSecret;
@@ -49,16 +49,45 @@ struct Harness {
     outbox: Arc<Outbox>,
 }
 
+impl Harness {
+    /// The code in the last mail, once the mail queue has delivered it.
+    async fn code(&self) -> OneTimeCode {
+        assert!(self.auth.flush_mail(Duration::from_secs(5)).await, "mail delivered");
+        self.outbox.last_code()
+    }
+
+    /// The recipient of the last mail, once the mail queue has delivered it.
+    async fn mail_to(&self) -> String {
+        assert!(self.auth.flush_mail(Duration::from_secs(5)).await, "mail delivered");
+        self.outbox.last_to()
+    }
+}
+
 async fn harness_with(settings: Settings) -> Harness {
+    build(settings, false).await
+}
+
+/// A harness whose rate limits are on, counted by the manual clock.
+async fn limited() -> Harness {
+    build(
+        Settings { hash_params: HashParams { memory_kib: 256, iterations: 1, parallelism: 1 }, ..Settings::default() },
+        true,
+    )
+    .await
+}
+
+async fn build(settings: Settings, limits: bool) -> Harness {
     let db = Database::connect("sqlite::memory:", &Options::default()).await.expect("in-memory sqlite");
     let clock = Arc::new(ManualClock::starting_now());
     let outbox = Arc::new(Outbox::default());
     let secret = ServerSecret::new(vec![9u8; 32]).expect("secret");
+    let limiter: Arc<dyn RateLimiter> =
+        if limits { Arc::new(MemoryRateLimiter::new(clock.clone())) } else { Arc::new(Unlimited) };
     let deps = Deps {
         store: db.store(),
         mailer: outbox.clone(),
         clock: clock.clone(),
-        limiter: Arc::new(Unlimited),
+        limiter,
         revocations: Arc::new(LocalRevocationBus::default()),
     };
     let auth = Auth::new(deps, &secret, settings).await.expect("auth");
@@ -86,7 +115,7 @@ fn new_password() -> NewPassword {
 
 /// The same password, as presented at sign-in.
 fn password() -> PresentedPassword {
-    PresentedPassword::new(PASSWORD)
+    PresentedPassword::parse(PASSWORD).expect("bounded")
 }
 
 async fn sign_up(h: &Harness, address: &str) -> latchkey_core::SignedUp {
@@ -109,9 +138,13 @@ async fn sign_up(h: &Harness, address: &str) -> latchkey_core::SignedUp {
 async fn a_code_expires_after_its_ttl() {
     let h = harness().await;
     sign_up(&h, "ada@example.com").await;
-    let code = h.outbox.last_code();
+    let code = h.code().await;
     h.clock.advance(Duration::from_secs(10 * 60));
-    let err = h.auth.verify_email(TenantId::DEFAULT, &email("ada@example.com"), code).await.expect_err("expired");
+    let err = h
+        .auth
+        .verify_email(TenantId::DEFAULT, &email("ada@example.com"), code, &ClientMeta::default())
+        .await
+        .expect_err("expired");
     assert!(matches!(err, Error::CodeExpired), "{err:?}");
 }
 
@@ -119,9 +152,13 @@ async fn a_code_expires_after_its_ttl() {
 async fn a_code_is_accepted_just_before_it_expires() {
     let h = harness().await;
     sign_up(&h, "ada@example.com").await;
-    let code = h.outbox.last_code();
+    let code = h.code().await;
     h.clock.advance(Duration::from_secs(10 * 60 - 1));
-    let user = h.auth.verify_email(TenantId::DEFAULT, &email("ADA@example.com"), code).await.expect("verified");
+    let user = h
+        .auth
+        .verify_email(TenantId::DEFAULT, &email("ADA@example.com"), code, &ClientMeta::default())
+        .await
+        .expect("verified");
     assert!(user.email_verified);
 }
 
@@ -129,20 +166,21 @@ async fn a_code_is_accepted_just_before_it_expires() {
 async fn the_fifth_wrong_guess_burns_the_code() {
     let h = harness().await;
     sign_up(&h, "bob@example.com").await;
-    let right = h.outbox.last_code();
+    let right = h.code().await;
     let wrong = OneTimeCode::parse(if right.digits() == "111111" { "222222" } else { "111111" }).expect("code");
     let addr = email("bob@example.com");
     for left in (0..5).rev() {
-        let err = h.auth.verify_email(TenantId::DEFAULT, &addr, wrong).await.expect_err("wrong");
+        let err =
+            h.auth.verify_email(TenantId::DEFAULT, &addr, wrong, &ClientMeta::default()).await.expect_err("wrong");
         assert!(matches!(err, Error::CodeMismatch { attempts_left } if attempts_left == left), "{err:?}");
     }
-    let err = h.auth.verify_email(TenantId::DEFAULT, &addr, right).await.expect_err("burnt");
+    let err = h.auth.verify_email(TenantId::DEFAULT, &addr, right, &ClientMeta::default()).await.expect_err("burnt");
     assert!(matches!(err, Error::CodeExpired), "{err:?}");
 
     // A new code replaces the burnt one and works.
     h.auth.resend_verification(TenantId::DEFAULT, &addr).await.expect("resend");
-    let fresh = h.outbox.last_code();
-    h.auth.verify_email(TenantId::DEFAULT, &addr, fresh).await.expect("fresh code works");
+    let fresh = h.code().await;
+    h.auth.verify_email(TenantId::DEFAULT, &addr, fresh, &ClientMeta::default()).await.expect("fresh code works");
 }
 
 #[tokio::test]
@@ -150,15 +188,17 @@ async fn a_new_code_kills_the_old_one_and_codes_are_single_use() {
     let h = harness().await;
     sign_up(&h, "cy@example.com").await;
     let addr = email("cy@example.com");
-    let old = h.outbox.last_code();
+    let old = h.code().await;
     h.auth.resend_verification(TenantId::DEFAULT, &addr).await.expect("resend");
-    let new = h.outbox.last_code();
+    let new = h.code().await;
     if old != new {
-        let err = h.auth.verify_email(TenantId::DEFAULT, &addr, old).await.expect_err("old code");
+        let err =
+            h.auth.verify_email(TenantId::DEFAULT, &addr, old, &ClientMeta::default()).await.expect_err("old code");
         assert!(matches!(err, Error::CodeMismatch { .. }), "{err:?}");
     }
-    h.auth.verify_email(TenantId::DEFAULT, &addr, new).await.expect("new code");
-    let err = h.auth.verify_email(TenantId::DEFAULT, &addr, new).await.expect_err("already verified");
+    h.auth.verify_email(TenantId::DEFAULT, &addr, new, &ClientMeta::default()).await.expect("new code");
+    let err =
+        h.auth.verify_email(TenantId::DEFAULT, &addr, new, &ClientMeta::default()).await.expect_err("already verified");
     assert!(matches!(err, Error::AlreadyVerified), "{err:?}");
 }
 
@@ -170,7 +210,7 @@ async fn sign_in_checks_the_password_before_verification() {
     let meta = ClientMeta::default();
     let err = h
         .auth
-        .sign_in(TenantId::DEFAULT, &login, &PresentedPassword::new("wrong password"), &meta)
+        .sign_in(TenantId::DEFAULT, &login, &PresentedPassword::parse("wrong password").expect("bounded"), &meta)
         .await
         .expect_err("wrong");
     assert!(matches!(err, Error::InvalidCredentials), "{err:?}");
@@ -180,8 +220,11 @@ async fn sign_in_checks_the_password_before_verification() {
     let err = h.auth.sign_in(TenantId::DEFAULT, &unknown, &password(), &meta).await.expect_err("unknown");
     assert!(matches!(err, Error::InvalidCredentials), "{err:?}");
 
-    let code = h.outbox.last_code();
-    h.auth.verify_email(TenantId::DEFAULT, &email("dee@example.com"), code).await.expect("verify");
+    let code = h.code().await;
+    h.auth
+        .verify_email(TenantId::DEFAULT, &email("dee@example.com"), code, &ClientMeta::default())
+        .await
+        .expect("verify");
     let signed_in = h.auth.sign_in(TenantId::DEFAULT, &login, &password(), &meta).await.expect("sign in");
     assert_eq!(signed_in.user.email.as_ref().map(Email::as_str), Some("dee@example.com"));
 }
@@ -204,8 +247,8 @@ async fn duplicate_emails_differing_in_case_are_rejected() {
 
 async fn signed_in(h: &Harness, address: &str) -> latchkey_core::SignedIn {
     sign_up(h, address).await;
-    let code = h.outbox.last_code();
-    h.auth.verify_email(TenantId::DEFAULT, &email(address), code).await.expect("verify");
+    let code = h.code().await;
+    h.auth.verify_email(TenantId::DEFAULT, &email(address), code, &ClientMeta::default()).await.expect("verify");
     h.auth
         .sign_in(TenantId::DEFAULT, &Login::Email(email(address)), &password(), &ClientMeta::default())
         .await
@@ -300,7 +343,7 @@ async fn ended_sessions_and_codes_are_purged_after_the_retention() {
     assert_eq!((purged.sessions, purged.codes), (1, 1));
     let err = h
         .auth
-        .verify_email(TenantId::DEFAULT, &email("kay@example.com"), h.outbox.last_code())
+        .verify_email(TenantId::DEFAULT, &email("kay@example.com"), h.code().await, &ClientMeta::default())
         .await
         .expect_err("gone");
     assert!(matches!(err, Error::NoCodePending), "{err:?}");
@@ -312,7 +355,9 @@ fn new_password_of(raw: &str) -> NewPassword {
 
 async fn sign_in_with(h: &Harness, address: &str, raw: &str) -> Result<latchkey_core::SignedIn, Error> {
     let login = Login::Email(email(address));
-    h.auth.sign_in(TenantId::DEFAULT, &login, &PresentedPassword::new(raw), &ClientMeta::default()).await
+    h.auth
+        .sign_in(TenantId::DEFAULT, &login, &PresentedPassword::parse(raw).expect("bounded"), &ClientMeta::default())
+        .await
 }
 
 #[tokio::test]
@@ -324,19 +369,31 @@ async fn a_password_reset_needs_the_mailed_code_and_ends_every_session() {
     let addr = email("lea@example.com");
 
     h.auth.request_password_reset(TenantId::DEFAULT, &addr).await.expect("reset code");
-    assert_eq!(h.outbox.last_to(), "lea@example.com");
-    let code = h.outbox.last_code();
+    assert_eq!(h.mail_to().await, "lea@example.com");
+    let code = h.code().await;
     let wrong = OneTimeCode::parse(if code.digits() == "111111" { "222222" } else { "111111" }).expect("code");
     let err = h
         .auth
-        .reset_password(TenantId::DEFAULT, &addr, wrong, &new_password_of("a brand new passphrase"))
+        .reset_password(
+            TenantId::DEFAULT,
+            &addr,
+            wrong,
+            &new_password_of("a brand new passphrase"),
+            &ClientMeta::default(),
+        )
         .await
         .expect_err("wrong code");
     assert!(matches!(err, Error::CodeMismatch { attempts_left: 4 }), "{err:?}");
     assert!(sign_in_with(&h, "lea@example.com", PASSWORD).await.is_ok(), "nothing changed yet");
 
     h.auth
-        .reset_password(TenantId::DEFAULT, &addr, code, &new_password_of("a brand new passphrase"))
+        .reset_password(
+            TenantId::DEFAULT,
+            &addr,
+            code,
+            &new_password_of("a brand new passphrase"),
+            &ClientMeta::default(),
+        )
         .await
         .expect("reset");
     assert!(matches!(h.auth.authenticate(&token, &[]).await, Err(Error::SessionRevoked)));
@@ -345,7 +402,13 @@ async fn a_password_reset_needs_the_mailed_code_and_ends_every_session() {
     sign_in_with(&h, "lea@example.com", "a brand new passphrase").await.expect("the new password works");
     let err = h
         .auth
-        .reset_password(TenantId::DEFAULT, &addr, code, &new_password_of("yet another passphrase"))
+        .reset_password(
+            TenantId::DEFAULT,
+            &addr,
+            code,
+            &new_password_of("yet another passphrase"),
+            &ClientMeta::default(),
+        )
         .await
         .expect_err("single use");
     assert!(matches!(err, Error::NoCodePending), "{err:?}");
@@ -357,8 +420,12 @@ async fn a_reset_verifies_an_unverified_address() {
     sign_up(&h, "max@example.com").await;
     let addr = email("max@example.com");
     h.auth.request_password_reset(TenantId::DEFAULT, &addr).await.expect("reset code");
-    let code = h.outbox.last_code();
-    let user = h.auth.reset_password(TenantId::DEFAULT, &addr, code, &new_password()).await.expect("reset");
+    let code = h.code().await;
+    let user = h
+        .auth
+        .reset_password(TenantId::DEFAULT, &addr, code, &new_password(), &ClientMeta::default())
+        .await
+        .expect("reset");
     assert!(user.email_verified, "the reset code proved the mailbox");
     sign_in_with(&h, "max@example.com", PASSWORD).await.expect("signs in without a separate verification");
 }
@@ -372,7 +439,12 @@ async fn a_password_change_needs_the_current_password_and_keeps_only_this_sessio
 
     let err = h
         .auth
-        .change_password(&here.user, &here.session, &PresentedPassword::new("not my password"), &new)
+        .change_password(
+            &here.user,
+            &here.session,
+            &PresentedPassword::parse("not my password").expect("bounded"),
+            &new,
+        )
         .await
         .expect_err("wrong current password");
     assert!(matches!(err, Error::InvalidCredentials), "{err:?}");
@@ -391,22 +463,43 @@ async fn a_password_change_needs_the_current_password_and_keeps_only_this_sessio
 async fn an_email_change_commits_only_with_the_code_sent_to_the_new_address() {
     let h = harness().await;
     let s = signed_in(&h, "ola@example.com").await;
+    let other_device = sign_in_with(&h, "ola@example.com", PASSWORD).await.expect("second session");
     signed_in(&h, "taken@example.com").await;
 
-    let err = h.auth.request_email_change(&s.user, &email("Taken@example.com")).await.expect_err("taken");
+    let err = h
+        .auth
+        .request_email_change(
+            &s.user,
+            &PresentedPassword::parse("not my password").expect("bounded"),
+            &email("x@example.com"),
+        )
+        .await
+        .expect_err("wrong password");
+    assert!(matches!(err, Error::InvalidCredentials), "{err:?}");
+
+    // A taken address is not revealed when the change starts; it fails at confirmation.
+    h.auth.request_email_change(&s.user, &password(), &email("Taken@example.com")).await.expect("accepted");
+    assert_eq!(h.mail_to().await, "Taken@example.com");
+    let err = h.auth.confirm_email_change(&s.user, &s.session, h.code().await).await.expect_err("taken");
     assert!(matches!(err, Error::EmailTaken), "{err:?}");
 
-    h.auth.request_email_change(&s.user, &email("ola.new@example.com")).await.expect("code sent");
-    assert_eq!(h.outbox.last_to(), "ola.new@example.com", "the code goes to the new address");
-    let code = h.outbox.last_code();
+    h.auth.request_email_change(&s.user, &password(), &email("ola.new@example.com")).await.expect("code sent");
+    assert_eq!(h.mail_to().await, "ola.new@example.com", "the code goes to the new address");
+    let code = h.code().await;
     assert!(sign_in_with(&h, "ola@example.com", PASSWORD).await.is_ok(), "the old address holds until confirmed");
 
-    let user = h.auth.confirm_email_change(&s.user, code).await.expect("confirmed");
+    let user = h.auth.confirm_email_change(&s.user, &s.session, code).await.expect("confirmed");
     assert_eq!(user.email.as_ref().map(Email::as_str), Some("ola.new@example.com"));
     assert!(user.email_verified);
+    assert_eq!(h.mail_to().await, "ola@example.com", "the old address is told");
+    let notice = h.outbox.0.lock().expect("outbox").last().expect("notice").text.clone();
+    assert!(notice.contains("ola.new@example.com"), "{notice}");
+    let live: Vec<_> =
+        h.auth.sessions(TenantId::DEFAULT, s.user.id).await.expect("sessions").iter().map(|x| x.id).collect();
+    assert!(live.contains(&s.session.id) && !live.contains(&other_device.session.id), "other sessions end");
     assert!(matches!(sign_in_with(&h, "ola@example.com", PASSWORD).await, Err(Error::InvalidCredentials)));
     sign_in_with(&h, "ola.new@example.com", PASSWORD).await.expect("the new address signs in");
-    let err = h.auth.confirm_email_change(&s.user, code).await.expect_err("single use");
+    let err = h.auth.confirm_email_change(&s.user, &s.session, code).await.expect_err("single use");
     assert!(matches!(err, Error::NoCodePending), "{err:?}");
 }
 
@@ -446,4 +539,273 @@ async fn deleting_a_user_removes_them_and_their_sessions() {
     assert!(matches!(h.auth.delete_user(TenantId::DEFAULT, s.user.id).await, Err(Error::UserNotFound)));
     // The address is free again.
     sign_up(&h, "quin@example.com").await;
+}
+
+fn meta(ip: &str) -> ClientMeta {
+    ClientMeta { ip: Some(ip.into()), user_agent: None }
+}
+
+fn other_than(code: OneTimeCode) -> OneTimeCode {
+    OneTimeCode::parse(if code.digits() == "111111" { "222222" } else { "111111" }).expect("code")
+}
+
+#[tokio::test]
+async fn wrong_codes_count_per_account_across_reissued_codes() {
+    let h = limited().await;
+    sign_up(&h, "ray@example.com").await;
+    let addr = email("ray@example.com");
+    let mut code = h.code().await;
+    // 20 wrong guesses, 4 per code, from ever-new addresses, each code reissued.
+    for round in 0..5 {
+        for guess in 0..4 {
+            let from = meta(&format!("198.51.100.{}", round * 4 + guess));
+            let err = h.auth.verify_email(TenantId::DEFAULT, &addr, other_than(code), &from).await.expect_err("wrong");
+            assert!(matches!(err, Error::CodeMismatch { .. }), "{err:?}");
+        }
+        h.clock.advance(Duration::from_secs(20 * 60));
+        h.auth.resend_verification(TenantId::DEFAULT, &addr).await.expect("new code");
+        code = h.code().await;
+    }
+    let err =
+        h.auth.verify_email(TenantId::DEFAULT, &addr, code, &meta("203.0.113.1")).await.expect_err("budget spent");
+    let Error::RateLimited { retry_after } = err else { panic!("{err:?}") };
+    assert!(retry_after > Duration::from_secs(22 * 3600), "until the day's window closes: {retry_after:?}");
+    h.clock.advance(retry_after);
+    h.auth.resend_verification(TenantId::DEFAULT, &addr).await.expect("new code");
+    let fresh = h.code().await;
+    h.auth.verify_email(TenantId::DEFAULT, &addr, fresh, &meta("203.0.113.1")).await.expect("a new day");
+}
+
+#[tokio::test]
+async fn a_correct_code_does_not_spend_the_budget() {
+    let h = limited().await;
+    for i in 0..25 {
+        let address = format!("u{i}@example.com");
+        sign_up(&h, &address).await;
+        let code = h.code().await;
+        h.auth
+            .verify_email(TenantId::DEFAULT, &email(&address), code, &meta(&format!("2001:db8:{i}::1")))
+            .await
+            .expect("verified");
+    }
+}
+
+#[tokio::test]
+async fn code_checks_are_limited_per_client_address() {
+    let h = limited().await;
+    let from = meta("192.0.2.9");
+    let quota = latchkey_core::limits::LimitKind::CodeChecksPerAddress.quota().burst;
+    for i in 0..quota {
+        let err = h
+            .auth
+            .verify_email(
+                TenantId::DEFAULT,
+                &email(&format!("nobody{i}@example.com")),
+                other_than(OneTimeCode::parse("123456").expect("code")),
+                &from,
+            )
+            .await
+            .expect_err("unknown");
+        assert!(matches!(err, Error::UserNotFound), "{err:?}");
+    }
+    let err = h
+        .auth
+        .verify_email(
+            TenantId::DEFAULT,
+            &email("another@example.com"),
+            OneTimeCode::parse("123456").expect("code"),
+            &from,
+        )
+        .await
+        .expect_err("limited");
+    assert!(matches!(err, Error::RateLimited { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn failed_sign_ins_lock_one_address_out_not_the_owner() {
+    let h = limited().await;
+    signed_in(&h, "sam@example.com").await;
+    let login = Login::Email(email("sam@example.com"));
+    let wrong = PresentedPassword::parse("not the password").expect("bounded");
+    for _ in 0..10 {
+        let err = h.auth.sign_in(TenantId::DEFAULT, &login, &wrong, &meta("198.51.100.66")).await.expect_err("wrong");
+        assert!(matches!(err, Error::InvalidCredentials), "{err:?}");
+    }
+    let err = h.auth.sign_in(TenantId::DEFAULT, &login, &password(), &meta("198.51.100.66")).await.expect_err("locked");
+    assert!(matches!(err, Error::RateLimited { .. }), "the attacker's address is cut off, even with the password");
+    h.auth.sign_in(TenantId::DEFAULT, &login, &password(), &meta("203.0.113.20")).await.expect("the owner elsewhere");
+    // Successes do not count: the owner signs in again and again.
+    for _ in 0..30 {
+        h.clock.advance(Duration::from_secs(2));
+        h.auth.sign_in(TenantId::DEFAULT, &login, &password(), &meta("203.0.113.20")).await.expect("no failures");
+    }
+}
+
+#[tokio::test]
+async fn one_ipv6_64_is_one_client() {
+    let h = limited().await;
+    signed_in(&h, "tia@example.com").await;
+    let login = Login::Email(email("tia@example.com"));
+    let wrong = PresentedPassword::parse("not the password").expect("bounded");
+    for i in 0..10 {
+        let from = meta(&format!("2001:db8:aaaa:1:{i:x}::{i:x}"));
+        assert!(matches!(
+            h.auth.sign_in(TenantId::DEFAULT, &login, &wrong, &from).await,
+            Err(Error::InvalidCredentials)
+        ));
+    }
+    let err =
+        h.auth.sign_in(TenantId::DEFAULT, &login, &wrong, &meta("2001:db8:aaaa:1:ffff::99")).await.expect_err("x");
+    assert!(matches!(err, Error::RateLimited { .. }), "a fresh address of the same /64: {err:?}");
+    h.auth.sign_in(TenantId::DEFAULT, &login, &password(), &meta("2001:db8:bbbb:2::1")).await.expect("another /64");
+}
+
+#[tokio::test]
+async fn an_account_takes_at_most_100_failed_sign_ins_a_day() {
+    let h = limited().await;
+    signed_in(&h, "uma@example.com").await;
+    let login = Login::Email(email("uma@example.com"));
+    let wrong = PresentedPassword::parse("not the password").expect("bounded");
+    for i in 0..100 {
+        let from = meta(&format!("10.{}.{}.1", i / 250, i % 250));
+        assert!(matches!(
+            h.auth.sign_in(TenantId::DEFAULT, &login, &wrong, &from).await,
+            Err(Error::InvalidCredentials)
+        ));
+    }
+    let err = h.auth.sign_in(TenantId::DEFAULT, &login, &password(), &meta("203.0.113.77")).await.expect_err("capped");
+    assert!(matches!(err, Error::RateLimited { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn re_authentication_is_limited_like_sign_in() {
+    let h = limited().await;
+    let s = signed_in(&h, "val@example.com").await;
+    let wrong = PresentedPassword::parse("not the password").expect("bounded");
+    for _ in 0..10 {
+        assert!(matches!(h.auth.confirm_password(&s.user, &wrong).await, Err(Error::InvalidCredentials)));
+    }
+    assert!(matches!(h.auth.confirm_password(&s.user, &password()).await, Err(Error::RateLimited { .. })));
+    let new = new_password_of("a different passphrase");
+    assert!(matches!(
+        h.auth.change_password(&s.user, &s.session, &password(), &new).await,
+        Err(Error::RateLimited { .. })
+    ));
+}
+
+#[tokio::test]
+async fn a_refresh_fork_inside_the_grace_window_is_reuse() {
+    let h = harness().await;
+    let s = signed_in(&h, "wes@example.com").await;
+    let r0 = h.auth.refresh_token(&s.session).await.expect("refresh token");
+    let (_, _, r1) = h.auth.rotate_refresh_token(TenantId::DEFAULT, &r0).await.expect("r0 -> r1");
+    let (_, _, r2) = h.auth.rotate_refresh_token(TenantId::DEFAULT, &r1).await.expect("r1 -> r2");
+    h.clock.advance(Duration::from_secs(2));
+    let err =
+        h.auth.rotate_refresh_token(TenantId::DEFAULT, &r0).await.expect_err("r0 again, though within the window");
+    assert!(matches!(err, Error::RefreshTokenReused), "{err:?}");
+    assert!(matches!(h.auth.rotate_refresh_token(TenantId::DEFAULT, &r2).await, Err(Error::SessionRevoked)));
+}
+
+#[tokio::test]
+async fn rotated_refresh_tokens_are_purged_and_their_replay_still_revokes() {
+    let h = harness().await;
+    let s = signed_in(&h, "xan@example.com").await;
+    let r0 = h.auth.refresh_token(&s.session).await.expect("refresh token");
+    let (_, _, r1) = h.auth.rotate_refresh_token(TenantId::DEFAULT, &r0).await.expect("rotate");
+    h.clock.advance(Duration::from_secs(11));
+    let purged = h.auth.purge_expired(Duration::from_secs(24 * 3600)).await.expect("purge");
+    assert_eq!(purged.refresh_tokens, 1, "the rotated row is gone once the window is over");
+    let err = h.auth.rotate_refresh_token(TenantId::DEFAULT, &r0).await.expect_err("replay");
+    assert!(matches!(err, Error::RefreshTokenReused), "{err:?}");
+    assert!(matches!(h.auth.rotate_refresh_token(TenantId::DEFAULT, &r1).await, Err(Error::SessionRevoked)));
+    // A forged token naming the session is just invalid.
+    let forged = RefreshToken::from_client(&format!("{}A", &r1.expose()[..85]));
+    assert!(matches!(h.auth.rotate_refresh_token(TenantId::DEFAULT, &forged).await, Err(Error::InvalidToken)));
+}
+
+#[tokio::test]
+async fn refreshes_are_limited_per_session() {
+    let h = limited().await;
+    let s = signed_in(&h, "yul@example.com").await;
+    let mut token = h.auth.refresh_token(&s.session).await.expect("refresh token");
+    let burst = latchkey_core::limits::LimitKind::RefreshPerSession.quota().burst;
+    for _ in 0..burst {
+        token = h.auth.rotate_refresh_token(TenantId::DEFAULT, &token).await.expect("rotate").2;
+    }
+    let err = h.auth.rotate_refresh_token(TenantId::DEFAULT, &token).await.expect_err("limited");
+    assert!(matches!(err, Error::RateLimited { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn an_unverified_account_is_not_kept_by_its_first_registrant() {
+    let h = harness().await;
+    let squatter = NewUser {
+        email: Some(email("zoe@example.com")),
+        password: Some(new_password_of("the squatter's password")),
+        ..Default::default()
+    };
+    h.auth.sign_up_quietly(TenantId::DEFAULT, squatter, &ClientMeta::default()).await.expect("first");
+    let squatter_code = h.code().await;
+    let owner = NewUser { email: Some(email("zoe@example.com")), password: Some(new_password()), ..Default::default() };
+    h.auth.sign_up_quietly(TenantId::DEFAULT, owner, &ClientMeta::default()).await.expect("second");
+    let code = h.code().await;
+    assert_eq!(h.mail_to().await, "zoe@example.com");
+    if code != squatter_code {
+        let err = h
+            .auth
+            .verify_email(TenantId::DEFAULT, &email("zoe@example.com"), squatter_code, &ClientMeta::default())
+            .await
+            .expect_err("old code");
+        assert!(matches!(err, Error::CodeMismatch { .. }), "{err:?}");
+    }
+    h.auth
+        .verify_email(TenantId::DEFAULT, &email("zoe@example.com"), code, &ClientMeta::default())
+        .await
+        .expect("verified");
+    sign_in_with(&h, "zoe@example.com", PASSWORD).await.expect("the mailbox owner's password");
+    assert!(matches!(
+        sign_in_with(&h, "zoe@example.com", "the squatter's password").await,
+        Err(Error::InvalidCredentials)
+    ));
+
+    // A verified account is not taken over: its owner gets a notice instead.
+    let late = NewUser {
+        email: Some(email("zoe@example.com")),
+        password: Some(new_password_of("the squatter's password")),
+        ..Default::default()
+    };
+    h.auth.sign_up_quietly(TenantId::DEFAULT, late, &ClientMeta::default()).await.expect("quiet");
+    assert_eq!(h.mail_to().await, "zoe@example.com");
+    assert!(h.outbox.0.lock().expect("outbox").last().expect("notice").subject.contains("Sign-up attempt"));
+    sign_in_with(&h, "zoe@example.com", PASSWORD).await.expect("unchanged");
+}
+
+#[tokio::test]
+async fn unverified_accounts_are_purged_after_their_ttl() {
+    let h = harness().await;
+    sign_up(&h, "old@example.com").await;
+    signed_in(&h, "kept@example.com").await;
+    let retention = Duration::from_secs(24 * 3600);
+    h.clock.advance(Duration::from_secs(6 * 24 * 3600));
+    assert_eq!(h.auth.purge_expired(retention).await.expect("purge").unverified_users, 0);
+    h.clock.advance(Duration::from_secs(24 * 3600 + 60));
+    assert_eq!(h.auth.purge_expired(retention).await.expect("purge").unverified_users, 1);
+    assert!(matches!(
+        h.auth.user_by_email(TenantId::DEFAULT, &email("old@example.com")).await,
+        Err(Error::UserNotFound)
+    ));
+    h.auth.user_by_email(TenantId::DEFAULT, &email("kept@example.com")).await.expect("verified users stay");
+}
+
+#[tokio::test]
+async fn codes_go_to_the_stored_address_never_a_look_alike() {
+    let h = harness().await;
+    signed_in(&h, "kevin@example.com").await;
+    let look_alike = email("\u{212A}evin@example.com");
+    h.auth.request_password_reset(TenantId::DEFAULT, &look_alike).await.expect("accepted");
+    assert_eq!(h.mail_to().await, "kevin@example.com", "the account's own address, not the one typed");
+    h.auth.request_password_reset(TenantId::DEFAULT, &email("nobody@example.com")).await.expect("same answer");
+    assert!(h.auth.flush_mail(Duration::from_secs(5)).await);
+    assert!(h.outbox.0.lock().expect("outbox").iter().all(|m| m.to.as_str() == "kevin@example.com"));
 }

@@ -52,6 +52,9 @@ struct AppState {
     auth: Auth,
     public_url: Arc<str>,
     metrics: PrometheusHandle,
+    clients: ClientAddressPolicy,
+    /// Who besides loopback may read `/metrics` (`LATCHKEY_METRICS_ALLOW`).
+    metrics_allow: Arc<[ipnet::IpNet]>,
 }
 
 /// A built, bound, not yet running server.
@@ -66,6 +69,8 @@ pub struct Application {
 
 /// How long ended sessions and codes are kept before the purge removes them.
 const RETENTION: Duration = Duration::from_secs(24 * 3600);
+/// How long shutdown waits for queued mail.
+const MAIL_FLUSH_TIMEOUT: Duration = Duration::from_secs(15);
 /// How often the purge runs.
 const PURGE_EVERY: Duration = Duration::from_secs(10 * 60);
 
@@ -121,7 +126,7 @@ impl Application {
             settings: config.surface_settings.clone(),
         };
         let selected = selected_surfaces(&config)?;
-        let (router, mounted) = router(&context, &selected)?;
+        let (router, mounted) = router(&context, &selected, &config.metrics_allow)?;
         let description = format!(
             "latchkey listening on http://{local_addr} (issuer {public_url}; database {}; mail {mail_description}; rate limits {limits_description}; surfaces {})",
             config.database_url,
@@ -165,6 +170,9 @@ impl Application {
             .with_graceful_shutdown(shutdown)
             .await;
         purge.abort();
+        if !self.auth.flush_mail(MAIL_FLUSH_TIMEOUT).await {
+            tracing::error!("shutting down with undelivered mail: it is lost (see the mail-lost log lines)");
+        }
         self.database.close().await;
         tracing::info!("latchkey stopped");
         result.context("serving HTTP")
@@ -179,6 +187,8 @@ fn core_settings(config: &Config, issuer: String) -> Settings {
         access_token_ttl: config.access_token_ttl,
         session_ttl: config.session_ttl,
         refresh_reuse_window: config.refresh_reuse_window,
+        unverified_account_ttl: config.unverified_account_ttl,
+        hash_queue: config.hash_queue,
         require_email_verification: config.require_email_verification,
         password_policy: PasswordPolicy { min_length: config.password_min_length, ..PasswordPolicy::default() },
         signing_algorithm: config.jwt_alg,
@@ -282,6 +292,7 @@ fn load_secret(config: &Config, backend: &Backend) -> anyhow::Result<ServerSecre
     };
     let path = if dir.as_os_str().is_empty() { PathBuf::from("latchkey.secret") } else { dir.join("latchkey.secret") };
     if path.exists() {
+        refuse_shared_secret_file(&path)?;
         let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
         return ServerSecret::new(text.trim().as_bytes().to_vec())
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()));
@@ -293,6 +304,24 @@ fn load_secret(config: &Config, backend: &Backend) -> anyhow::Result<ServerSecre
         "LATCHKEY_SECRET is not set: generated a server secret; back it up, and give every instance the same LATCHKEY_SECRET"
     );
     ServerSecret::new(text.into_bytes()).map_err(anyhow::Error::msg)
+}
+
+/// Refuses a secret file that users other than its owner can read or write.
+fn refuse_shared_secret_file(path: &Path) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?.permissions().mode();
+        if mode & 0o077 != 0 {
+            anyhow::bail!(
+                "{}: the server secret is accessible to other users (mode {:o}); run `chmod 600 {}` and start again",
+                path.display(),
+                mode & 0o777,
+                path.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
@@ -355,8 +384,14 @@ async fn purge_loop(auth: Auth) {
     loop {
         tick.tick().await;
         match auth.purge_expired(RETENTION).await {
-            Ok(p) if p.sessions + p.codes > 0 => {
-                tracing::info!(sessions = p.sessions, codes = p.codes, "purged ended sessions and codes");
+            Ok(p) if p.sessions + p.codes + p.unverified_users + p.refresh_tokens > 0 => {
+                tracing::info!(
+                    sessions = p.sessions,
+                    codes = p.codes,
+                    unverified_users = p.unverified_users,
+                    refresh_tokens = p.refresh_tokens,
+                    "purged ended sessions, codes, unverified accounts and rotated refresh tokens"
+                );
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "purge of ended sessions and codes failed"),
@@ -377,11 +412,17 @@ pub fn selected_surfaces(config: &Config) -> Result<Vec<Surface>, ConfigError> {
 
 /// The full router (the selected surfaces, the always-on endpoints, middleware) and the names
 /// of the surfaces mounted.
-fn router(context: &SurfaceContext, selected: &[Surface]) -> anyhow::Result<(Router, Vec<&'static str>)> {
+fn router(
+    context: &SurfaceContext,
+    selected: &[Surface],
+    metrics_allow: &[ipnet::IpNet],
+) -> anyhow::Result<(Router, Vec<&'static str>)> {
     let state = AppState {
         auth: context.auth.clone(),
         public_url: context.public_url.clone(),
         metrics: telemetry::metrics_handle(),
+        clients: context.clients,
+        metrics_allow: metrics_allow.into(),
     };
     let mut app = Router::new();
     let mut openapi: Option<OpenApi> = None;
@@ -482,7 +523,20 @@ async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 /// `GET /metrics`: Prometheus text exposition format.
-async fn metrics(State(state): State<AppState>) -> Response {
+///
+/// Answered only to loopback clients and to `LATCHKEY_METRICS_ALLOW`; everyone else gets the
+/// 404 of an unknown route (the client address is the one rate limits use, so behind a trusted
+/// proxy it is the forwarded one).
+async fn metrics(State(state): State<AppState>, request: Request) -> Response {
+    let (parts, _) = request.into_parts();
+    let allowed = state
+        .clients
+        .address(&parts)
+        .map(|ip| ip.to_canonical())
+        .is_some_and(|ip| ip.is_loopback() || state.metrics_allow.iter().any(|net| net.contains(&ip)));
+    if !allowed {
+        return not_found().await.into_response();
+    }
     ([(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"))], state.metrics.render())
         .into_response()
 }
@@ -521,4 +575,25 @@ async fn openid_configuration(State(state): State<AppState>) -> Response {
     .into_response();
     response.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn a_secret_file_others_can_read_is_refused_with_the_fix() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("latchkey.secret");
+        write_private(&path, &ServerSecret::generate_text()).expect("write");
+        assert_eq!(std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777, 0o600);
+        refuse_shared_secret_file(&path).expect("0600 is fine");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let e = refuse_shared_secret_file(&path).expect_err("readable by others");
+        let message = e.to_string();
+        assert!(message.contains("chmod 600") && message.contains("644"), "{message}");
+        assert!(!message.contains('\n'), "{message}");
+    }
 }

@@ -131,6 +131,27 @@ pub const KEYS: &[Key] = &[
         render: |c| Some(de::format_duration(c.refresh_reuse_window)),
     },
     Key {
+        env: "LATCHKEY_UNVERIFIED_ACCOUNT_TTL",
+        help: "How long an account whose email was never verified is kept before it is deleted",
+        when_unset: "",
+        render: |c| Some(de::format_duration(c.unverified_account_ttl)),
+    },
+    Key {
+        env: "LATCHKEY_HASH_QUEUE",
+        help: "Password hashes that may wait for a hashing thread; beyond that, requests get 503 (1-100000)",
+        when_unset: "",
+        render: |c| Some(c.hash_queue.to_string()),
+    },
+    Key {
+        env: "LATCHKEY_METRICS_ALLOW",
+        help: "Comma-separated addresses or networks (CIDR) besides loopback that may read /metrics",
+        when_unset: "(loopback only)",
+        render: |c| {
+            (!c.metrics_allow.is_empty())
+                .then(|| c.metrics_allow.iter().map(ToString::to_string).collect::<Vec<_>>().join(","))
+        },
+    },
+    Key {
         env: "LATCHKEY_REQUIRE_EMAIL_VERIFICATION",
         help: "Whether the default tenant requires a verified email to sign in",
         when_unset: "",
@@ -425,19 +446,31 @@ pub struct Config {
     /// `LATCHKEY_MAIL_FROM`: the sender mailbox.
     #[serde(deserialize_with = "mail_from")]
     pub mail_from: String,
-    /// `LATCHKEY_CODE_TTL`: lifetime of one-time codes.
-    #[serde(deserialize_with = "de::duration")]
+    /// `LATCHKEY_CODE_TTL`: lifetime of one-time codes, at most a day.
+    #[serde(deserialize_with = "code_ttl")]
     pub code_ttl: Duration,
-    /// `LATCHKEY_ACCESS_TOKEN_TTL`: lifetime of access and ID tokens.
-    #[serde(deserialize_with = "de::duration")]
+    /// `LATCHKEY_ACCESS_TOKEN_TTL`: lifetime of access and ID tokens, at most 400 days.
+    #[serde(deserialize_with = "lifetime")]
     pub access_token_ttl: Duration,
-    /// `LATCHKEY_SESSION_TTL`: lifetime of sessions and refresh tokens.
-    #[serde(deserialize_with = "de::duration")]
+    /// `LATCHKEY_SESSION_TTL`: lifetime of sessions and refresh tokens, at most 400 days.
+    #[serde(deserialize_with = "lifetime")]
     pub session_ttl: Duration,
     /// `LATCHKEY_REFRESH_REUSE_WINDOW`: how long a just-rotated refresh token still returns the
-    /// same successor.
-    #[serde(deserialize_with = "de::duration")]
+    /// same successor, at most an hour.
+    #[serde(deserialize_with = "reuse_window")]
     pub refresh_reuse_window: Duration,
+    /// `LATCHKEY_UNVERIFIED_ACCOUNT_TTL`: how long an account whose email was never verified
+    /// is kept, at most 400 days.
+    #[serde(deserialize_with = "lifetime")]
+    pub unverified_account_ttl: Duration,
+    /// `LATCHKEY_HASH_QUEUE`: password hashes that may wait for a hashing thread (1 to
+    /// 100000); when full, requests get 503 with `Retry-After`.
+    #[serde(deserialize_with = "hash_queue")]
+    pub hash_queue: usize,
+    /// `LATCHKEY_METRICS_ALLOW`: addresses and networks (CIDR) besides loopback that may read
+    /// `/metrics`.
+    #[serde(deserialize_with = "networks")]
+    pub metrics_allow: Vec<ipnet::IpNet>,
     /// `LATCHKEY_REQUIRE_EMAIL_VERIFICATION`.
     #[serde(deserialize_with = "de::boolean")]
     pub require_email_verification: bool,
@@ -487,6 +520,9 @@ impl Default for Config {
             access_token_ttl: Duration::from_secs(15 * 60),
             session_ttl: Duration::from_secs(30 * 86_400),
             refresh_reuse_window: Duration::from_secs(10),
+            unverified_account_ttl: Duration::from_secs(7 * 86_400),
+            hash_queue: 256,
+            metrics_allow: Vec::new(),
             require_email_verification: true,
             jwt_alg: SigningAlgorithm::EdDSA,
             surfaces: SurfaceSelection::All,
@@ -503,6 +539,44 @@ impl Default for Config {
 }
 
 // Deserializers of single keys of `Config`, on top of `de`.
+
+const DAY: Duration = Duration::from_secs(86_400);
+
+/// A duration no longer than `max` (named in the message as `max_text`).
+fn bounded<'de, D: serde::Deserializer<'de>>(d: D, max: Duration, max_text: &str) -> Result<Duration, D::Error> {
+    let value = de::duration(d)?;
+    if value > max {
+        return Err(serde::de::Error::custom(format!("{} is longer than {max_text}", de::format_duration(value))));
+    }
+    Ok(value)
+}
+
+fn code_ttl<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    bounded(d, DAY, "a day")
+}
+
+fn lifetime<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    bounded(d, 400 * DAY, "400 days")
+}
+
+fn reuse_window<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    bounded(d, Duration::from_secs(3600), "an hour")
+}
+
+fn hash_queue<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    de::number_in_range(d, 1, 100_000)
+}
+
+fn networks<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<ipnet::IpNet>, D::Error> {
+    de::list(d)?
+        .iter()
+        .map(|item| {
+            item.parse::<ipnet::IpNet>().or_else(|_| item.parse::<std::net::IpAddr>().map(ipnet::IpNet::from)).map_err(
+                |_| serde::de::Error::custom(format!("{item:?} is not an address or a network like 10.0.0.0/8")),
+            )
+        })
+        .collect()
+}
 
 fn database_url<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SecretUrl, D::Error> {
     let v = de::text(d)?.trim().to_owned();
@@ -1055,6 +1129,25 @@ mod tests {
     }
 
     #[test]
+    fn durations_have_upper_bounds_and_networks_parse() {
+        let (c, _) = Config::from_map(&map(&[
+            ("session_ttl", "400d"),
+            ("code_ttl", "1d"),
+            ("unverified_account_ttl", "30d"),
+            ("hash_queue", "64"),
+            ("metrics_allow", "10.0.0.0/8, 192.0.2.7, 2001:db8::/32"),
+        ]))
+        .expect("within bounds");
+        assert_eq!(c.session_ttl, Duration::from_secs(400 * 86_400));
+        assert_eq!(c.unverified_account_ttl, Duration::from_secs(30 * 86_400));
+        assert_eq!(c.hash_queue, 64);
+        assert_eq!(c.metrics_allow.len(), 3);
+        assert!(c.metrics_allow[1].contains(&"192.0.2.7".parse::<std::net::IpAddr>().expect("ip")));
+        let e = Config::from_map(&map(&[("session_ttl", "100000000d")])).expect_err("too long");
+        assert!(e.to_string().contains("longer than 400 days"), "{e}");
+    }
+
+    #[test]
     fn a_bad_value_names_its_key_in_one_line() {
         for (key, value, env) in [
             ("code_ttl", "ten minutes", "LATCHKEY_CODE_TTL"),
@@ -1074,6 +1167,13 @@ mod tests {
             ("log", "info,latchkey=loud", "LATCHKEY_LOG"),
             ("log_format", "xml", "LATCHKEY_LOG_FORMAT"),
             ("listen", "{ a = 1 }", "LATCHKEY_LISTEN"),
+            ("session_ttl", "100000000d", "LATCHKEY_SESSION_TTL"),
+            ("access_token_ttl", "401d", "LATCHKEY_ACCESS_TOKEN_TTL"),
+            ("code_ttl", "25h", "LATCHKEY_CODE_TTL"),
+            ("refresh_reuse_window", "2h", "LATCHKEY_REFRESH_REUSE_WINDOW"),
+            ("unverified_account_ttl", "1000d", "LATCHKEY_UNVERIFIED_ACCOUNT_TTL"),
+            ("hash_queue", "0", "LATCHKEY_HASH_QUEUE"),
+            ("metrics_allow", "10.0.0.0/33", "LATCHKEY_METRICS_ALLOW"),
         ] {
             let e = Config::from_map(&map(&[(key, value)])).expect_err(key);
             assert_eq!(e.key, env, "{key}={value}: {e}");

@@ -14,6 +14,18 @@ use latchkey_core::ports::{Mail, MailError, Mailer};
 use lettre::message::{Mailbox, header::ContentType};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
+/// Writes a new file readable by its owner only (mode 0600 on Unix): outbox mails hold codes.
+async fn write_private(path: &std::path::Path, contents: Vec<u8>) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt as _;
+    let mut options = tokio::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    let mut file = options.open(path).await?;
+    file.write_all(&contents).await?;
+    file.flush().await
+}
+
 /// Where mail goes.
 enum Transport {
     Smtp(AsyncSmtpTransport<Tokio1Executor>),
@@ -100,7 +112,7 @@ impl Mailer for ServerMailer {
                     tokio::fs::create_dir_all(dir)
                         .await
                         .map_err(|e| MailError(format!("outbox {}: {e}", dir.display())))?;
-                    tokio::fs::write(&path, formatted)
+                    write_private(&path, formatted.into_bytes())
                         .await
                         .map_err(|e| MailError(format!("outbox {}: {e}", path.display())))?;
                 }
@@ -108,5 +120,28 @@ impl Mailer for ServerMailer {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use latchkey_core::identity::Email;
+
+    use super::*;
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn outbox_files_are_readable_by_their_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mailer =
+            ServerMailer::new("Latchkey <no-reply@localhost>", None, Some(dir.path().to_path_buf())).expect("mailer");
+        let mail =
+            Mail { to: Email::parse("a@example.com").expect("email"), subject: "Code".into(), text: "123456".into() };
+        mailer.send(&mail).await.expect("written");
+        let files: Vec<_> = std::fs::read_dir(dir.path()).expect("dir").map(|e| e.expect("entry").path()).collect();
+        assert_eq!(files.len(), 1);
+        let mode = std::fs::metadata(&files[0]).expect("meta").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "the mail holds a code");
     }
 }

@@ -3,11 +3,13 @@
 
 use std::time::Duration;
 
-use super::{Auth, Delivery, observed};
+use super::{Auth, observed};
 use crate::code::{CodePurpose, OneTimeCode};
 use crate::error::{Error, Result};
 use crate::identity::{Email, NewPassword, PresentedPassword, TenantId, User, UserId};
-use crate::session::Session;
+use crate::limits::LimitKind;
+use crate::ports::Mail;
+use crate::session::{ClientMeta, Session};
 
 impl Auth {
     /// Looks up a user by id.
@@ -26,17 +28,21 @@ impl Auth {
         self.0.store.user_by_email(tenant, email).await?.map(|r| r.user).ok_or(Error::UserNotFound)
     }
 
-    /// Mails a password-reset code to the user with this email.
+    /// Queues a password-reset code for the stored address of the user with this email. The
+    /// outcome (and its metric) is the same whether or not the address has an account: no
+    /// surface learns more from this than that the request was accepted.
     ///
     /// # Errors
-    /// [`Error::UserNotFound`] (surfaces that must not reveal accounts answer as if it was
-    /// sent), [`Error::RateLimited`].
+    /// [`Error::RateLimited`] (per recipient, counted before the lookup), [`Error::Internal`].
     #[tracing::instrument(skip_all, fields(tenant = %tenant))]
-    pub async fn request_password_reset(&self, tenant: TenantId, email: &Email) -> Result<Delivery> {
+    pub async fn request_password_reset(&self, tenant: TenantId, email: &Email) -> Result<()> {
         observed("request_password_reset", async {
             self.limit_code_mail(tenant, email).await?;
-            let user = self.user_by_email(tenant, email).await?;
-            self.issue_code(&user, email, CodePurpose::ResetPassword, None).await
+            match self.0.store.user_by_email(tenant, email).await? {
+                Some(r) => drop(self.issue_code(&r.user, CodePurpose::ResetPassword, None).await?),
+                None => tracing::debug!("password reset requested for an unknown address; nothing sent"),
+            }
+            Ok(())
         })
         .await
     }
@@ -45,8 +51,9 @@ impl Auth {
     /// also verifies the email; every session of the user is revoked.
     ///
     /// # Errors
-    /// [`Error::UserNotFound`], [`Error::NoCodePending`], [`Error::CodeExpired`],
-    /// [`Error::CodeMismatch`].
+    /// [`Error::RateLimited`], [`Error::UserNotFound`], [`Error::NoCodePending`],
+    /// [`Error::CodeExpired`], [`Error::CodeMismatch`] (surfaces that must not reveal accounts
+    /// answer all but the first alike), [`Error::Overloaded`].
     #[tracing::instrument(skip_all, fields(tenant = %tenant))]
     pub async fn reset_password(
         &self,
@@ -54,8 +61,10 @@ impl Auth {
         email: &Email,
         code: OneTimeCode,
         new_password: &NewPassword,
+        meta: &ClientMeta,
     ) -> Result<User> {
         observed("reset_password", async {
+            self.limit_code_check(meta).await?;
             let mut user = self.user_by_email(tenant, email).await?;
             self.consume_code(&user, CodePurpose::ResetPassword, code).await?;
             let hash = self.0.hasher.hash(new_password).await?;
@@ -72,11 +81,13 @@ impl Auth {
         .await
     }
 
-    /// Changes the password of a signed-in user, who must give the current one. Every other
-    /// session of the user is revoked; `current` stays.
+    /// Changes the password of a signed-in user, who must give the current one (limited like
+    /// sign-in, see [`Auth::confirm_password`]). Every other session of the user is revoked;
+    /// `current` stays.
     ///
     /// # Errors
-    /// [`Error::InvalidCredentials`] when the current password is wrong.
+    /// [`Error::InvalidCredentials`] when the current password is wrong, [`Error::RateLimited`],
+    /// [`Error::Overloaded`].
     #[tracing::instrument(skip_all, fields(user = %user.id))]
     pub async fn change_password(
         &self,
@@ -95,31 +106,41 @@ impl Auth {
         .await
     }
 
-    /// Starts an email change: mails a code to `new_email`. The current address stays in force
-    /// until [`Auth::confirm_email_change`].
+    /// Starts an email change for a signed-in user, who must give the current password: queues
+    /// a code for `new_email`. The current address stays in force until
+    /// [`Auth::confirm_email_change`]. Whether `new_email` is taken is not revealed here (the
+    /// conflict surfaces at confirmation, to the holder of the code).
     ///
     /// # Errors
-    /// [`Error::EmailTaken`], [`Error::RateLimited`].
+    /// [`Error::RateLimited`] (email changes per user, code mails per recipient, failed
+    /// re-authentications), [`Error::InvalidCredentials`] (no code goes out),
+    /// [`Error::Overloaded`].
     #[tracing::instrument(skip_all, fields(user = %user.id))]
-    pub async fn request_email_change(&self, user: &User, new_email: &Email) -> Result<Delivery> {
+    pub async fn request_email_change(
+        &self,
+        user: &User,
+        current_password: &PresentedPassword,
+        new_email: &Email,
+    ) -> Result<()> {
         observed("request_email_change", async {
-            if self.0.store.user_by_email(user.tenant, new_email).await?.is_some() {
-                return Err(Error::EmailTaken);
-            }
+            self.limit(LimitKind::EmailChangePerUser, &format!("{}/{}", user.tenant, user.id)).await?;
+            self.confirm_password(user, current_password).await?;
             self.limit_code_mail(user.tenant, new_email).await?;
-            self.issue_code(user, new_email, CodePurpose::ChangeEmail, Some(new_email.as_str().to_owned())).await
+            drop(self.issue_code(user, CodePurpose::ChangeEmail, Some(new_email)).await?);
+            Ok(())
         })
         .await
     }
 
     /// Commits a pending email change with the code sent to the new address; the new address
-    /// is verified by that code.
+    /// is verified by that code. The old address is told (which address the account moved to,
+    /// and how to recover), and every other session of the user ends; `current` stays.
     ///
     /// # Errors
-    /// [`Error::NoCodePending`], [`Error::CodeExpired`], [`Error::CodeMismatch`],
-    /// [`Error::EmailTaken`] (someone registered the address in the meantime).
+    /// [`Error::RateLimited`], [`Error::NoCodePending`], [`Error::CodeExpired`],
+    /// [`Error::CodeMismatch`], [`Error::EmailTaken`] (the address is someone else's).
     #[tracing::instrument(skip_all, fields(user = %user.id))]
-    pub async fn confirm_email_change(&self, user: &User, code: OneTimeCode) -> Result<User> {
+    pub async fn confirm_email_change(&self, user: &User, current: &Session, code: OneTimeCode) -> Result<User> {
         observed("confirm_email_change", async {
             let target = self.consume_code(user, CodePurpose::ChangeEmail, code).await?;
             let email = target
@@ -130,6 +151,20 @@ impl Auth {
                 .ok_or_else(|| Error::internal("email change code without a target"))?;
             let now = self.now();
             self.0.store.set_email(user.tenant, user.id, &email, now).await?;
+            if let Some(old) = &user.email {
+                drop(self.send_mail(Mail {
+                    to: old.clone(),
+                    subject: "Your Latchkey account's email address was changed".into(),
+                    text: format!(
+                        "The email address of your Latchkey account was changed from this address to {}.\n\n\
+                         If you did not make this change, someone else may control your account: reset your \
+                         password with the new address if you can reach it, or contact the service's \
+                         administrator, who can disable the account and restore the address.\n",
+                        email
+                    ),
+                }));
+            }
+            self.sign_out_everywhere(user.tenant, user.id, Some(current.id)).await?;
             Ok(User { email: Some(email), email_verified: true, updated_at: now, ..user.clone() })
         })
         .await
@@ -166,13 +201,23 @@ impl Auth {
         Ok(())
     }
 
-    /// Deletes codes and sessions that ended more than `retention` ago. Ended rows are kept
-    /// that long so that an expired code still reads as expired rather than never sent, and a
-    /// replayed refresh token of a recently revoked session is still recognised.
+    /// Deletes codes and sessions that ended more than `retention` ago (kept that long so that
+    /// an expired code still reads as expired rather than never sent), accounts never verified
+    /// within `LATCHKEY_UNVERIFIED_ACCOUNT_TTL`, and refresh-token rows rotated longer ago than
+    /// the reuse window (a replay of such a token is still recognised by its tag, see
+    /// [`crate::token::RefreshTokenHasher::session_of`]).
     ///
     /// # Errors
     /// [`Error::Internal`] when the store fails.
     pub async fn purge_expired(&self, retention: Duration) -> Result<crate::ports::Purged> {
-        Ok(self.0.store.purge_expired(self.now() - retention).await?)
+        let now = self.now();
+        let horizons = crate::ports::PurgeBefore {
+            ended: now - retention,
+            unverified: self
+                .requires_verification(TenantId::DEFAULT)
+                .then(|| (TenantId::DEFAULT, now - self.0.settings.unverified_account_ttl)),
+            rotated: now - self.0.settings.refresh_reuse_window,
+        };
+        Ok(self.0.store.purge_expired(&horizons).await?)
     }
 }

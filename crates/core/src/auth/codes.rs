@@ -1,12 +1,17 @@
-//! One-time codes: issue (stored as a keyed hash, mailed), check, consume, with the attempt
-//! limits of API.md "One-time codes".
+//! One-time codes: issue (stored as a keyed hash, mailed to the account's stored address),
+//! check and consume, with the limits of API.md "One-time codes" and "Guessing": 5 wrong
+//! guesses burn a code; 20 wrong guesses per account and purpose a day, across reissued codes,
+//! then every check answers [`Error::RateLimited`] (a correct code included) until the window
+//! closes; and code checks per client address.
 
-use super::{Auth, Delivery, observed};
+use super::{Auth, observed, record};
 use crate::code::{self, CodePurpose, MAX_ATTEMPTS, OneTimeCode};
 use crate::error::{Error, Result};
 use crate::identity::{Email, TenantId, User};
-use crate::limits::LimitKind;
+use crate::limits::{LimitKind, address_key};
+use crate::outbox::MailReceipt;
 use crate::ports::{CodeRecord, Mail};
+use crate::session::ClientMeta;
 
 impl Auth {
     /// Counts a code mail to `to` against its recipient quota.
@@ -14,13 +19,22 @@ impl Auth {
         self.limit(LimitKind::CodeMailPerRecipient, &format!("{tenant}/{}", to.normalized())).await
     }
 
-    /// Mails a fresh verification code to the user with this email; the previous code stops
-    /// working.
+    /// Counts a code check from the client's address (IPv6 per /64), whatever the account.
+    pub(super) async fn limit_code_check(&self, meta: &ClientMeta) -> Result<()> {
+        match &meta.ip {
+            Some(ip) => self.limit(LimitKind::CodeChecksPerAddress, &address_key(ip)).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Mails a fresh verification code to the stored address of the user with this email; the
+    /// previous code stops working. For surfaces whose wire contract reveals accounts.
     ///
     /// # Errors
+    /// [`Error::RateLimited`] (per recipient, counted before the lookup),
     /// [`Error::UserNotFound`], [`Error::AlreadyVerified`].
     #[tracing::instrument(skip_all, fields(tenant = %tenant))]
-    pub async fn resend_verification(&self, tenant: TenantId, email: &Email) -> Result<(User, Delivery)> {
+    pub async fn resend_verification(&self, tenant: TenantId, email: &Email) -> Result<User> {
         observed("resend_verification", async {
             // Counted before the lookup, so the limit reveals nothing about the address.
             self.limit_code_mail(tenant, email).await?;
@@ -28,21 +42,53 @@ impl Auth {
             if user.email_verified {
                 return Err(Error::AlreadyVerified);
             }
-            let delivery = self.issue_code(&user, email, CodePurpose::VerifyEmail, None).await?;
-            Ok((user, delivery))
+            drop(self.issue_code(&user, CodePurpose::VerifyEmail, None).await?);
+            Ok(user)
         })
         .await
+    }
+
+    /// Like [`Auth::resend_verification`], but unknown and verified addresses are not revealed:
+    /// the outcome (and its metric) is the same whatever the account's state, and only a
+    /// pending account gets a mail.
+    ///
+    /// # Errors
+    /// [`Error::RateLimited`] (per recipient), [`Error::Internal`].
+    #[tracing::instrument(skip_all, fields(tenant = %tenant))]
+    pub async fn resend_verification_quietly(&self, tenant: TenantId, email: &Email) -> Result<()> {
+        let result = async {
+            self.limit_code_mail(tenant, email).await?;
+            match self.0.store.user_by_email(tenant, email).await? {
+                Some(r) if !r.user.email_verified => {
+                    drop(self.issue_code(&r.user, CodePurpose::VerifyEmail, None).await?);
+                }
+                Some(_) => tracing::debug!("verification requested for a verified address; nothing sent"),
+                None => tracing::debug!("verification requested for an unknown address; nothing sent"),
+            }
+            Ok(())
+        }
+        .await;
+        record("resend_verification_quietly", result.as_ref().map_or_else(Error::code, |()| "ok"));
+        result
     }
 
     /// Checks a verification code and marks the email verified. Does not sign in; callers that
     /// sign in on activation call [`Auth::start_session`] next.
     ///
     /// # Errors
-    /// [`Error::UserNotFound`], [`Error::AlreadyVerified`], [`Error::NoCodePending`],
-    /// [`Error::CodeExpired`], [`Error::CodeMismatch`].
+    /// [`Error::RateLimited`], [`Error::UserNotFound`], [`Error::AlreadyVerified`],
+    /// [`Error::NoCodePending`], [`Error::CodeExpired`], [`Error::CodeMismatch`]. Surfaces that
+    /// must not reveal accounts answer all but the first alike.
     #[tracing::instrument(skip_all, fields(tenant = %tenant))]
-    pub async fn verify_email(&self, tenant: TenantId, email: &Email, code: OneTimeCode) -> Result<User> {
+    pub async fn verify_email(
+        &self,
+        tenant: TenantId,
+        email: &Email,
+        code: OneTimeCode,
+        meta: &ClientMeta,
+    ) -> Result<User> {
         observed("verify_email", async {
+            self.limit_code_check(meta).await?;
             let mut user = self.user_by_email(tenant, email).await?;
             if user.email_verified {
                 return Err(Error::AlreadyVerified);
@@ -59,14 +105,16 @@ impl Auth {
         .await
     }
 
-    /// Generates, stores (replacing any pending one) and mails a code.
+    /// Generates and stores a code (replacing any pending one of the same purpose) and queues
+    /// it for the account's stored address, or for `target` (the new address of an email
+    /// change), never for an address as a client typed it (API.md, "Mail").
     pub(super) async fn issue_code(
         &self,
         user: &User,
-        to: &Email,
         purpose: CodePurpose,
-        target: Option<String>,
-    ) -> Result<Delivery> {
+        target: Option<&Email>,
+    ) -> Result<MailReceipt> {
+        let to = target.or(user.email.as_ref()).ok_or_else(|| Error::internal("a code for a user without email"))?;
         let code = OneTimeCode::generate();
         let now = self.now();
         let ttl = self.0.settings.code_ttl;
@@ -77,53 +125,51 @@ impl Auth {
                 user_id: user.id,
                 purpose,
                 code_hash: self.0.codes.hash(user.tenant, user.id, purpose, code),
-                target,
+                target: target.map(|t| t.as_str().to_owned()),
                 attempts: 0,
                 created_at: now,
                 expires_at: now + ttl,
             })
             .await?;
-        let mail = Mail {
+        Ok(self.send_mail(Mail {
             to: to.clone(),
             subject: purpose.mail_subject().to_owned(),
             text: code::mail_text(purpose, code, ttl.as_secs().div_ceil(60)),
-        };
-        match self.0.mailer.send(&mail).await {
-            Ok(()) => {
-                metrics::counter!("latchkey_mail_total", "outcome" => "sent").increment(1);
-                Ok(Delivery::Sent)
-            }
-            Err(e) => {
-                metrics::counter!("latchkey_mail_total", "outcome" => "failed").increment(1);
-                tracing::error!(user = %user.id, to = %to.masked(), error = %e, "code mail could not be sent");
-                Ok(Delivery::Failed)
-            }
-        }
+        }))
+    }
+
+    /// The key of an account's daily budget of wrong codes for `purpose`.
+    fn code_failures(user: &User, purpose: CodePurpose) -> [(LimitKind, String); 1] {
+        [(LimitKind::CodeFailuresPerAccount, format!("{}/{}/{}", user.tenant, user.id, purpose.as_str()))]
     }
 
     /// Checks `code` against the pending code and consumes it on success. A wrong guess counts
-    /// against the code; the [`MAX_ATTEMPTS`]th burns it. Returns the code's stored target.
+    /// against the code (the [`MAX_ATTEMPTS`]th burns it) and against the account's daily
+    /// budget. Returns the code's stored target.
     pub(super) async fn consume_code(
         &self,
         user: &User,
         purpose: CodePurpose,
         code: OneTimeCode,
     ) -> Result<Option<String>> {
-        let record = self.pending_code(user, purpose).await?;
-        let now = self.now();
-        if self.0.codes.matches(user.tenant, user.id, purpose, code, &record.code_hash) {
-            return match self
-                .0
-                .store
-                .take_code(user.tenant, user.id, purpose, &record.code_hash, now, MAX_ATTEMPTS)
-                .await?
-            {
-                Some(taken) => Ok(taken.target),
-                // Consumed, replaced or burnt by a concurrent request in the meantime.
-                None => Err(Error::NoCodePending),
-            };
-        }
-        Err(self.count_wrong_guess(user, purpose, &record).await?)
+        self.guarded(&Self::code_failures(user, purpose), |e| matches!(e, Error::CodeMismatch { .. }), async {
+            let record = self.pending_code(user, purpose).await?;
+            let now = self.now();
+            if self.0.codes.matches(user.tenant, user.id, purpose, code, &record.code_hash) {
+                return match self
+                    .0
+                    .store
+                    .take_code(user.tenant, user.id, purpose, &record.code_hash, now, MAX_ATTEMPTS)
+                    .await?
+                {
+                    Some(taken) => Ok(taken.target),
+                    // Consumed, replaced or burnt by a concurrent request in the meantime.
+                    None => Err(Error::NoCodePending),
+                };
+            }
+            Err(self.count_wrong_guess(user, purpose, &record).await?)
+        })
+        .await
     }
 
     /// The pending code, if it can still be guessed.
@@ -151,10 +197,11 @@ impl Auth {
     }
 
     /// Whether `code` is the pending code, without consuming it; a wrong guess counts against
-    /// the code like any other (API.md, `graphql` `isCodeValid`).
+    /// the code and the account's budget like any other (API.md, `graphql` `isCodeValid`).
     ///
     /// # Errors
-    /// [`Error::UserNotFound`], [`Error::NoCodePending`], [`Error::CodeExpired`].
+    /// [`Error::RateLimited`], [`Error::UserNotFound`], [`Error::NoCodePending`],
+    /// [`Error::CodeExpired`].
     #[tracing::instrument(skip_all, fields(tenant = %tenant))]
     pub async fn check_code(
         &self,
@@ -162,15 +209,23 @@ impl Auth {
         email: &Email,
         purpose: CodePurpose,
         code: OneTimeCode,
+        meta: &ClientMeta,
     ) -> Result<bool> {
+        self.limit_code_check(meta).await?;
         let user = self.user_by_email(tenant, email).await?;
-        let record = self.pending_code(&user, purpose).await?;
-        if self.0.codes.matches(tenant, user.id, purpose, code, &record.code_hash) {
-            return Ok(true);
-        }
-        match self.count_wrong_guess(&user, purpose, &record).await? {
-            Error::CodeMismatch { .. } => Ok(false),
-            other => Err(other),
+        let outcome = self
+            .guarded(&Self::code_failures(&user, purpose), |e| matches!(e, Error::CodeMismatch { .. }), async {
+                let record = self.pending_code(&user, purpose).await?;
+                if self.0.codes.matches(tenant, user.id, purpose, code, &record.code_hash) {
+                    return Ok(());
+                }
+                Err(self.count_wrong_guess(&user, purpose, &record).await?)
+            })
+            .await;
+        match outcome {
+            Ok(()) => Ok(true),
+            Err(Error::CodeMismatch { .. }) => Ok(false),
+            Err(other) => Err(other),
         }
     }
 }

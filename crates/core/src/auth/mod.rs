@@ -27,8 +27,9 @@ use crate::code::CodeHasher;
 use crate::error::{Error, Result};
 use crate::identity::{Email, ExternalId, NewPassword, PasswordPolicy, Profile, TenantId, User, Username};
 use crate::limits::{LimitKind, RateLimiter};
+use crate::outbox::{MailQueue, MailReceipt};
 use crate::password::{HashParams, PasswordHasher};
-use crate::ports::{Mailer, RevocationBus, Store};
+use crate::ports::{Mail, Mailer, RevocationBus, Store};
 use crate::secret::ServerSecret;
 use crate::session::{Revocation, Session};
 use crate::token::{Claims, KeyRing, RefreshToken, RefreshTokenHasher, SigningAlgorithm};
@@ -58,6 +59,14 @@ pub struct Settings {
     pub hash_params: HashParams,
     /// Maximum concurrent password hashes (default: the number of cores).
     pub hash_concurrency: usize,
+    /// Password hashes that may wait for a hashing thread before new ones are refused with
+    /// [`Error::Overloaded`] (`LATCHKEY_HASH_QUEUE`, default 256).
+    pub hash_queue: usize,
+    /// How long an account whose email was never verified is kept before the purge deletes it
+    /// (`LATCHKEY_UNVERIFIED_ACCOUNT_TTL`, default 7 days).
+    pub unverified_account_ttl: Duration,
+    /// Mails that may wait for delivery (default 1024).
+    pub mail_queue: usize,
 }
 
 impl Default for Settings {
@@ -73,6 +82,9 @@ impl Default for Settings {
             signing_algorithm: SigningAlgorithm::EdDSA,
             hash_params: HashParams::default(),
             hash_concurrency: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            hash_queue: 256,
+            unverified_account_ttl: Duration::from_secs(7 * 24 * 3600),
+            mail_queue: 1024,
         }
     }
 }
@@ -93,23 +105,14 @@ pub struct NewUser {
     pub profile: Profile,
 }
 
-/// Whether a code mail went out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Delivery {
-    /// The relay accepted the mail.
-    Sent,
-    /// Sending failed (logged); the code is stored and the user can ask for a new one.
-    Failed,
-}
-
 /// The result of [`Auth::sign_up`].
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct SignedUp {
     /// The new user.
     pub user: User,
     /// The verification mail, when one was due (the user has an email and the tenant requires
-    /// verification).
-    pub verification: Option<Delivery>,
+    /// verification): queued, not yet delivered.
+    pub verification: Option<MailReceipt>,
 }
 
 /// The result of a successful sign-in: the user and their new session.
@@ -164,7 +167,7 @@ pub struct Deps {
 
 struct Inner {
     store: Arc<dyn Store>,
-    mailer: Arc<dyn Mailer>,
+    mail: MailQueue,
     clock: Arc<dyn Clock>,
     limiter: Arc<dyn RateLimiter>,
     settings: Settings,
@@ -205,7 +208,7 @@ impl Auth {
     /// # Errors
     /// [`Error::Internal`] when the store fails or holds keys sealed with another secret.
     pub async fn new(deps: Deps, secret: &ServerSecret, settings: Settings) -> Result<Self> {
-        let hasher = PasswordHasher::new(settings.hash_params, settings.hash_concurrency)?;
+        let hasher = PasswordHasher::new(settings.hash_params, settings.hash_concurrency, settings.hash_queue)?;
         let keys = KeyRing::load(
             deps.store.clone(),
             secret.derive("signing-keys"),
@@ -216,7 +219,7 @@ impl Auth {
         .await?;
         Ok(Auth(Arc::new(Inner {
             store: deps.store,
-            mailer: deps.mailer,
+            mail: MailQueue::start(deps.mailer, settings.mail_queue),
             clock: deps.clock,
             limiter: deps.limiter,
             revocations: deps.revocations,
@@ -258,11 +261,48 @@ impl Auth {
         tenant == TenantId::DEFAULT && self.0.settings.require_email_verification
     }
 
+    /// Waits until queued mail is delivered or given up on, at most `timeout` (graceful
+    /// shutdown). Returns whether the queue is empty.
+    pub async fn flush_mail(&self, timeout: Duration) -> bool {
+        self.0.mail.flush(timeout).await
+    }
+
+    /// Queues a mail; never waits for the relay.
+    fn send_mail(&self, mail: Mail) -> MailReceipt {
+        self.0.mail.enqueue(mail)
+    }
+
     /// Counts one attempt of `kind` under `key`.
     async fn limit(&self, kind: LimitKind, key: &str) -> Result<()> {
         self.0.limiter.check(kind, key).await.map_err(|retry_after| {
             metrics::counter!("latchkey_rate_limited_total", "limit" => kind.as_str()).increment(1);
             Error::RateLimited { retry_after }
         })
+    }
+
+    /// Runs `attempt` under limits on failures: a unit of each `(kind, key)` is taken first
+    /// (so a flood of concurrent guesses is refused at once), and given back unless the attempt
+    /// failed in a way `is_failure` counts. A refused unit gives back those already taken.
+    async fn guarded<T>(
+        &self,
+        limits: &[(LimitKind, String)],
+        is_failure: impl Fn(&Error) -> bool,
+        attempt: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
+        for (taken, (kind, key)) in limits.iter().enumerate() {
+            if let Err(e) = self.limit(*kind, key).await {
+                for (kind, key) in &limits[..taken] {
+                    self.0.limiter.refund(*kind, key).await;
+                }
+                return Err(e);
+            }
+        }
+        let result = attempt.await;
+        if !matches!(&result, Err(e) if is_failure(e)) {
+            for (kind, key) in limits {
+                self.0.limiter.refund(*kind, key).await;
+            }
+        }
+        result
     }
 }

@@ -4,7 +4,7 @@
 use super::{Auth, SignedIn, observed};
 use crate::error::{Error, Result};
 use crate::identity::{Login, PresentedPassword, TenantId, User};
-use crate::limits::LimitKind;
+use crate::limits::{LimitKind, address_key};
 use crate::session::ClientMeta;
 
 impl Auth {
@@ -14,9 +14,14 @@ impl Auth {
     /// only a matching password reveals that the account is unverified or disabled. A hash with
     /// outdated parameters is replaced.
     ///
+    /// Limits (API.md, "Guessing"): attempts per client address (IPv6 per /64), and failures
+    /// per account and client address first, so that guessing from one place does not lock the
+    /// owner out from another, then per account overall (at most 100 a day). Only failures
+    /// count against the account.
+    ///
     /// # Errors
-    /// [`Error::RateLimited`] (per login and per client address), [`Error::InvalidCredentials`],
-    /// then [`Error::UserDisabled`] or [`Error::NotVerified`].
+    /// [`Error::RateLimited`], [`Error::Overloaded`] (hash queue full),
+    /// [`Error::InvalidCredentials`], then [`Error::UserDisabled`] or [`Error::NotVerified`].
     #[tracing::instrument(skip_all, fields(tenant = %tenant))]
     pub async fn sign_in(
         &self,
@@ -26,15 +31,24 @@ impl Auth {
         meta: &ClientMeta,
     ) -> Result<SignedIn> {
         observed("sign_in", async {
-            if let Some(ip) = &meta.ip {
-                self.limit(LimitKind::SignInPerAddress, ip).await?;
-            }
-            let key = match login {
+            let account = match login {
                 Login::Email(e) => format!("{tenant}/email/{}", e.normalized()),
                 Login::Username(u) => format!("{tenant}/username/{}", u.as_str()),
             };
-            self.limit(LimitKind::SignInPerLogin, &key).await?;
-            let user = self.check_password(tenant, login, password).await?;
+            let mut limits = Vec::with_capacity(2);
+            if let Some(ip) = &meta.ip {
+                let address = address_key(ip);
+                self.limit(LimitKind::SignInPerAddress, &address).await?;
+                limits.push((LimitKind::SignInFailuresPerLoginAndAddress, format!("{account}@{address}")));
+            }
+            limits.push((LimitKind::SignInFailuresPerLogin, account));
+            let user = self
+                .guarded(
+                    &limits,
+                    |e| matches!(e, Error::InvalidCredentials),
+                    self.check_password(tenant, login, password),
+                )
+                .await?;
             if user.disabled {
                 return Err(Error::UserDisabled);
             }
@@ -71,14 +85,20 @@ impl Auth {
         Ok(record.user)
     }
 
-    /// Checks a user's password without signing in (e.g. to confirm a destructive action).
+    /// Re-authenticates a signed-in user (to confirm a destructive or account-changing
+    /// action), limited like sign-in: failures per user (10 per 5 minutes), taken before the
+    /// hash so a flood is refused at once.
     ///
     /// # Errors
-    /// [`Error::InvalidCredentials`].
+    /// [`Error::RateLimited`], [`Error::Overloaded`], [`Error::InvalidCredentials`].
     #[tracing::instrument(skip_all, fields(user = %user.id))]
     pub async fn confirm_password(&self, user: &User, password: &PresentedPassword) -> Result<()> {
-        let record = self.0.store.user_by_id(user.tenant, user.id).await?.ok_or(Error::UserNotFound)?;
-        let verification = self.0.hasher.verify(password, record.password_hash.as_deref()).await?;
-        if verification.matched { Ok(()) } else { Err(Error::InvalidCredentials) }
+        let limits = [(LimitKind::ReauthFailuresPerUser, format!("{}/{}", user.tenant, user.id))];
+        self.guarded(&limits, |e| matches!(e, Error::InvalidCredentials), async {
+            let record = self.0.store.user_by_id(user.tenant, user.id).await?.ok_or(Error::UserNotFound)?;
+            let verification = self.0.hasher.verify(password, record.password_hash.as_deref()).await?;
+            if verification.matched { Ok(()) } else { Err(Error::InvalidCredentials) }
+        })
+        .await
     }
 }

@@ -1,73 +1,139 @@
-//! Sign-up: creating users, with the verification mail when the tenant requires one.
+//! Sign-up: creating users, with the verification mail when the tenant requires one, and the
+//! enumeration-safe variant that never reveals a registered address and never lets the first
+//! registrant of an address keep an account they could not verify.
 
-use super::{Auth, NewUser, SignedUp, observed};
+use super::{Auth, NewUser, SignedUp, observed, record};
 use crate::code::CodePurpose;
 use crate::error::{Error, Result};
 use crate::identity::{TenantId, User, UserId};
-use crate::limits::LimitKind;
+use crate::limits::{LimitKind, address_key};
 use crate::ports::{Mail, UserRecord};
 use crate::session::ClientMeta;
 
 impl Auth {
-    /// Creates a user; when the user has an email and the tenant requires verification, mails
-    /// a verification code. A mail failure does not undo the sign-up (see [`Delivery`]).
+    /// Creates a user; when the user has an email and the tenant requires verification, queues
+    /// a verification code for it. A mail failure does not undo the sign-up.
     ///
     /// # Errors
     /// [`Error::EmailTaken`], [`Error::UsernameTaken`], [`Error::ExternalIdTaken`] (decided by
     /// the database's unique constraints, so concurrent sign-ups create exactly one user),
     /// [`Error::InvalidInput`] when neither email nor username is given,
-    /// [`Error::RateLimited`] (per client address).
+    /// [`Error::RateLimited`] (per client address, IPv6 per /64), [`Error::Overloaded`].
     #[tracing::instrument(skip_all, fields(tenant = %tenant))]
     pub async fn sign_up(&self, tenant: TenantId, new: NewUser, meta: &ClientMeta) -> Result<SignedUp> {
         observed("sign_up", async {
-            if let Some(ip) = &meta.ip {
-                self.limit(LimitKind::SignUpPerAddress, ip).await?;
-            }
-            self.sign_up_inner(tenant, new).await
+            self.limit_sign_up(meta).await?;
+            let hash = self.hash_new_password(&new).await?;
+            self.sign_up_inner(tenant, new, hash).await
         })
         .await
     }
 
-    /// Like [`Auth::sign_up`], but an address that is already registered is not revealed:
-    /// its owner is mailed a notice instead and `Ok(None)` is returned, after the same hash
-    /// work as a real sign-up.
+    /// Like [`Auth::sign_up`], but whether the address was free is not revealed (the outcome
+    /// and its metric are the same), after the same hash work either way:
+    ///
+    /// * a free address gets an account and a verification code;
+    /// * a verified account's owner is mailed a notice (at its stored address);
+    /// * an account that was never verified is taken over by this sign-up: its password and
+    ///   profile are replaced, its sessions end, and a fresh code goes to the address, so
+    ///   whoever proves the mailbox signs in with their own password and the first
+    ///   registrant's password stops working (API.md, "Guessing"; pre-hijacking).
     ///
     /// # Errors
     /// As [`Auth::sign_up`], except [`Error::EmailTaken`].
     #[tracing::instrument(skip_all, fields(tenant = %tenant))]
-    pub async fn sign_up_quietly(&self, tenant: TenantId, new: NewUser, meta: &ClientMeta) -> Result<Option<SignedUp>> {
-        let email = new.email.clone();
-        match self.sign_up(tenant, new, meta).await {
-            Ok(signed_up) => Ok(Some(signed_up)),
-            Err(Error::EmailTaken) => {
-                if let Some(to) = email
-                    && self.limit_code_mail(tenant, &to).await.is_ok()
-                {
-                    let mail = Mail {
-                        to: to.clone(),
-                        subject: "Sign-up attempt for your Latchkey account".into(),
-                        text: "Someone tried to create an account with this email address, which already has one.\n\n\
-                               If it was you, sign in or reset your password instead. If not, you can ignore this message.\n"
-                            .into(),
+    pub async fn sign_up_quietly(&self, tenant: TenantId, new: NewUser, meta: &ClientMeta) -> Result<()> {
+        let result = async {
+            self.limit_sign_up(meta).await?;
+            let hash = self.hash_new_password(&new).await?;
+            let email = new.email.clone();
+            match self.sign_up_inner(tenant, new.clone(), hash.clone()).await {
+                Ok(_) => Ok(()),
+                Err(Error::EmailTaken) => {
+                    let existing = match &email {
+                        Some(e) => self.0.store.user_by_email(tenant, e).await?,
+                        None => None,
                     };
-                    if let Err(e) = self.0.mailer.send(&mail).await {
-                        tracing::error!(to = %to.masked(), error = %e, "account notice could not be sent");
+                    match existing {
+                        Some(r) if !r.user.email_verified && self.requires_verification(tenant) => {
+                            self.reclaim_unverified(r.user, new, hash).await
+                        }
+                        Some(r) => {
+                            self.notify_taken(&r.user).await;
+                            Ok(())
+                        }
+                        None => Ok(()),
                     }
                 }
-                Ok(None)
+                Err(e) => Err(e),
             }
-            Err(e) => Err(e),
+        }
+        .await;
+        record("sign_up_quietly", result.as_ref().map_or_else(Error::code, |()| "ok"));
+        result
+    }
+
+    async fn limit_sign_up(&self, meta: &ClientMeta) -> Result<()> {
+        match &meta.ip {
+            Some(ip) => self.limit(LimitKind::SignUpPerAddress, &address_key(ip)).await,
+            None => Ok(()),
         }
     }
 
-    pub(super) async fn sign_up_inner(&self, tenant: TenantId, new: NewUser) -> Result<SignedUp> {
+    async fn hash_new_password(&self, new: &NewUser) -> Result<Option<String>> {
+        match &new.password {
+            Some(p) => Ok(Some(self.0.hasher.hash(p).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Gives an unverified account to a new sign-up for its address.
+    async fn reclaim_unverified(&self, user: User, new: NewUser, hash: Option<String>) -> Result<()> {
+        let now = self.now();
+        let reclaimed = User {
+            username: new.username,
+            profile: new.profile,
+            has_password: hash.is_some(),
+            updated_at: now,
+            ..user
+        };
+        if !self.0.store.replace_unverified_user(&UserRecord { user: reclaimed.clone(), password_hash: hash }).await? {
+            // Verified in the meantime: it is an ordinary taken address now.
+            self.notify_taken(&reclaimed).await;
+            return Ok(());
+        }
+        tracing::info!(user = %reclaimed.id, "unverified account re-registered; previous password and sessions dropped");
+        self.sign_out_everywhere(reclaimed.tenant, reclaimed.id, None).await?;
+        drop(self.issue_code(&reclaimed, CodePurpose::VerifyEmail, None).await?);
+        Ok(())
+    }
+
+    /// Tells a verified account's owner that someone tried to sign up with their address.
+    async fn notify_taken(&self, user: &User) {
+        let Some(to) = &user.email else { return };
+        if self.limit_code_mail(user.tenant, to).await.is_err() {
+            return;
+        }
+        drop(
+            self.send_mail(Mail {
+                to: to.clone(),
+                subject: "Sign-up attempt for your Latchkey account".into(),
+                text: "Someone tried to create an account with this email address, which already has one.\n\n\
+                   If it was you, sign in or reset your password instead. If not, you can ignore this message.\n"
+                    .into(),
+            }),
+        );
+    }
+
+    pub(super) async fn sign_up_inner(
+        &self,
+        tenant: TenantId,
+        new: NewUser,
+        password_hash: Option<String>,
+    ) -> Result<SignedUp> {
         if new.email.is_none() && new.username.is_none() {
             return Err(Error::invalid("email", "an email address or a username is required"));
         }
-        let password_hash = match &new.password {
-            Some(p) => Some(self.0.hasher.hash(p).await?),
-            None => None,
-        };
         let now = self.now();
         let user = User {
             id: UserId::random(),
@@ -84,11 +150,10 @@ impl Auth {
         };
         self.0.store.insert_user(&UserRecord { user: user.clone(), password_hash }).await?;
         tracing::info!(user = %user.id, "user created");
-        let verification = match &user.email {
-            Some(email) if self.requires_verification(tenant) => {
-                Some(self.issue_code(&user, email, CodePurpose::VerifyEmail, None).await?)
-            }
-            _ => None,
+        let verification = if user.email.is_some() && self.requires_verification(tenant) {
+            Some(self.issue_code(&user, CodePurpose::VerifyEmail, None).await?)
+        } else {
+            None
         };
         Ok(SignedUp { user, verification })
     }

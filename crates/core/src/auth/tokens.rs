@@ -5,7 +5,8 @@ use time::OffsetDateTime;
 
 use super::{Auth, ExtraClaims, TokenSet, observed};
 use crate::error::{Error, Result};
-use crate::identity::{TenantId, User};
+use crate::identity::{SessionId, TenantId, User};
+use crate::limits::LimitKind;
 use crate::ports::{RefreshTokenRecord, Rotation};
 use crate::session::Session;
 use crate::time_util::seconds;
@@ -116,7 +117,7 @@ impl Auth {
     /// # Errors
     /// [`Error::Internal`] when the store fails.
     pub async fn refresh_token(&self, session: &Session) -> Result<RefreshToken> {
-        let token = RefreshToken::generate();
+        let token = self.0.refresh.issue(session.id);
         self.0
             .store
             .insert_refresh_token(&RefreshTokenRecord {
@@ -135,15 +136,19 @@ impl Auth {
     ///
     /// * A fresh token is marked rotated and its successor stored.
     /// * A token rotated less than `refresh_reuse_window` ago returns the same successor again,
-    ///   so two tabs refreshing at once both continue.
-    /// * A token rotated earlier is a replay: the whole session is revoked, which signs out the
-    ///   legitimate holder too, and [`Error::RefreshTokenReused`] is returned.
+    ///   so two tabs refreshing at once both continue, as long as that successor has not been
+    ///   used itself.
+    /// * A token rotated earlier, or whose successor was used, is a replay: the whole session
+    ///   is revoked, which signs out the legitimate holder too, and
+    ///   [`Error::RefreshTokenReused`] is returned. So is a token this server issued whose row
+    ///   was purged after its rotation.
+    /// * Refreshes are limited per session ([`LimitKind::RefreshPerSession`]).
     ///
     /// Returns the session, its user and the successor token.
     ///
     /// # Errors
     /// [`Error::InvalidToken`] for unknown tokens, [`Error::SessionRevoked`] when the session
-    /// ended, [`Error::RefreshTokenReused`].
+    /// ended, [`Error::RefreshTokenReused`], [`Error::RateLimited`].
     #[tracing::instrument(skip_all, fields(tenant = %tenant))]
     pub async fn rotate_refresh_token(
         &self,
@@ -161,24 +166,30 @@ impl Auth {
         let now = self.now();
         let hash = self.0.refresh.hash(token);
         let record = match self.0.store.rotate_refresh_token(tenant, &hash, now).await? {
-            Rotation::NotFound => return Err(Error::InvalidToken),
+            Rotation::NotFound => {
+                // A token this server issued whose row is gone was rotated and purged after the
+                // reuse window (or its session ended long ago): a replay all the same.
+                return match self.0.refresh.session_of(token) {
+                    Some(session) if self.revoke_for_reuse(tenant, session).await? => Err(Error::RefreshTokenReused),
+                    _ => Err(Error::InvalidToken),
+                };
+            }
             Rotation::Rotated(record) => record,
             Rotation::AlreadyRotated(record) => {
                 let rotated_at = record.rotated_at.unwrap_or(now);
-                if now - rotated_at > self.0.settings.refresh_reuse_window {
-                    let (session, _) = self
-                        .0
-                        .store
-                        .session_with_user(tenant, record.session_id)
-                        .await?
-                        .ok_or(Error::SessionRevoked)?;
-                    tracing::warn!(session = %record.session_id, "refresh token reused; revoking the session");
-                    self.sign_out(&session).await?;
+                // The grace window returns the same successor only while that successor has
+                // not been used itself; otherwise the chain would fork.
+                let successor = self.0.refresh.hash(&self.0.refresh.successor(token));
+                let successor_used =
+                    self.0.store.refresh_token(tenant, &successor).await?.is_some_and(|r| r.rotated_at.is_some());
+                if successor_used || now - rotated_at > self.0.settings.refresh_reuse_window {
+                    self.revoke_for_reuse(tenant, record.session_id).await?;
                     return Err(Error::RefreshTokenReused);
                 }
                 record
             }
         };
+        self.limit(LimitKind::RefreshPerSession, &format!("{tenant}/{}", record.session_id)).await?;
         let (session, user) =
             self.0.store.session_with_user(tenant, record.session_id).await?.ok_or(Error::SessionRevoked)?;
         if !session.is_active(now) || user.user.disabled {
@@ -196,6 +207,16 @@ impl Auth {
             })
             .await?;
         Ok((user.user, session, successor))
+    }
+
+    /// Revokes a session whose refresh token was replayed; returns whether the session exists.
+    async fn revoke_for_reuse(&self, tenant: TenantId, session: SessionId) -> Result<bool> {
+        let Some((session, _)) = self.0.store.session_with_user(tenant, session).await? else {
+            return Ok(false);
+        };
+        tracing::warn!(session = %session.id, "refresh token reused; revoking the session");
+        self.sign_out(&session).await?;
+        Ok(true)
     }
 
     /// Access, ID and refresh tokens for a session.

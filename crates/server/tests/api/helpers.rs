@@ -387,6 +387,8 @@ pub struct TestApp {
     pub mail: SmtpSink,
     pub backend: Backend,
     pub database_url: String,
+    /// The server's core, for what no route triggers (the background purge).
+    pub auth: latchkey_core::Auth,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
     _pg: Option<PgDatabase>,
@@ -459,6 +461,7 @@ impl TestApp {
         let database_url = config.database_url.expose_secret().to_owned();
         let app = Application::build(config).await.expect("application starts");
         let port = app.port();
+        let auth = app.auth().clone();
         let (tx, rx) = oneshot::channel::<()>();
         let server = tokio::spawn(async move {
             app.run_until(async {
@@ -474,6 +477,7 @@ impl TestApp {
             mail,
             backend,
             database_url,
+            auth,
             shutdown: Some(tx),
             server: Some(server),
             _pg: pg,
@@ -500,6 +504,24 @@ impl TestApp {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    /// Runs a statement with one text parameter on the test database; returns the rows changed.
+    pub async fn execute(&self, sql: &'static str, bind: &str) -> u64 {
+        match self.backend {
+            Backend::Sqlite => {
+                let mut conn = sqlx::SqliteConnection::connect(&self.database_url).await.expect("sqlite");
+                let done = sqlx::query(sql).bind(bind).execute(&mut conn).await.expect("execute");
+                let _ = conn.close().await;
+                done.rows_affected()
+            }
+            Backend::Postgres => {
+                let mut conn = sqlx::PgConnection::connect(&self.database_url).await.expect("postgres");
+                let done = sqlx::query(sql).bind(bind).execute(&mut conn).await.expect("execute");
+                let _ = conn.close().await;
+                done.rows_affected()
+            }
+        }
     }
 
     /// Runs a query returning one integer on the test database.

@@ -116,28 +116,6 @@ on_both_backends!(
     two_instances_share_users_sessions_and_keys
 );
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn in_flight_requests_finish_during_graceful_shutdown() {
-    let mut app = TestApp::spawn(Backend::Sqlite).await;
-    let (mail, port) = (app.mail.clone(), app.port);
-    // The sink keeps its reply back, so the sign-up is provably inside the server (in its
-    // SMTP transaction) when the shutdown begins.
-    mail.hold();
-    let request = tokio::spawn(app.signup_request(&users_signup_body("lou@example.com")).send());
-    let _ = mail.next_mail("lou@example.com").await;
-    app.begin_shutdown();
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    assert!(!request.is_finished(), "the request waits for the mail relay");
-    mail.release();
-    let response = request.await.expect("task").expect("the in-flight request got its answer");
-    assert_eq!(response.status(), 201);
-    app.stop().await;
-    assert!(
-        tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err(),
-        "the listener is closed after shutdown"
-    );
-}
-
 #[test]
 fn a_bad_setting_stops_start_up_with_one_line_naming_it() {
     let output = Command::new(env!("CARGO_BIN_EXE_latchkey"))

@@ -32,8 +32,8 @@ async fn sign_up_verify_sign_in_and_me(backend: Backend) {
     let wrong = if code == "111111" { "222222" } else { "111111" };
     let mismatch = app.v1_verify_email("vic@example.com", wrong).await;
     assert_eq!(mismatch.status, 400);
-    assert_problem(&mismatch.body, 400, "code_mismatch");
-    assert_eq!(mismatch.body["attempts_left"], 4);
+    assert_problem(&mismatch.body, 400, "invalid_code");
+    assert!(mismatch.body.get("attempts_left").is_none(), "unauthenticated routes tell nothing more");
     let verified = app.v1_verify_email("vic@example.com", code.parse::<u64>().expect("digits")).await;
     assert_eq!(verified.status, 200, "{}", verified.body);
     assert_eq!(verified.body["family_name"], "V");
@@ -80,7 +80,7 @@ async fn sign_up_does_not_reveal_registered_addresses(backend: Backend) {
     assert_eq!(app.mail.unread("wes@example.com"), 0);
     let unknown = app.v1_verify_email("nobody@example.com", "123456").await;
     assert_eq!(unknown.status, 400);
-    assert_problem(&unknown.body, 400, "no_code_pending");
+    assert_problem(&unknown.body, 400, "invalid_code");
 
     let wrong_type = app.v1_signup(&json!({"email": "bad", "password": "short", "picture": 5})).await;
     assert_eq!(wrong_type.status, 422);
@@ -232,10 +232,25 @@ async fn email_change_commits_only_after_the_new_address_is_verified(backend: Ba
     app.v1_verified_user("cal@example.com").await;
     app.v1_verified_user("taken@example.com").await;
     let t = app.v1_signed_in("cal@example.com").await;
-    let taken = app.v1_change_email(&t.access, "taken@example.com").await;
-    assert_eq!(taken.status, 409);
-    assert_problem(&taken.body, 409, "email_taken");
-    assert_eq!(app.v1_change_email(&t.access, "cal@new.example").await.status, 202);
+    let other_device = app.v1_signed_in("cal@example.com").await;
+
+    // The current password is required; a wrong or missing one sends nothing.
+    let wrong = app.v1_change_email(&t.access, "not my password", "cal@new.example").await;
+    assert_eq!(wrong.status, 401);
+    assert_problem(&wrong.body, 401, "invalid_credentials");
+    let missing = app.send_json(Method::POST, "/v1/email/change", &json!({"new_email": "cal@new.example"})).await;
+    assert_eq!(missing.status, 401, "no token, no password: {}", missing.body);
+    assert_eq!(app.mail.unread("cal@new.example"), 0);
+
+    // A taken address is accepted like a free one; the conflict shows at confirmation.
+    let taken = app.v1_change_email(&t.access, PASSWORD, "taken@example.com").await;
+    assert_eq!(taken.status, 202, "{}", taken.body);
+    let taken_code = app.mail.next_mail("taken@example.com").await.code();
+    let conflict = app.v1_confirm_email_change(&t.access, &taken_code).await;
+    assert_eq!(conflict.status, 409);
+    assert_problem(&conflict.body, 409, "email_taken");
+
+    assert_eq!(app.v1_change_email(&t.access, PASSWORD, "cal@new.example").await.status, 202);
     let code = app.mail.next_mail("cal@new.example").await.code();
 
     // Until confirmed, the old address is in force.
@@ -247,6 +262,10 @@ async fn email_change_commits_only_after_the_new_address_is_verified(backend: Ba
     assert_eq!(confirmed.status, 200, "{}", confirmed.body);
     assert_eq!(confirmed.body["email"], "cal@new.example");
     assert_eq!(confirmed.body["email_verified"], true);
+    let notice = app.mail.next_mail("cal@example.com").await;
+    assert!(notice.body().contains("cal@new.example"), "the old address learns where the account went");
+    assert_eq!(app.v1_me(&t.access).await.status, 200, "this session stays");
+    assert_eq!(app.v1_me(&other_device.access).await.status, 401, "the other sessions end");
     app.v1_signed_in("cal@new.example").await;
     assert_eq!(app.v1_sign_in("cal@example.com", PASSWORD).await.status, 401);
 }

@@ -167,40 +167,71 @@ macro_rules! sql_store {
                 Ok(())
             }
 
-            async fn purge_expired(&self, before: OffsetDateTime) -> Result<Purged, StoreError> {
+            async fn purge_expired(&self, before: &PurgeBefore) -> Result<Purged, StoreError> {
                 const BATCH: i64 = 1000;
-                let mut purged = Purged::default();
-                loop {
-                    let done = sqlx::query(
+                /// Runs a batched DELETE (`$1`: the horizon, `$2`: the batch size) until it
+                /// deletes less than a batch; returns the rows deleted.
+                async fn batches(pool: &sqlx::Pool<$db>, sql: &'static str, horizon: OffsetDateTime) -> Result<u64, StoreError> {
+                    let mut total = 0;
+                    loop {
+                        let done = sqlx::query(sql)
+                            .bind(millis(horizon))
+                            .bind(BATCH)
+                            .execute(pool)
+                            .await
+                            .map_err(store_err)?;
+                        total += done.rows_affected();
+                        if done.rows_affected() < BATCH as u64 {
+                            return Ok(total);
+                        }
+                    }
+                }
+                Ok(Purged {
+                    codes: batches(
+                        &self.pool,
                         "DELETE FROM one_time_codes WHERE expires_at < $1 AND user_id IN \
                          (SELECT user_id FROM one_time_codes WHERE expires_at < $1 LIMIT $2)",
+                        before.ended,
                     )
-                    .bind(millis(before))
-                    .bind(BATCH)
-                    .execute(&self.pool)
-                    .await
-                    .map_err(store_err)?;
-                    purged.codes += done.rows_affected();
-                    if done.rows_affected() < BATCH as u64 {
-                        break;
-                    }
-                }
-                loop {
-                    let done = sqlx::query(
+                    .await?,
+                    sessions: batches(
+                        &self.pool,
                         "DELETE FROM sessions WHERE id IN \
                          (SELECT id FROM sessions WHERE expires_at < $1 OR revoked_at < $1 LIMIT $2)",
+                        before.ended,
                     )
-                    .bind(millis(before))
-                    .bind(BATCH)
-                    .execute(&self.pool)
-                    .await
-                    .map_err(store_err)?;
-                    purged.sessions += done.rows_affected();
-                    if done.rows_affected() < BATCH as u64 {
-                        break;
-                    }
-                }
-                Ok(purged)
+                    .await?,
+                    unverified_users: match before.unverified {
+                        None => 0,
+                        Some((tenant, created)) => {
+                            let mut total = 0;
+                            loop {
+                                let done = sqlx::query(
+                                    "DELETE FROM users WHERE id IN (SELECT id FROM users WHERE tenant_id = $3 \
+                                     AND email IS NOT NULL AND email_verified = $4 AND created_at < $1 LIMIT $2)",
+                                )
+                                .bind(millis(created))
+                                .bind(BATCH)
+                                .bind(tenant.0)
+                                .bind(false)
+                                .execute(&self.pool)
+                                .await
+                                .map_err(store_err)?;
+                                total += done.rows_affected();
+                                if done.rows_affected() < BATCH as u64 {
+                                    break total;
+                                }
+                            }
+                        }
+                    },
+                    refresh_tokens: batches(
+                        &self.pool,
+                        "DELETE FROM refresh_tokens WHERE token_hash IN \
+                         (SELECT token_hash FROM refresh_tokens WHERE rotated_at < $1 LIMIT $2)",
+                        before.rotated,
+                    )
+                    .await?,
+                })
             }
         }
 

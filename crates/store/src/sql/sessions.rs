@@ -117,6 +117,18 @@ macro_rules! sql_sessions {
                 Ok(())
             }
 
+            async fn refresh_token(&self, tenant: TenantId, token_hash: &[u8]) -> Result<Option<RefreshTokenRecord>, StoreError> {
+                let row = sqlx::query(concat!(
+                    "SELECT ", refresh_columns!(), " FROM refresh_tokens WHERE tenant_id = $1 AND token_hash = $2"
+                ))
+                .bind(tenant.0)
+                .bind(token_hash)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(store_err)?;
+                row.as_ref().map(Self::refresh_from_row).transpose().map_err(store_err)
+            }
+
             async fn rotate_refresh_token(&self, tenant: TenantId, token_hash: &[u8], at: OffsetDateTime) -> Result<Rotation, StoreError> {
                 let rotated = sqlx::query(concat!(
                     "UPDATE refresh_tokens SET rotated_at = $3 \

@@ -115,6 +115,30 @@ macro_rules! sql_users {
                 Ok(done.rows_affected() == 1)
             }
 
+            async fn replace_unverified_user(&self, r: &UserRecord) -> Result<bool, StoreError> {
+                let u = &r.user;
+                let done = sqlx::query(
+                    "UPDATE users SET password_hash = $3, username = $4, given_name = $5, family_name = $6, \
+                     phone_number = $7, address = $8, picture = $9, updated_at = $10 \
+                     WHERE tenant_id = $1 AND id = $2 AND email_verified = $11",
+                )
+                .bind(u.tenant.0)
+                .bind(u.id.0)
+                .bind(r.password_hash.as_deref())
+                .bind(u.username.as_ref().map(Username::as_str))
+                .bind(u.profile.given_name.as_deref())
+                .bind(u.profile.family_name.as_deref())
+                .bind(u.profile.phone_number.as_deref())
+                .bind(u.profile.address.as_deref())
+                .bind(u.profile.picture.as_deref())
+                .bind(millis(u.updated_at))
+                .bind(false)
+                .execute(&self.pool)
+                .await
+                .map_err(store_err)?;
+                Ok(done.rows_affected() == 1)
+            }
+
             async fn delete_user(&self, tenant: TenantId, id: UserId) -> Result<bool, StoreError> {
                 let done = sqlx::query("DELETE FROM users WHERE tenant_id = $1 AND id = $2")
                     .bind(tenant.0)

@@ -114,6 +114,7 @@ impl From<Error> for Problem {
             Error::UserDisabled => (S::FORBIDDEN, "The account is disabled."),
             Error::TenantNotFound => (S::NOT_FOUND, "No such tenant."),
             Error::RateLimited { .. } => (S::TOO_MANY_REQUESTS, "Too many attempts; try again later."),
+            Error::Overloaded { .. } => (S::SERVICE_UNAVAILABLE, "The server is busy; try again shortly."),
             Error::Internal(source) => {
                 tracing::error!(error = %source, "internal error");
                 (S::INTERNAL_SERVER_ERROR, "Something went wrong on our side.")
@@ -125,7 +126,9 @@ impl From<Error> for Problem {
                 fields.into_iter().map(|f| InvalidField { field: f.field.to_owned(), message: f.message }).collect(),
             ),
             Error::CodeMismatch { attempts_left } => problem.with_attempts_left(attempts_left),
-            Error::RateLimited { retry_after } => problem.with_retry_after(retry_after.as_secs()),
+            Error::RateLimited { retry_after } | Error::Overloaded { retry_after } => {
+                problem.with_retry_after(retry_after.as_secs())
+            }
             _ => problem,
         }
     }
@@ -327,6 +330,7 @@ mod tests {
             (Error::UserDisabled, 403),
             (Error::TenantNotFound, 404),
             (Error::RateLimited { retry_after: Duration::from_secs(7) }, 429),
+            (Error::Overloaded { retry_after: Duration::from_secs(1) }, 503),
             (Error::internal("disk full at /var/lib/secret"), 500),
         ];
         for (error, status) in cases {

@@ -136,12 +136,8 @@ async fn request_verification(
     Body(req): Body<EmailRequest>,
 ) -> Result<Response, Problem> {
     let email = one("email", Email::parse(&req.email))?;
-    match state.auth.resend_verification(TENANT, &email).await {
-        Ok(_) | Err(Error::UserNotFound | Error::AlreadyVerified) => {
-            Ok(accepted("If the address needs verifying, a code is on its way."))
-        }
-        Err(e) => Err(e.into()),
-    }
+    state.auth.resend_verification_quietly(TENANT, &email).await?;
+    Ok(accepted("If the address needs verifying, a code is on its way."))
 }
 
 /// An email address and the code sent to it.
@@ -153,12 +149,22 @@ struct VerifyEmailRequest {
     pub code: CodeInput,
 }
 
-/// Unknown addresses and verified ones answer as "no code pending", so verification does not
-/// reveal accounts.
-fn conceal_account(e: Error) -> Error {
+/// The one answer of the unauthenticated code routes to a code that is not accepted, whatever
+/// the reason (wrong, expired, burnt, none pending, already verified, no such account): the
+/// same status, `code` and members, and no `attempts_left`, so these routes do not tell a
+/// registered address from an unknown one.
+fn conceal_account(e: Error) -> Problem {
     match e {
-        Error::UserNotFound | Error::AlreadyVerified => Error::NoCodePending,
-        other => other,
+        Error::UserNotFound
+        | Error::AlreadyVerified
+        | Error::NoCodePending
+        | Error::CodeExpired
+        | Error::CodeMismatch { .. } => Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_code",
+            "The code is incorrect, expired or used up; request a new one.",
+        ),
+        other => other.into(),
     }
 }
 
@@ -166,18 +172,20 @@ fn conceal_account(e: Error) -> Error {
 #[utoipa::path(post, path = "/email/verification", tag = "account", request_body = VerifyEmailRequest,
     responses(
         (status = 200, description = "Verified", body = UserView),
-        (status = 400, description = "`code_mismatch` (with `attempts_left`), `code_expired`, `no_code_pending`", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 400, description = "`invalid_code`: wrong, expired or used up, or nothing pending for that address (one answer for all)", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 422, body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 429, description = "Too many wrong codes for the account (a correct one included) or checks from this address (`rate_limited`)", body = ProblemDocument, content_type = "application/problem+json"),
     ))]
 async fn verify_email(
     State(state): State<V1State>,
+    Client(meta): Client,
     Body(req): Body<VerifyEmailRequest>,
 ) -> Result<Json<UserView>, Problem> {
     let mut v = Validator::default();
     let email = v.check("email", Email::parse(&req.email));
     let code = v.check("code", req.code.parse());
     let (email, code) = v.finish((email, code))?;
-    let user = state.auth.verify_email(TENANT, &email, code).await.map_err(conceal_account)?;
+    let user = state.auth.verify_email(TENANT, &email, code, &meta).await.map_err(conceal_account)?;
     Ok(Json(UserView::from(&user)))
 }
 
@@ -263,14 +271,11 @@ async fn sign_in(
         (None, Some(u)) => v.check("username", Username::parse(u).map(Login::Username)),
         _ => v.check("email", Err(ParseError("or username is required (exactly one of them)".into()))),
     };
-    let password = v.check(
-        "password",
-        if req.password.is_empty() {
-            Err(ParseError("is required".into()))
-        } else {
-            Ok(PresentedPassword::new(&req.password))
-        },
-    );
+    let password = if req.password.is_empty() {
+        v.check("password", Err(ParseError("is required".into())))
+    } else {
+        v.check("password", PresentedPassword::parse(&req.password))
+    };
     let (login, password) = v.finish((login, password))?;
     let signed_in = state.auth.sign_in(TENANT, &login, &password, &meta).await?;
     let tokens = state.auth.token_set(&signed_in.session, &signed_in.user, AUDIENCE).await?;
@@ -418,7 +423,8 @@ async fn delete_me(
     Caller(caller): Caller,
     Body(req): Body<PasswordRequest>,
 ) -> Result<Response, Problem> {
-    state.auth.confirm_password(&caller.user, &PresentedPassword::new(&req.password)).await?;
+    let password = one("password", PresentedPassword::parse(&req.password))?;
+    state.auth.confirm_password(&caller.user, &password).await?;
     state.auth.delete_user(caller.user.tenant, caller.user.id).await?;
     Ok(no_content_clearing_cookies(&state))
 }
@@ -432,10 +438,8 @@ async fn delete_me(
     ))]
 async fn forgot_password(State(state): State<V1State>, Body(req): Body<EmailRequest>) -> Result<Response, Problem> {
     let email = one("email", Email::parse(&req.email))?;
-    match state.auth.request_password_reset(TENANT, &email).await {
-        Ok(_) | Err(Error::UserNotFound) => Ok(accepted("If the address has an account, a reset code is on its way.")),
-        Err(e) => Err(e.into()),
-    }
+    state.auth.request_password_reset(TENANT, &email).await?;
+    Ok(accepted("If the address has an account, a reset code is on its way."))
 }
 
 /// A password reset.
@@ -453,11 +457,13 @@ struct ResetPasswordRequest {
 #[utoipa::path(post, path = "/password/reset", tag = "account", request_body = ResetPasswordRequest,
     responses(
         (status = 204, description = "Password changed; all sessions revoked"),
-        (status = 400, description = "`code_mismatch`, `code_expired`, `no_code_pending`", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 400, description = "`invalid_code`: wrong, expired or used up, or nothing pending for that address (one answer for all)", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 422, body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 429, body = ProblemDocument, content_type = "application/problem+json"),
     ))]
 async fn reset_password(
     State(state): State<V1State>,
+    Client(meta): Client,
     Body(req): Body<ResetPasswordRequest>,
 ) -> Result<StatusCode, Problem> {
     let policy = state.auth.settings().password_policy;
@@ -466,7 +472,7 @@ async fn reset_password(
     let code = v.check("code", req.code.parse());
     let password = v.check("new_password", policy.parse(&req.new_password));
     let (email, code, password) = v.finish((email, code, password))?;
-    state.auth.reset_password(TENANT, &email, code, &password).await.map_err(conceal_account)?;
+    state.auth.reset_password(TENANT, &email, code, &password, &meta).await.map_err(conceal_account)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -492,8 +498,10 @@ async fn change_password(
     Body(req): Body<ChangePasswordRequest>,
 ) -> Result<StatusCode, Problem> {
     let policy = state.auth.settings().password_policy;
-    let new = one("new_password", policy.parse(&req.new_password))?;
-    let old = PresentedPassword::new(&req.current_password);
+    let mut v = Validator::default();
+    let old = v.check("current_password", PresentedPassword::parse(&req.current_password));
+    let new = v.check("new_password", policy.parse(&req.new_password));
+    let (old, new) = v.finish((old, new))?;
     state.auth.change_password(&caller.user, &caller.session, &old, &new).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -501,16 +509,19 @@ async fn change_password(
 /// An email change.
 #[derive(Debug, Deserialize, ToSchema)]
 struct ChangeEmailRequest {
+    /// The current password (re-authentication).
+    pub current_password: String,
     /// The new address; a code is sent to it.
     pub new_email: String,
 }
 
 /// Starts an email change: mails a code to the new address. The current address stays in force
-/// until the code is confirmed.
+/// until the code is confirmed. Needs the current password. Answers 202 whether or not the new
+/// address is taken (a taken address fails at confirmation).
 #[utoipa::path(post, path = "/email/change", tag = "me", security(("bearer" = [])), request_body = ChangeEmailRequest,
     responses(
         (status = 202, body = Message),
-        (status = 409, description = "`email_taken`", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 401, description = "Wrong current password (`invalid_credentials`) or bad token; no code is sent", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 422, body = ProblemDocument, content_type = "application/problem+json"),
         (status = 429, body = ProblemDocument, content_type = "application/problem+json"),
     ))]
@@ -519,8 +530,11 @@ async fn change_email(
     Caller(caller): Caller,
     Body(req): Body<ChangeEmailRequest>,
 ) -> Result<Response, Problem> {
-    let email = one("new_email", Email::parse(&req.new_email))?;
-    state.auth.request_email_change(&caller.user, &email).await?;
+    let mut v = Validator::default();
+    let password = v.check("current_password", PresentedPassword::parse(&req.current_password));
+    let email = v.check("new_email", Email::parse(&req.new_email));
+    let (password, email) = v.finish((password, email))?;
+    state.auth.request_email_change(&caller.user, &password, &email).await?;
     Ok(accepted("A code was sent to the new address."))
 }
 
@@ -532,12 +546,12 @@ struct CodeRequest {
 }
 
 /// Confirms an email change with the code sent to the new address; the new address replaces
-/// the old one.
+/// the old one, the old address is told, and every other session of the user ends.
 #[utoipa::path(post, path = "/email/change/confirm", tag = "me", security(("bearer" = [])), request_body = CodeRequest,
     responses(
         (status = 200, description = "Changed", body = UserView),
         (status = 400, description = "`code_mismatch`, `code_expired`, `no_code_pending`", body = ProblemDocument, content_type = "application/problem+json"),
-        (status = 409, description = "`email_taken` (registered meanwhile)", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 409, description = "`email_taken` (the address belongs to another account)", body = ProblemDocument, content_type = "application/problem+json"),
     ))]
 async fn confirm_email_change(
     State(state): State<V1State>,
@@ -545,6 +559,6 @@ async fn confirm_email_change(
     Body(req): Body<CodeRequest>,
 ) -> Result<Json<UserView>, Problem> {
     let code = one("code", req.code.parse())?;
-    let user = state.auth.confirm_email_change(&caller.user, code).await?;
+    let user = state.auth.confirm_email_change(&caller.user, &caller.session, code).await?;
     Ok(Json(UserView::from(&user)))
 }

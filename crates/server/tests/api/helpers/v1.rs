@@ -167,9 +167,16 @@ impl TestApp {
         send(self.v1_request(Method::POST, "/v1/password/change", auth).json(&body)).await
     }
 
-    /// `POST /v1/email/change` `{new_email}`: 202; a code goes to the new address.
-    pub async fn v1_change_email<'a>(&self, auth: impl Into<V1Auth<'a>>, new_email: &str) -> ApiResponse {
-        send(self.v1_request(Method::POST, "/v1/email/change", auth).json(&json!({"new_email": new_email}))).await
+    /// `POST /v1/email/change` `{current_password, new_email}`: 202; a code goes to the new
+    /// address.
+    pub async fn v1_change_email<'a>(
+        &self,
+        auth: impl Into<V1Auth<'a>>,
+        current_password: &str,
+        new_email: &str,
+    ) -> ApiResponse {
+        let body = json!({"current_password": current_password, "new_email": new_email});
+        send(self.v1_request(Method::POST, "/v1/email/change", auth).json(&body)).await
     }
 
     /// `POST /v1/email/change/confirm` `{code}`: 200 with the user under the new address.
