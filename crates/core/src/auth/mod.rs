@@ -9,6 +9,7 @@
 //! disable, delete). This file holds the service itself and what its operations share.
 
 mod account;
+pub mod bound;
 mod codes;
 mod sessions;
 mod signin;
