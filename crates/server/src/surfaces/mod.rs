@@ -7,6 +7,7 @@
 
 use crate::context::Surface;
 
+mod auth;
 mod users;
 mod v1;
 
@@ -14,6 +15,7 @@ mod v1;
 #[rustfmt::skip]
 pub const ALL: &[Surface] = &[
     Surface { name: "users", keys: &[], mount: users::mount },
+    Surface { name: "auth", keys: &[], mount: auth::mount },
     Surface { name: "v1", keys: &[], mount: v1::mount },
 ];
 
