@@ -247,34 +247,42 @@ fn normalize(raw: &str) -> SecretString {
     SecretString::from(raw.nfkc().collect::<String>())
 }
 
+/// The accessors and redacting `Debug` of a password type holding a `SecretString`.
+macro_rules! secret_password {
+    ($name:ident) => {
+        impl $name {
+            /// The normalised password, for the hasher (and, for a new password, the SRP
+            /// verifier) only.
+            pub fn expose(&self) -> &str {
+                self.0.expose_secret()
+            }
+
+            /// Length in Unicode scalar values.
+            pub fn len(&self) -> usize {
+                self.0.expose_secret().chars().count()
+            }
+
+            /// Whether the password is empty.
+            pub fn is_empty(&self) -> bool {
+                self.0.expose_secret().is_empty()
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(concat!(stringify!($name), "([redacted])"))
+            }
+        }
+    };
+}
+
 /// A password chosen by the user (sign-up, reset, change) that passed the [`PasswordPolicy`]:
 /// NFKC-normalised and held as a secret (never printed by `Debug`, zeroed on drop). Only
 /// [`PasswordPolicy::parse`] builds one.
 #[derive(Clone)]
 pub struct NewPassword(SecretString);
 
-impl NewPassword {
-    /// The normalised password, for the hasher and the SRP verifier only.
-    pub fn expose(&self) -> &str {
-        self.0.expose_secret()
-    }
-
-    /// Length in Unicode scalar values.
-    pub fn len(&self) -> usize {
-        self.0.expose_secret().chars().count()
-    }
-
-    /// Whether the password is empty (never, for a policy with a minimum above 0).
-    pub fn is_empty(&self) -> bool {
-        self.0.expose_secret().is_empty()
-    }
-}
-
-impl fmt::Debug for NewPassword {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("NewPassword([redacted])")
-    }
-}
+secret_password!(NewPassword);
 
 /// A password presented to prove identity (sign-in, re-authentication): NFKC-normalised and
 /// held as a secret. Only its length is checked, against the policy's maximum, so that an
@@ -305,28 +313,9 @@ impl PresentedPassword {
         }
         Ok(PresentedPassword(secret))
     }
-
-    /// The normalised password, for the hasher only.
-    pub fn expose(&self) -> &str {
-        self.0.expose_secret()
-    }
-
-    /// Length in Unicode scalar values.
-    pub fn len(&self) -> usize {
-        self.0.expose_secret().chars().count()
-    }
-
-    /// Whether the password is empty.
-    pub fn is_empty(&self) -> bool {
-        self.0.expose_secret().is_empty()
-    }
 }
 
-impl fmt::Debug for PresentedPassword {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("PresentedPassword([redacted])")
-    }
-}
+secret_password!(PresentedPassword);
 
 /// Profile attributes, named as the OpenID Connect standard claims (OIDC Core section 5.1).
 /// Each is free text of at most 2048 characters.

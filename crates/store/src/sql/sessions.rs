@@ -143,18 +143,10 @@ macro_rules! sql_sessions {
                 if let Some(row) = rotated {
                     return Ok(Rotation::Rotated(Self::refresh_from_row(&row).map_err(store_err)?));
                 }
-                let existing = sqlx::query(concat!(
-                    "SELECT ", refresh_columns!(), " FROM refresh_tokens WHERE tenant_id = $1 AND token_hash = $2"
-                ))
-                .bind(tenant.0)
-                .bind(token_hash)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(store_err)?;
-                match existing {
-                    Some(row) => Ok(Rotation::AlreadyRotated(Self::refresh_from_row(&row).map_err(store_err)?)),
-                    None => Ok(Rotation::NotFound),
-                }
+                Ok(match self.refresh_token(tenant, token_hash).await? {
+                    Some(record) => Rotation::AlreadyRotated(record),
+                    None => Rotation::NotFound,
+                })
             }
         }
     };
