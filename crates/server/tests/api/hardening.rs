@@ -241,8 +241,12 @@ async fn graceful_shutdown_finishes_requests_and_delivers_queued_mail() {
     );
     stream.write_all(head.as_bytes()).await.expect("head");
     stream.write_all(&body[..10]).await.expect("half a body");
-    // Let the server take the connection before the shutdown begins.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Connections are accepted in order: once a later one is answered, this one is in.
+    let mut probe = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+    probe.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").await.expect("probe");
+    let mut probed = String::new();
+    probe.read_to_string(&mut probed).await.expect("probe answer");
+    assert!(probed.starts_with("HTTP/1.1 200"), "{probed}");
     app.begin_shutdown();
     tokio::time::sleep(Duration::from_millis(100)).await;
     stream.write_all(&body[10..]).await.expect("the rest");
