@@ -7,6 +7,7 @@
 
 use crate::context::Surface;
 
+mod graphql;
 mod users;
 mod v1;
 
@@ -14,6 +15,7 @@ mod v1;
 #[rustfmt::skip]
 pub const ALL: &[Surface] = &[
     Surface { name: "users", keys: &[], mount: users::mount },
+    Surface { name: "graphql", keys: &[], mount: graphql::mount },
     Surface { name: "v1", keys: &[], mount: v1::mount },
 ];
 
