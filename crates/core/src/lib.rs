@@ -24,6 +24,7 @@ pub mod token;
 mod auth;
 
 pub use auth::bound::RefreshPair;
+pub use auth::passwordless::{Registration, RegistrationFailed, RegistrationStep};
 pub use auth::{Auth, Authenticated, Deps, ExtraClaims, NewUser, Settings, SignedIn, SignedUp, TokenSet};
 pub use error::{Error, FieldError, Result};
 pub use outbox::{Delivery, MailReceipt};

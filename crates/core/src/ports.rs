@@ -214,17 +214,32 @@ pub trait CodeStore: Send + Sync + 'static {
         user: UserId,
         purpose: CodePurpose,
     ) -> Result<Option<CodeRecord>, StoreError>;
-    /// Adds one wrong guess to the pending code whose hash is `code_hash`; returns the new
-    /// attempt count, or `None` if that code is no longer pending.
-    async fn record_code_failure(
+    /// Claims one guess at the pending code whose hash is `code_hash`, atomically: adds one to
+    /// its attempt count only if the code is unexpired at `now` and has fewer than
+    /// `max_attempts` attempts, and returns the new count; `None` (nothing changed) when the
+    /// code is gone, replaced, expired or out of attempts. Claimed before the guess is
+    /// compared, so concurrent guesses can never evaluate more than `max_attempts`.
+    async fn claim_code_attempt(
         &self,
         tenant: TenantId,
         user: UserId,
         purpose: CodePurpose,
         code_hash: &[u8],
+        now: OffsetDateTime,
+        max_attempts: u32,
     ) -> Result<Option<u32>, StoreError>;
+    /// Gives back an attempt claimed by a guess that turned out right (and did not consume
+    /// the code), so that only wrong guesses stay counted.
+    async fn release_code_attempt(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+        purpose: CodePurpose,
+        code_hash: &[u8],
+    ) -> Result<(), StoreError>;
     /// Atomically removes and returns the pending code whose hash is `code_hash`, provided it is
-    /// unexpired at `now` and has fewer than `max_attempts` wrong guesses. Exactly one of two
+    /// unexpired at `now` and has at most `max_attempts` attempts (the caller's own claimed
+    /// attempt included). Exactly one of two
     /// concurrent callers gets it.
     async fn take_code(
         &self,

@@ -811,3 +811,145 @@ async fn codes_go_to_the_stored_address_never_a_look_alike() {
     assert!(h.auth.flush_mail(Duration::from_secs(5)).await);
     assert!(h.outbox.0.lock().expect("outbox").iter().all(|m| m.to.as_str() == "kevin@example.com"));
 }
+
+async fn registered(h: &Harness, address: &str) -> latchkey_core::Registration {
+    h.auth.register_email(TenantId::DEFAULT, &email(address), &ClientMeta::default()).await.expect("registered")
+}
+
+fn policy(raw: &str) -> Result<NewPassword, latchkey_core::identity::ParseError> {
+    PasswordPolicy::default().parse(raw)
+}
+
+#[tokio::test]
+async fn passwordless_registration_sets_the_password_with_the_code_and_signs_in() {
+    use latchkey_core::{Delivery, Registration};
+    let h = harness().await;
+    let addr = email("pia@example.com");
+    let Registration::CodeSent(receipt) = registered(&h, "pia@example.com").await else { panic!("a code is sent") };
+    assert_eq!(receipt.first_attempt().await, Delivery::Sent);
+    let code = h.code().await;
+    let pending = h.auth.user_by_email(TenantId::DEFAULT, &addr).await.expect("pending user");
+    assert!(!pending.has_password && !pending.email_verified);
+    assert!(matches!(registered(&h, "PIA@example.com").await, Registration::CodeStillValid));
+    // A pending user cannot sign in, and is told apart from a wrong password.
+    let err = h.auth.sign_in_telling_unknown(TenantId::DEFAULT, &addr, &password(), &ClientMeta::default()).await;
+    assert!(matches!(err, Err(Error::UserNotFound)), "{err:?}");
+
+    let complete = |code, raw: &'static str| {
+        let auth = h.auth.clone();
+        let addr = addr.clone();
+        async move { auth.complete_registration(TenantId::DEFAULT, &addr, code, policy(raw), &ClientMeta::default()).await }
+    };
+    let err = complete(other_than(code), "short").await.expect_err("password first");
+    assert!(matches!(&err, Error::InvalidInput(f) if f[0].field == "password"), "{err:?}");
+    let err = complete(other_than(code), PASSWORD).await.expect_err("wrong code");
+    assert!(matches!(err, Error::CodeMismatch { attempts_left: 4 }), "{err:?}");
+    let signed_in = complete(code, PASSWORD).await.expect("signed in");
+    assert!(signed_in.user.email_verified && signed_in.user.has_password);
+    let token = h.auth.session_token(&signed_in.session, &signed_in.user, "graphql").await.expect("token");
+    h.auth.authenticate(&token, &["graphql"]).await.expect("a live session");
+
+    // Now a full user: registering, new codes and the code step are refused in the contract's order.
+    assert!(matches!(registered(&h, "pia@example.com").await, Registration::FullUser));
+    let err = h.auth.request_new_code(TenantId::DEFAULT, &addr).await.expect_err("not pending");
+    assert!(matches!(err, Error::UserNotFound), "{err:?}");
+    let err = complete(code, "short").await.expect_err("verified first");
+    assert!(matches!(err, Error::AlreadyVerified), "{err:?}");
+    let wrong = PresentedPassword::parse("not the password").expect("bounded");
+    let err = h.auth.sign_in_telling_unknown(TenantId::DEFAULT, &addr, &wrong, &ClientMeta::default()).await;
+    assert!(matches!(err, Err(Error::InvalidCredentials)), "{err:?}");
+    h.auth.sign_in_telling_unknown(TenantId::DEFAULT, &addr, &password(), &ClientMeta::default()).await.expect("in");
+    let unknown = email("nobody@example.com");
+    let err = h.auth.sign_in_telling_unknown(TenantId::DEFAULT, &unknown, &password(), &ClientMeta::default()).await;
+    assert!(matches!(err, Err(Error::UserNotFound)), "{err:?}");
+    let err = h
+        .auth
+        .complete_registration(TenantId::DEFAULT, &unknown, code, policy("short"), &ClientMeta::default())
+        .await
+        .expect_err("unknown first");
+    assert!(matches!(err, Error::UserNotFound), "{err:?}");
+}
+
+#[tokio::test]
+async fn an_expired_registration_code_is_reported_and_replaced_on_request() {
+    use latchkey_core::Registration;
+    let h = harness().await;
+    let addr = email("quin@example.com");
+    registered(&h, "quin@example.com").await;
+    let old = h.code().await;
+    h.clock.advance(Duration::from_secs(10 * 60));
+    assert!(matches!(registered(&h, "quin@example.com").await, Registration::CodeExpired));
+    let err = h
+        .auth
+        .complete_registration(TenantId::DEFAULT, &addr, old, policy(PASSWORD), &ClientMeta::default())
+        .await
+        .expect_err("expired");
+    assert!(matches!(err, Error::CodeExpired), "{err:?}");
+    h.auth.request_new_code(TenantId::DEFAULT, &addr).await.expect("a new code");
+    let fresh = h.code().await;
+    assert!(matches!(registered(&h, "quin@example.com").await, Registration::CodeStillValid));
+    h.auth
+        .complete_registration(TenantId::DEFAULT, &addr, fresh, policy(PASSWORD), &ClientMeta::default())
+        .await
+        .expect("the new code works");
+    let err = h.auth.request_new_code(TenantId::DEFAULT, &email("nobody@example.com")).await.expect_err("unknown");
+    assert!(matches!(err, Error::UserNotFound), "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_wrong_guesses_never_evaluate_more_than_five() {
+    let h = harness().await;
+    sign_up(&h, "race@example.com").await;
+    let right = h.code().await;
+    let wrong = other_than(right);
+    let checks = (0..20).map(|_| {
+        let auth = h.auth.clone();
+        tokio::spawn(async move {
+            auth.check_code(
+                TenantId::DEFAULT,
+                &email("race@example.com"),
+                latchkey_core::code::CodePurpose::VerifyEmail,
+                wrong,
+                &ClientMeta::default(),
+            )
+            .await
+        })
+    });
+    let mut evaluated = 0;
+    for check in checks.collect::<Vec<_>>() {
+        match check.await.expect("joined") {
+            Ok(valid) => {
+                assert!(!valid);
+                evaluated += 1;
+            }
+            Err(Error::CodeExpired) => {}
+            Err(other) => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(evaluated, 5, "exactly five wrong guesses are compared; the rest find the code burnt");
+    let err = h
+        .auth
+        .verify_email(TenantId::DEFAULT, &email("race@example.com"), right, &ClientMeta::default())
+        .await
+        .expect_err("burnt");
+    assert!(matches!(err, Error::CodeExpired), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_right_check_does_not_count_against_the_code() {
+    let h = harness().await;
+    sign_up(&h, "sam@example.com").await;
+    let right = h.code().await;
+    let addr = email("sam@example.com");
+    let purpose = latchkey_core::code::CodePurpose::VerifyEmail;
+    for _ in 0..10 {
+        let valid = h.auth.check_code(TenantId::DEFAULT, &addr, purpose, right, &ClientMeta::default()).await;
+        assert!(valid.expect("checked"));
+    }
+    for _ in 0..4 {
+        let valid =
+            h.auth.check_code(TenantId::DEFAULT, &addr, purpose, other_than(right), &ClientMeta::default()).await;
+        assert!(!valid.expect("checked"));
+    }
+    h.auth.verify_email(TenantId::DEFAULT, &addr, right, &ClientMeta::default()).await.expect("still usable");
+}

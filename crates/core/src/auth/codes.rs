@@ -153,21 +153,17 @@ impl Auth {
         code: OneTimeCode,
     ) -> Result<Option<String>> {
         self.guarded(&Self::code_failures(user, purpose), |e| matches!(e, Error::CodeMismatch { .. }), async {
-            let record = self.pending_code(user, purpose).await?;
-            let now = self.now();
-            if self.0.codes.matches(user.tenant, user.id, purpose, code, &record.code_hash) {
-                return match self
-                    .0
-                    .store
-                    .take_code(user.tenant, user.id, purpose, &record.code_hash, now, MAX_ATTEMPTS)
-                    .await?
-                {
-                    Some(taken) => Ok(taken.target),
-                    // Consumed, replaced or burnt by a concurrent request in the meantime.
-                    None => Err(Error::NoCodePending),
-                };
+            let record = self.guess(user, purpose, code).await?;
+            match self
+                .0
+                .store
+                .take_code(user.tenant, user.id, purpose, &record.code_hash, self.now(), MAX_ATTEMPTS)
+                .await?
+            {
+                Some(taken) => Ok(taken.target),
+                // Consumed or replaced by a concurrent request in the meantime.
+                None => Err(Error::NoCodePending),
             }
-            Err(self.count_wrong_guess(user, purpose, &record).await?)
         })
         .await
     }
@@ -181,19 +177,28 @@ impl Auth {
         Ok(record)
     }
 
-    pub(super) async fn count_wrong_guess(
-        &self,
-        user: &User,
-        purpose: CodePurpose,
-        record: &CodeRecord,
-    ) -> Result<Error> {
-        let attempts = self
+    /// One guess at the pending code: claims an attempt first, atomically in the store (so
+    /// however many guesses arrive at once, at most [`MAX_ATTEMPTS`] are ever compared), then
+    /// compares. A right guess returns the code with its attempt still claimed (the caller
+    /// consumes the code or gives the attempt back); a wrong one keeps it counted.
+    ///
+    /// # Errors
+    /// [`Error::NoCodePending`], [`Error::CodeExpired`] (expired, or burnt, also by concurrent
+    /// guesses that took the last attempts), [`Error::CodeMismatch`].
+    async fn guess(&self, user: &User, purpose: CodePurpose, code: OneTimeCode) -> Result<CodeRecord> {
+        let record = self.pending_code(user, purpose).await?;
+        let claimed = self
             .0
             .store
-            .record_code_failure(user.tenant, user.id, purpose, &record.code_hash)
-            .await?
-            .ok_or(Error::NoCodePending)?;
-        Ok(Error::CodeMismatch { attempts_left: MAX_ATTEMPTS.saturating_sub(attempts) })
+            .claim_code_attempt(user.tenant, user.id, purpose, &record.code_hash, self.now(), MAX_ATTEMPTS)
+            .await?;
+        let Some(attempts) = claimed else {
+            return Err(Error::CodeExpired);
+        };
+        if self.0.codes.matches(user.tenant, user.id, purpose, code, &record.code_hash) {
+            return Ok(record);
+        }
+        Err(Error::CodeMismatch { attempts_left: MAX_ATTEMPTS.saturating_sub(attempts) })
     }
 
     /// Whether `code` is the pending code, without consuming it; a wrong guess counts against
@@ -215,11 +220,10 @@ impl Auth {
         let user = self.user_by_email(tenant, email).await?;
         let outcome = self
             .guarded(&Self::code_failures(&user, purpose), |e| matches!(e, Error::CodeMismatch { .. }), async {
-                let record = self.pending_code(&user, purpose).await?;
-                if self.0.codes.matches(tenant, user.id, purpose, code, &record.code_hash) {
-                    return Ok(());
-                }
-                Err(self.count_wrong_guess(&user, purpose, &record).await?)
+                let record = self.guess(&user, purpose, code).await?;
+                // A right guess is not a failure: its attempt goes back.
+                self.0.store.release_code_attempt(tenant, user.id, purpose, &record.code_hash).await?;
+                Ok(())
             })
             .await;
         match outcome {

@@ -6,12 +6,13 @@
 //! One file per concern, each one `impl Auth` block: [`signup`](self) (sign-up), `codes`
 //! (one-time codes), `signin` (password checks), `sessions` (session lifecycle and credential
 //! checks), `tokens` (JWTs, refresh rotation, the key ring), `bound` (refresh tokens with a value
-//! bound to them), `account` (reset, change, disable, delete). This file holds the service
-//! itself and what its operations share.
+//! bound to them), `account` (reset, change, disable, delete), `passwordless` (sign-up without
+//! a password first). This file holds the service itself and what its operations share.
 
 mod account;
-pub mod bound;
+pub(crate) mod bound;
 mod codes;
+pub(crate) mod passwordless;
 mod sessions;
 mod signin;
 mod signup;

@@ -8,6 +8,7 @@
 use crate::context::Surface;
 
 mod auth;
+mod graphql;
 mod users;
 mod v1;
 
@@ -15,6 +16,7 @@ mod v1;
 #[rustfmt::skip]
 pub const ALL: &[Surface] = &[
     Surface { name: "users", keys: &[], mount: users::mount },
+    Surface { name: "graphql", keys: &[], mount: graphql::mount },
     Surface { name: "auth", keys: &[], mount: auth::mount },
     Surface { name: "v1", keys: &[], mount: v1::mount },
 ];
