@@ -11,10 +11,9 @@
 use super::{Auth, NewUser, SignedIn, observed};
 use crate::code::{CodePurpose, OneTimeCode};
 use crate::error::{Error, Result};
-use crate::identity::{Email, Login, NewPassword, ParseError, PresentedPassword, TenantId, User, UserId};
+use crate::identity::{Email, Login, NewPassword, ParseError, PresentedPassword, TenantId, User};
 use crate::limits::{LimitKind, address_key};
 use crate::outbox::MailReceipt;
-use crate::ports::UserRecord;
 use crate::session::ClientMeta;
 
 /// What [`Auth::register_email`] found or did.
@@ -84,7 +83,7 @@ impl Auth {
             }
             self.limit_code_mail(tenant, email).await.map_err(user)?;
             let new = NewUser { email: Some(email.clone()), ..NewUser::default() };
-            let created = match self.create_user(tenant, new).await {
+            let created = match self.insert_new_user(tenant, new, None).await {
                 Ok(created) => created,
                 // Registered concurrently: report that registration's state.
                 Err(Error::EmailTaken) => {
@@ -120,28 +119,6 @@ impl Auth {
             Err(Error::CodeExpired | Error::NoCodePending) => Registration::CodeExpired,
             Err(e) => return Err(e),
         }))
-    }
-
-    /// Creates a user without the verification mail of [`Auth::sign_up`] (the caller issues
-    /// the code itself, to report that step on its own).
-    async fn create_user(&self, tenant: TenantId, new: NewUser) -> Result<User> {
-        let now = self.now();
-        let user = User {
-            id: UserId::random(),
-            tenant,
-            email: new.email,
-            email_verified: false,
-            username: None,
-            external_id: None,
-            profile: new.profile,
-            has_password: false,
-            disabled: false,
-            created_at: now,
-            updated_at: now,
-        };
-        self.0.store.insert_user(&UserRecord { user: user.clone(), password_hash: None }).await?;
-        tracing::info!(user = %user.id, "pending user created");
-        Ok(user)
     }
 
     /// Replaces the code of a pending user (registered by [`Auth::register_email`], no

@@ -134,6 +134,27 @@ impl Auth {
         if new.email.is_none() && new.username.is_none() {
             return Err(Error::invalid("email", "an email address or a username is required"));
         }
+        let user = self.insert_new_user(tenant, new, password_hash).await?;
+        let verification = if user.email.is_some() && self.requires_verification(tenant) {
+            Some(self.issue_code(&user, CodePurpose::VerifyEmail, None).await?)
+        } else {
+            None
+        };
+        Ok(SignedUp { user, verification })
+    }
+
+    /// Stores a new, unverified user of `tenant` made from `new` (its password already hashed,
+    /// or none); the database's unique constraints decide conflicts.
+    ///
+    /// # Errors
+    /// [`Error::EmailTaken`], [`Error::UsernameTaken`], [`Error::ExternalIdTaken`],
+    /// [`Error::Internal`].
+    pub(super) async fn insert_new_user(
+        &self,
+        tenant: TenantId,
+        new: NewUser,
+        password_hash: Option<String>,
+    ) -> Result<User> {
         let now = self.now();
         let user = User {
             id: UserId::random(),
@@ -149,12 +170,7 @@ impl Auth {
             updated_at: now,
         };
         self.0.store.insert_user(&UserRecord { user: user.clone(), password_hash }).await?;
-        tracing::info!(user = %user.id, "user created");
-        let verification = if user.email.is_some() && self.requires_verification(tenant) {
-            Some(self.issue_code(&user, CodePurpose::VerifyEmail, None).await?)
-        } else {
-            None
-        };
-        Ok(SignedUp { user, verification })
+        tracing::info!(user = %user.id, has_password = user.has_password, "user created");
+        Ok(user)
     }
 }
