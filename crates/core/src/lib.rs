@@ -25,6 +25,7 @@ mod auth;
 
 pub use auth::bound::RefreshPair;
 pub use auth::passwordless::{Registration, RegistrationFailed, RegistrationStep};
+pub use auth::srp::{SrpChallenge, SrpResponse};
 pub use auth::{Auth, Authenticated, Deps, ExtraClaims, NewUser, Settings, SignedIn, SignedUp, TokenSet};
 pub use error::{Error, FieldError, Result};
 pub use outbox::{Delivery, MailReceipt};

@@ -192,6 +192,8 @@ fn core_settings(config: &Config, issuer: String) -> Settings {
         require_email_verification: config.require_email_verification,
         password_policy: PasswordPolicy { min_length: config.password_min_length, ..PasswordPolicy::default() },
         signing_algorithm: config.jwt_alg,
+        region: config.region.clone(),
+        user_pool_id: config.user_pool_id(),
         ..Settings::default()
     }
 }

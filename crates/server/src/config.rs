@@ -143,6 +143,18 @@ pub const KEYS: &[Key] = &[
         render: |c| Some(c.hash_queue.to_string()),
     },
     Key {
+        env: "LATCHKEY_REGION",
+        help: "Region named in Cognito pool and identity ids (lower-case letters, digits, '-')",
+        when_unset: "",
+        render: |c| Some(c.region.clone()),
+    },
+    Key {
+        env: "LATCHKEY_USER_POOL_ID",
+        help: "Cognito user pool id clients are configured with; the part after '_' is the SRP pool name",
+        when_unset: "<region>_latchkey",
+        render: |c| c.user_pool_id.clone(),
+    },
+    Key {
         env: "LATCHKEY_METRICS_ALLOW",
         help: "Comma-separated addresses or networks (CIDR) besides loopback that may read /metrics",
         when_unset: "(loopback only)",
@@ -467,6 +479,14 @@ pub struct Config {
     /// 100000); when full, requests get 503 with `Retry-After`.
     #[serde(deserialize_with = "hash_queue")]
     pub hash_queue: usize,
+    /// `LATCHKEY_REGION`: the region in Cognito pool ids and identity ids (`local-1`).
+    #[serde(deserialize_with = "region")]
+    pub region: String,
+    /// `LATCHKEY_USER_POOL_ID`: `<region>_<pool name>`; `None`: `<region>_latchkey`. The pool
+    /// name takes part in every SRP verifier, so changing it invalidates them (they are
+    /// recomputed at each user's next password sign-in).
+    #[serde(deserialize_with = "user_pool_id")]
+    pub user_pool_id: Option<String>,
     /// `LATCHKEY_METRICS_ALLOW`: addresses and networks (CIDR) besides loopback that may read
     /// `/metrics`.
     #[serde(deserialize_with = "networks")]
@@ -522,6 +542,8 @@ impl Default for Config {
             refresh_reuse_window: Duration::from_secs(10),
             unverified_account_ttl: Duration::from_secs(7 * 86_400),
             hash_queue: 256,
+            region: "local-1".into(),
+            user_pool_id: None,
             metrics_allow: Vec::new(),
             require_email_verification: true,
             jwt_alg: SigningAlgorithm::EdDSA,
@@ -565,6 +587,26 @@ fn reuse_window<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::E
 
 fn hash_queue<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
     de::number_in_range(d, 1, 100_000)
+}
+
+fn region<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let v = de::text(d)?;
+    let valid = (1..=32).contains(&v.len())
+        && v.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !v.starts_with('-');
+    if valid { Ok(v) } else { Err(serde::de::Error::custom(format!("{v:?} is not a region like eu-west-1"))) }
+}
+
+fn user_pool_id<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let v = de::text(d)?;
+    let valid = v.split_once('_').is_some_and(|(region, name)| {
+        !region.is_empty() && (1..=55).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric())
+    });
+    if valid {
+        Ok(Some(v))
+    } else {
+        Err(serde::de::Error::custom(format!("{v:?} is not a pool id like local-1_latchkey")))
+    }
 }
 
 fn networks<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<ipnet::IpNet>, D::Error> {
@@ -762,6 +804,11 @@ impl Config {
     /// `bound` is the address actually listened on.
     pub fn public_url(&self, bound: SocketAddr) -> String {
         self.public_url.clone().unwrap_or_else(|| format!("http://{bound}"))
+    }
+
+    /// The Cognito user pool id: `LATCHKEY_USER_POOL_ID`, else `<LATCHKEY_REGION>_latchkey`.
+    pub fn user_pool_id(&self) -> String {
+        self.user_pool_id.clone().unwrap_or_else(|| format!("{}_latchkey", self.region))
     }
 
     /// Whether the surface named `name` is mounted ([`SurfaceSelection::includes`]).
@@ -1174,6 +1221,9 @@ mod tests {
             ("unverified_account_ttl", "1000d", "LATCHKEY_UNVERIFIED_ACCOUNT_TTL"),
             ("hash_queue", "0", "LATCHKEY_HASH_QUEUE"),
             ("metrics_allow", "10.0.0.0/33", "LATCHKEY_METRICS_ALLOW"),
+            ("region", "EU West", "LATCHKEY_REGION"),
+            ("user_pool_id", "latchkey", "LATCHKEY_USER_POOL_ID"),
+            ("user_pool_id", "eu-1_pool-name", "LATCHKEY_USER_POOL_ID"),
         ] {
             let e = Config::from_map(&map(&[(key, value)])).expect_err(key);
             assert_eq!(e.key, env, "{key}={value}: {e}");
@@ -1244,20 +1294,30 @@ mod tests {
     }
 
     #[test]
+    fn the_user_pool_id_defaults_to_the_region_and_latchkey() {
+        let (c, _) = Config::from_map(&map(&[])).expect("valid");
+        assert_eq!((c.region.as_str(), c.user_pool_id().as_str()), ("local-1", "local-1_latchkey"));
+        let (c, _) = Config::from_map(&map(&[("region", "eu-west-1")])).expect("valid");
+        assert_eq!(c.user_pool_id(), "eu-west-1_latchkey");
+        let (c, _) = Config::from_map(&map(&[("user_pool_id", "eu-west-1_AbCdEf123")])).expect("valid");
+        assert_eq!(c.user_pool_id(), "eu-west-1_AbCdEf123");
+    }
+
+    #[test]
     fn a_toml_file_configures_and_the_environment_wins() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("latchkey.toml");
         std::fs::write(
             &path,
-            "code_ttl = \"90s\"\nrate_limit = false\nsurfaces = [\"users\", \"v1\"]\nregion = \"eu-1\"\n",
+            "code_ttl = \"90s\"\nrate_limit = false\nsurfaces = [\"users\", \"v1\"]\nheartbeat = \"5s\"\n",
         )
         .expect("write");
         let (c, warnings) = Config::load_from(Some(&path), env(&[]), &[]).expect("valid");
         assert_eq!(c.code_ttl, Duration::from_secs(90));
         assert!(!c.rate_limit);
         assert_eq!(c.surfaces, SurfaceSelection::Only(vec!["users".into(), "v1".into()]));
-        assert_eq!(warnings, vec!["unknown configuration key LATCHKEY_REGION ignored"]);
-        assert!(Config::load_from(Some(&path), env(&[]), &["region"]).expect("valid").1.is_empty());
+        assert_eq!(warnings, vec!["unknown configuration key LATCHKEY_HEARTBEAT ignored"]);
+        assert!(Config::load_from(Some(&path), env(&[]), &["heartbeat"]).expect("valid").1.is_empty());
 
         let (c, _) =
             Config::load_from(Some(&path), env(&[("code_ttl", "2m"), ("rate_limit", "on")]), &[]).expect("valid");

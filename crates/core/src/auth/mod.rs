@@ -7,7 +7,8 @@
 //! (one-time codes), `signin` (password checks), `sessions` (session lifecycle and credential
 //! checks), `tokens` (JWTs, refresh rotation, the key ring), `bound` (refresh tokens with a value
 //! bound to them), `account` (reset, change, disable, delete), `passwordless` (sign-up without
-//! a password first). This file holds the service itself and what its operations share.
+//! a password first), `srp` (Cognito's SRP sign-in). This file holds the service itself and
+//! what its operations share.
 
 mod account;
 pub(crate) mod bound;
@@ -16,6 +17,7 @@ pub(crate) mod passwordless;
 mod sessions;
 mod signin;
 mod signup;
+pub(crate) mod srp;
 mod tokens;
 
 use std::future::Future;
@@ -70,6 +72,18 @@ pub struct Settings {
     pub unverified_account_ttl: Duration,
     /// Mails that may wait for delivery (default 1024).
     pub mail_queue: usize,
+    /// Region named in Cognito-style ids (`LATCHKEY_REGION`, default `local-1`).
+    pub region: String,
+    /// Cognito user pool id, `<region>_<pool name>` (`LATCHKEY_USER_POOL_ID`, default
+    /// `<region>_latchkey`); the pool name enters every SRP verifier (COGNITO-SRP.md).
+    pub user_pool_id: String,
+}
+
+impl Settings {
+    /// The SRP pool name: the part of [`Settings::user_pool_id`] after the first `_`.
+    pub fn srp_pool_name(&self) -> &str {
+        self.user_pool_id.split_once('_').map_or(self.user_pool_id.as_str(), |(_, name)| name)
+    }
 }
 
 impl Default for Settings {
@@ -88,6 +102,8 @@ impl Default for Settings {
             hash_queue: 256,
             unverified_account_ttl: Duration::from_secs(7 * 24 * 3600),
             mail_queue: 1024,
+            region: "local-1".into(),
+            user_pool_id: "local-1_latchkey".into(),
         }
     }
 }
