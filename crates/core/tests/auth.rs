@@ -953,3 +953,18 @@ async fn a_right_check_does_not_count_against_the_code() {
     }
     h.auth.verify_email(TenantId::DEFAULT, &addr, right, &ClientMeta::default()).await.expect("still usable");
 }
+
+#[tokio::test]
+async fn identity_ids_are_stable_per_user_and_distinct_between_users() {
+    let h = harness().await;
+    let alice = sign_up(&h, "alice@example.com").await.user;
+    let bob = sign_up(&h, "bob@example.com").await.user;
+    let id = h.auth.identity_id(&alice);
+    assert_eq!(id, h.auth.identity_id(&alice));
+    assert_ne!(id, h.auth.identity_id(&bob));
+    let (region, uuid) = id.split_once(':').expect("<region>:<uuid>");
+    assert_eq!(region, "local-1");
+    assert_eq!(uuid.len(), 36);
+    assert!(uuid::Uuid::parse_str(uuid).is_ok(), "{uuid}");
+    assert_ne!(uuid, alice.id.to_string(), "not the user id itself");
+}

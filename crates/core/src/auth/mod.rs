@@ -6,13 +6,14 @@
 //! One file per concern, each one `impl Auth` block: [`signup`](self) (sign-up), `codes`
 //! (one-time codes), `signin` (password checks), `sessions` (session lifecycle and credential
 //! checks), `tokens` (JWTs, refresh rotation, the key ring), `bound` (refresh tokens with a value
-//! bound to them), `account` (reset, change, disable, delete), `passwordless` (sign-up without
-//! a password first), `srp` (Cognito's SRP sign-in). This file holds the service itself and
-//! what its operations share.
+//! bound to them), `account` (reset, change, disable, delete), `identities` (Cognito-style
+//! identity ids), `passwordless` (sign-up without a password first), `srp` (Cognito's SRP
+//! sign-in). This file holds the service itself and what its operations share.
 
 mod account;
 pub(crate) mod bound;
 mod codes;
+mod identities;
 pub(crate) mod passwordless;
 mod sessions;
 mod signin;
@@ -35,7 +36,7 @@ use crate::limits::{LimitKind, RateLimiter};
 use crate::outbox::{MailQueue, MailReceipt};
 use crate::password::{HashParams, PasswordHasher};
 use crate::ports::{Mail, Mailer, RevocationBus, Store};
-use crate::secret::ServerSecret;
+use crate::secret::{ServerSecret, SubKey};
 use crate::session::{Revocation, Session};
 use crate::token::{Claims, KeyRing, RefreshToken, RefreshTokenHasher, SigningAlgorithm};
 
@@ -193,6 +194,7 @@ struct Inner {
     hasher: PasswordHasher,
     codes: CodeHasher,
     refresh: RefreshTokenHasher,
+    identities: SubKey,
     keys: KeyRing,
     revocations: Arc<dyn RevocationBus>,
 }
@@ -244,6 +246,7 @@ impl Auth {
             revocations: deps.revocations,
             hasher,
             codes: CodeHasher::new(secret.derive("codes")),
+            identities: secret.derive("identity-ids"),
             refresh: RefreshTokenHasher::new(secret.derive("refresh-tokens")),
             keys,
             settings,
