@@ -209,6 +209,27 @@ impl Auth {
         Ok((user.user, session, successor))
     }
 
+    /// Revokes a refresh token by ending its session, so its access and ID tokens stop working
+    /// too (RFC 7009 section 2.1: revoking a refresh token ends the grant it belongs to;
+    /// Cognito `RevokeToken`). Rotated tokens of the session revoke it as well. Returns whether
+    /// an active session was ended; a token this server did not issue, or of a session that
+    /// already ended, is not an error (RFC 7009 section 2.2).
+    ///
+    /// # Errors
+    /// [`Error::Internal`] when the store fails.
+    #[tracing::instrument(skip_all, fields(tenant = %tenant))]
+    pub async fn revoke_refresh_token(&self, tenant: TenantId, token: &RefreshToken) -> Result<bool> {
+        let session = match self.0.refresh.session_of(token) {
+            Some(session) => Some(session),
+            None => self.0.store.refresh_token(tenant, &self.0.refresh.hash(token)).await?.map(|r| r.session_id),
+        };
+        let Some(session) = session else { return Ok(false) };
+        match self.0.store.session_with_user(tenant, session).await? {
+            Some((session, _)) if session.revoked_at.is_none() => self.sign_out(&session).await,
+            _ => Ok(false),
+        }
+    }
+
     /// Revokes a session whose refresh token was replayed; returns whether the session exists.
     async fn revoke_for_reuse(&self, tenant: TenantId, session: SessionId) -> Result<bool> {
         let Some((session, _)) = self.0.store.session_with_user(tenant, session).await? else {
