@@ -311,6 +311,34 @@ async fn refresh_rotation_grace_window_and_reuse_detection() {
 }
 
 #[tokio::test]
+async fn revoking_a_refresh_token_ends_its_session_only() {
+    let h = harness().await;
+    let a = signed_in(&h, "ivy@example.com").await;
+    let b = h
+        .auth
+        .sign_in(TenantId::DEFAULT, &Login::Email(email("ivy@example.com")), &password(), &ClientMeta::default())
+        .await
+        .expect("second session");
+    let t0 = h.auth.refresh_token(&a.session).await.expect("refresh token");
+    let (_, _, t1) = h.auth.rotate_refresh_token(TenantId::DEFAULT, &t0).await.expect("rotate");
+    let (access, _) = h.auth.access_token(&a.session, &a.user, "test", Default::default()).await.expect("token");
+    let (other, _) = h.auth.access_token(&b.session, &b.user, "test", Default::default()).await.expect("token");
+
+    // The rotated token still names its session: revoking it ends the session, successor and all.
+    assert!(h.auth.revoke_refresh_token(TenantId::DEFAULT, &t0).await.expect("revoke"));
+    assert!(matches!(h.auth.authenticate(&access, &["test"]).await, Err(Error::SessionRevoked)));
+    assert!(h.auth.rotate_refresh_token(TenantId::DEFAULT, &t1).await.is_err());
+    h.auth.authenticate(&other, &["test"]).await.expect("the other session lives on");
+
+    // Revoking again, or a token this server never issued, is not an error and ends nothing.
+    assert!(!h.auth.revoke_refresh_token(TenantId::DEFAULT, &t1).await.expect("again"));
+    assert!(
+        !h.auth.revoke_refresh_token(TenantId::DEFAULT, &RefreshToken::from_client("nope")).await.expect("unknown")
+    );
+    h.auth.authenticate(&other, &["test"]).await.expect("still alive");
+}
+
+#[tokio::test]
 async fn every_signing_algorithm_issues_verifiable_tokens() {
     for alg in [SigningAlgorithm::EdDSA, SigningAlgorithm::ES256, SigningAlgorithm::RS256] {
         let h = harness_with(Settings {

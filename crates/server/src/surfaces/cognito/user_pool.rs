@@ -410,6 +410,7 @@ async fn authenticated(
         ("auth_time", json!(auth_time)),
         ("origin_jti", json!(origin_jti)),
         ("event_id", json!(event_id)),
+        ("version", json!(2)),
     ]);
     let id_claims = claims([
         ("token_use", json!("id")),
