@@ -307,13 +307,13 @@ impl Auth {
             tracing::info!("SRP secret block answered twice; refused");
             return Err(Error::InvalidCredentials);
         }
-        let record = if state.known { self.0.store.user_by_id(tenant, UserId(state.user_id)).await? } else { None };
-        let verifier = match &record {
-            Some(r) => match self.0.store.srp_verifier(tenant, r.user.id).await? {
-                Some(sealed) => self.open_verifier(r, &sealed),
-                None => None,
-            },
-            None => None,
+        // The same two reads whether or not the user is known, so both paths cost the same.
+        let user_id = UserId(state.user_id);
+        let record = self.0.store.user_by_id(tenant, user_id).await?.filter(|_| state.known);
+        let sealed = self.0.store.srp_verifier(tenant, user_id).await?;
+        let verifier = match (&record, sealed) {
+            (Some(r), Some(sealed)) => self.open_verifier(r, &sealed),
+            _ => None,
         };
         let matched = verifier.is_some();
         let verifier = verifier.unwrap_or_else(|| self.stand_in(tenant, &state.login).1);
