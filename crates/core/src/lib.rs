@@ -18,6 +18,7 @@ pub mod password;
 pub mod ports;
 pub mod secret;
 pub mod session;
+pub mod srp;
 pub mod time_util;
 pub mod token;
 

@@ -137,15 +137,18 @@ pub struct Purged {
     pub unverified_users: u64,
     /// Refresh tokens rotated past the reuse window.
     pub refresh_tokens: u64,
+    /// Records of answered SRP challenges whose secret block has expired.
+    pub srp_challenges: u64,
 }
 
-/// Persistence of the user directory, codes, sessions, refresh tokens and keys: one trait per
-/// aggregate ([`UserStore`], [`CodeStore`], [`SessionStore`], [`KeyStore`]), joined here.
+/// Persistence of the user directory, codes, sessions, refresh tokens, keys and SRP state: one
+/// trait per aggregate ([`UserStore`], [`CodeStore`], [`SessionStore`], [`KeyStore`],
+/// [`SrpStore`]), joined here.
 ///
 /// Every method is scoped to one tenant. Implementations must map unique-constraint
 /// violations to [`StoreError::Conflict`] with the right [`UniqueKey`].
 #[async_trait]
-pub trait Store: UserStore + CodeStore + SessionStore + KeyStore {
+pub trait Store: UserStore + CodeStore + SessionStore + KeyStore + SrpStore {
     /// Checks that the backend answers.
     async fn ping(&self) -> Result<(), StoreError>;
 
@@ -352,4 +355,29 @@ pub struct MailError(pub String);
 pub trait Mailer: Send + Sync + 'static {
     /// Sends one message, returning once the relay accepted it.
     async fn send(&self, mail: &Mail) -> Result<(), MailError>;
+}
+
+/// State of Cognito's SRP sign-in (COGNITO-SRP.md): per-user verifiers, and the challenges
+/// already answered.
+#[async_trait]
+pub trait SrpStore: Send + Sync + 'static {
+    /// The user's sealed verifier (opaque bytes, see `Auth::srp_challenge`), if one is stored.
+    async fn srp_verifier(&self, tenant: TenantId, user: UserId) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Stores or replaces the user's sealed verifier.
+    async fn put_srp_verifier(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+        sealed: &[u8],
+        at: OffsetDateTime,
+    ) -> Result<(), StoreError>;
+    /// Records that the challenge `id` has been answered, atomically: returns true for the
+    /// first call with this id and false for every later one (a replayed secret block). The
+    /// record may be purged after `expires_at`, when the block is refused for its age anyway.
+    async fn use_srp_challenge(
+        &self,
+        tenant: TenantId,
+        id: uuid::Uuid,
+        expires_at: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
 }

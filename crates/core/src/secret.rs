@@ -77,6 +77,38 @@ impl SubKey {
     }
 }
 
+impl SubKey {
+    /// Encrypts `plaintext` with XChaCha20-Poly1305 under this key, bound to `aad` (which must
+    /// be presented again to open it). Returns the 24-byte random nonce followed by the
+    /// ciphertext and its 16-byte tag.
+    pub fn seal(&self, plaintext: &[u8], aad: &[u8]) -> Vec<u8> {
+        use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, Payload};
+        let cipher = chacha20poly1305::XChaCha20Poly1305::new(self.0.as_slice().into());
+        let nonce = chacha20poly1305::XChaCha20Poly1305::generate_nonce(&mut rand::rngs::OsRng);
+        let ciphertext = cipher
+            .encrypt(&nonce, Payload { msg: plaintext, aad })
+            .unwrap_or_else(|_| unreachable!("XChaCha20-Poly1305 encrypts any message of realistic length"));
+        let mut sealed = nonce.to_vec();
+        sealed.extend_from_slice(&ciphertext);
+        sealed
+    }
+
+    /// Opens what [`SubKey::seal`] made with the same key and `aad`; `None` when it was made
+    /// with another key or `aad`, was altered, or is too short.
+    pub fn open(&self, sealed: &[u8], aad: &[u8]) -> Option<zeroize::Zeroizing<Vec<u8>>> {
+        use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+        if sealed.len() < 24 + 16 {
+            return None;
+        }
+        let (nonce, ciphertext) = sealed.split_at(24);
+        let cipher = chacha20poly1305::XChaCha20Poly1305::new(self.0.as_slice().into());
+        cipher
+            .decrypt(chacha20poly1305::XNonce::from_slice(nonce), Payload { msg: ciphertext, aad })
+            .ok()
+            .map(zeroize::Zeroizing::new)
+    }
+}
+
 impl std::fmt::Debug for SubKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("SubKey([redacted])")
@@ -104,5 +136,20 @@ mod tests {
         assert!(constant_time_eq(b"abc", b"abc"));
         assert!(!constant_time_eq(b"abc", b"abd"));
         assert!(!constant_time_eq(b"abc", b"ab"));
+    }
+
+    #[test]
+    fn sealed_data_opens_only_with_the_same_key_and_aad() {
+        let s = ServerSecret::new(vec![7u8; 32]).expect("32 bytes");
+        let sealed = s.derive("a").seal(b"verifier", b"user-1");
+        assert_eq!(s.derive("a").open(&sealed, b"user-1").expect("opens").as_slice(), b"verifier");
+        assert!(s.derive("a").open(&sealed, b"user-2").is_none());
+        assert!(s.derive("b").open(&sealed, b"user-1").is_none());
+        let mut tampered = sealed.clone();
+        let last = tampered.len() - 1;
+        tampered[last] ^= 1;
+        assert!(s.derive("a").open(&tampered, b"user-1").is_none());
+        assert!(s.derive("a").open(&sealed[..20], b"user-1").is_none());
+        assert_ne!(sealed, s.derive("a").seal(b"verifier", b"user-1"), "random nonce");
     }
 }

@@ -996,3 +996,210 @@ async fn identity_ids_are_stable_per_user_and_distinct_between_users() {
     assert!(uuid::Uuid::parse_str(uuid).is_ok(), "{uuid}");
     assert_ne!(uuid, alice.id.to_string(), "not the user id itself");
 }
+
+/// Cognito SRP sign-in, computed on the client side with `latchkey_core::srp::client`.
+mod srp_sign_in {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    use latchkey_core::srp::{self, client};
+    use latchkey_core::{SrpChallenge, SrpResponse};
+    use num_bigint::BigUint;
+
+    use super::*;
+
+    const CLIENT: &str = "web";
+
+    fn meta() -> ClientMeta {
+        ClientMeta { ip: Some("198.51.100.7".into()), user_agent: None }
+    }
+
+    /// A client's first step: a fresh secret `a` and the challenge for it.
+    async fn challenge(h: &Harness, address: &str) -> Result<(BigUint, SrpChallenge), Error> {
+        let a = BigUint::from_bytes_be(&rand_bytes());
+        let a_pub = srp::to_hex(&client::public(&a));
+        let challenge = h.auth.srp_challenge(TenantId::DEFAULT, &email(address), &a_pub, CLIENT, &meta()).await?;
+        Ok((a, challenge))
+    }
+
+    fn rand_bytes() -> [u8; 32] {
+        use rand::RngCore;
+        let mut b = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut b);
+        b
+    }
+
+    /// The client's proof for `password`, as amazon-cognito-identity-js computes it.
+    fn proof(h: &Harness, a: &BigUint, c: &SrpChallenge, password: &str) -> (String, String) {
+        let pool = h.auth.settings().srp_pool_name();
+        let salt = BigUint::parse_bytes(c.salt.as_bytes(), 16).expect("hex salt").to_bytes_be();
+        let b_pub = BigUint::parse_bytes(c.srp_b.as_bytes(), 16).expect("hex B");
+        let key = client::key(pool, &c.user_id_for_srp, password, &salt, a, &b_pub).expect("valid B");
+        let timestamp = srp::format_timestamp(h.clock.now());
+        let block = STANDARD.decode(&c.secret_block).expect("base64 block");
+        let signature = srp::signature(&key, pool, &c.user_id_for_srp, &block, &timestamp);
+        (timestamp, STANDARD.encode(signature))
+    }
+
+    async fn answer(
+        h: &Harness,
+        a: &BigUint,
+        c: &SrpChallenge,
+        password: &str,
+        client_id: &str,
+    ) -> Result<latchkey_core::SignedIn, Error> {
+        let (timestamp, signature) = proof(h, a, c, password);
+        let response = SrpResponse {
+            user_id_for_srp: &c.user_id_for_srp,
+            secret_block: &c.secret_block,
+            timestamp: &timestamp,
+            signature: &signature,
+        };
+        h.auth.srp_sign_in(TenantId::DEFAULT, &response, client_id, &meta()).await
+    }
+
+    async fn verified(h: &Harness, address: &str) -> latchkey_core::SignedUp {
+        let up = sign_up(h, address).await;
+        let code = h.code().await;
+        h.auth.verify_email(TenantId::DEFAULT, &email(address), code, &ClientMeta::default()).await.expect("verify");
+        up
+    }
+
+    #[tokio::test]
+    async fn the_right_password_signs_in_once_per_secret_block() {
+        let h = harness().await;
+        let up = verified(&h, "sam@example.com").await;
+        let (a, c) = challenge(&h, "sam@example.com").await.expect("challenge");
+        assert_eq!(c.user_id_for_srp, up.user.id.to_string());
+        let signed = answer(&h, &a, &c, PASSWORD, CLIENT).await.expect("signed in");
+        assert_eq!(signed.user.id, up.user.id);
+        assert!(h.auth.sessions(TenantId::DEFAULT, up.user.id).await.expect("sessions").len() == 1);
+
+        let replay = answer(&h, &a, &c, PASSWORD, CLIENT).await.expect_err("block used");
+        assert!(matches!(replay, Error::InvalidCredentials), "{replay:?}");
+    }
+
+    #[tokio::test]
+    async fn a_wrong_password_another_client_or_an_expired_block_is_refused() {
+        let h = harness().await;
+        verified(&h, "sam@example.com").await;
+        let (a, c) = challenge(&h, "sam@example.com").await.expect("challenge");
+        let wrong = answer(&h, &a, &c, "not the password", CLIENT).await.expect_err("wrong");
+        assert!(matches!(wrong, Error::InvalidCredentials), "{wrong:?}");
+
+        let (a, c) = challenge(&h, "sam@example.com").await.expect("challenge");
+        let other = answer(&h, &a, &c, PASSWORD, "another-client").await.expect_err("other client");
+        assert!(matches!(other, Error::InvalidCredentials), "{other:?}");
+
+        let (a, c) = challenge(&h, "sam@example.com").await.expect("challenge");
+        h.clock.advance(Duration::from_secs(5 * 60 + 1));
+        let late = answer(&h, &a, &c, PASSWORD, CLIENT).await.expect_err("expired");
+        assert!(matches!(late, Error::InvalidCredentials), "{late:?}");
+
+        let (a, c) = challenge(&h, "sam@example.com").await.expect("challenge");
+        let (timestamp, signature) = proof(&h, &a, &c, PASSWORD);
+        let other_user = uuid::Uuid::new_v4().to_string();
+        let response = SrpResponse {
+            user_id_for_srp: &other_user,
+            secret_block: &c.secret_block,
+            timestamp: &timestamp,
+            signature: &signature,
+        };
+        let err = h.auth.srp_sign_in(TenantId::DEFAULT, &response, CLIENT, &meta()).await.expect_err("user");
+        assert!(matches!(err, Error::InvalidCredentials), "{err:?}");
+
+        let mut forged = STANDARD.decode(&c.secret_block).expect("base64");
+        forged[30] ^= 1;
+        let forged = STANDARD.encode(forged);
+        let response = SrpResponse { secret_block: &forged, ..response };
+        let err = h.auth.srp_sign_in(TenantId::DEFAULT, &response, CLIENT, &meta()).await.expect_err("forged");
+        assert!(matches!(err, Error::InvalidCredentials), "{err:?}");
+
+        assert!(answer(&h, &a, &c, PASSWORD, CLIENT).await.is_ok(), "the genuine answer still works");
+    }
+
+    #[tokio::test]
+    async fn unknown_users_get_a_plausible_challenge_and_then_invalid_credentials() {
+        let h = harness().await;
+        verified(&h, "sam@example.com").await;
+        let (_, real) = challenge(&h, "sam@example.com").await.expect("challenge");
+        let (a, fake) = challenge(&h, "nobody@example.com").await.expect("challenge for nobody");
+        let (_, again) = challenge(&h, "Nobody@Example.com").await.expect("challenge for nobody");
+        assert!(uuid::Uuid::parse_str(&fake.user_id_for_srp).is_ok());
+        assert_eq!(fake.user_id_for_srp, again.user_id_for_srp, "stable like a real user's id");
+        assert_eq!(fake.salt, again.salt, "stable like a real user's salt");
+        assert_ne!(fake.srp_b, again.srp_b);
+        assert!((28..=32).contains(&fake.salt.len()) && (28..=32).contains(&real.salt.len()));
+        assert!(fake.srp_b.len().abs_diff(real.srp_b.len()) <= 4);
+        assert!(fake.secret_block.len().abs_diff(real.secret_block.len()) <= 8);
+        let err = answer(&h, &a, &fake, PASSWORD, CLIENT).await.expect_err("nobody");
+        assert!(matches!(err, Error::InvalidCredentials), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn state_is_told_only_after_a_valid_proof() {
+        let h = harness().await;
+        sign_up(&h, "new@example.com").await;
+        let (a, c) = challenge(&h, "new@example.com").await.expect("challenge");
+        let err = answer(&h, &a, &c, "not the password", CLIENT).await.expect_err("wrong");
+        assert!(matches!(err, Error::InvalidCredentials), "{err:?}");
+        let (a, c) = challenge(&h, "new@example.com").await.expect("challenge");
+        let err = answer(&h, &a, &c, PASSWORD, CLIENT).await.expect_err("unverified");
+        assert!(matches!(err, Error::NotVerified), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn a_new_password_replaces_the_verifier() {
+        let h = harness().await;
+        let up = verified(&h, "sam@example.com").await;
+        let signed = sign_in_with(&h, "sam@example.com", PASSWORD).await.expect("sign in");
+        h.auth
+            .change_password(&up.user, &signed.session, &password(), &new_password_of("a second passphrase"))
+            .await
+            .expect("change");
+        let (a, c) = challenge(&h, "sam@example.com").await.expect("challenge");
+        let err = answer(&h, &a, &c, PASSWORD, CLIENT).await.expect_err("old password");
+        assert!(matches!(err, Error::InvalidCredentials), "{err:?}");
+        let (a, c) = challenge(&h, "sam@example.com").await.expect("challenge");
+        answer(&h, &a, &c, "a second passphrase", CLIENT).await.expect("new password");
+    }
+
+    #[tokio::test]
+    async fn a_zero_public_value_is_refused_before_anything_else() {
+        let h = harness().await;
+        verified(&h, "sam@example.com").await;
+        let n = "0".repeat(10);
+        for bad in [n.as_str(), "xyz", ""] {
+            let err = h
+                .auth
+                .srp_challenge(TenantId::DEFAULT, &email("sam@example.com"), bad, CLIENT, &meta())
+                .await
+                .expect_err("bad A");
+            assert!(matches!(err, Error::InvalidInput(ref f) if f[0].field == "SRP_A"), "{err:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn wrong_proofs_count_as_failed_sign_ins() {
+        let h = limited().await;
+        verified(&h, "sam@example.com").await;
+        let mut refused = None;
+        for attempt in 0..12 {
+            let (a, c) = challenge(&h, "sam@example.com").await.expect("challenge");
+            match answer(&h, &a, &c, "not the password", CLIENT).await {
+                Err(Error::InvalidCredentials) => {}
+                Err(Error::RateLimited { .. }) => {
+                    refused = Some(attempt);
+                    break;
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(refused, Some(10), "ten failures per login and address, as for passwords");
+        let err = h
+            .auth
+            .sign_in(TenantId::DEFAULT, &Login::Email(email("sam@example.com")), &password(), &meta())
+            .await
+            .expect_err("limited");
+        assert!(matches!(err, Error::RateLimited { .. }), "the password flow shares the limit: {err:?}");
+    }
+}

@@ -386,13 +386,14 @@ async fn purge_loop(auth: Auth) {
     loop {
         tick.tick().await;
         match auth.purge_expired(RETENTION).await {
-            Ok(p) if p.sessions + p.codes + p.unverified_users + p.refresh_tokens > 0 => {
+            Ok(p) if p.sessions + p.codes + p.unverified_users + p.refresh_tokens + p.srp_challenges > 0 => {
                 tracing::info!(
                     sessions = p.sessions,
                     codes = p.codes,
                     unverified_users = p.unverified_users,
                     refresh_tokens = p.refresh_tokens,
-                    "purged ended sessions, codes, unverified accounts and rotated refresh tokens"
+                    srp_challenges = p.srp_challenges,
+                    "purged ended sessions, codes, unverified accounts, rotated refresh tokens and answered SRP challenges"
                 );
             }
             Ok(_) => {}

@@ -70,6 +70,7 @@ impl Auth {
             let hash = self.0.hasher.hash(new_password).await?;
             let now = self.now();
             self.0.store.set_password_hash(tenant, user.id, &hash, now).await?;
+            self.store_srp_verifier(&user, &hash, new_password.expose()).await;
             if !user.email_verified {
                 self.0.store.mark_email_verified(tenant, user.id, now).await?;
                 user.email_verified = true;
@@ -100,6 +101,7 @@ impl Auth {
             self.confirm_password(user, old).await?;
             let hash = self.0.hasher.hash(new).await?;
             self.0.store.set_password_hash(user.tenant, user.id, &hash, self.now()).await?;
+            self.store_srp_verifier(user, &hash, new.expose()).await;
             self.sign_out_everywhere(user.tenant, user.id, Some(current.id)).await?;
             Ok(())
         })

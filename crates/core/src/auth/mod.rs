@@ -195,6 +195,8 @@ struct Inner {
     codes: CodeHasher,
     refresh: RefreshTokenHasher,
     identities: SubKey,
+    srp_seal: SubKey,
+    srp_mac: SubKey,
     keys: KeyRing,
     revocations: Arc<dyn RevocationBus>,
 }
@@ -247,6 +249,8 @@ impl Auth {
             hasher,
             codes: CodeHasher::new(secret.derive("codes")),
             identities: secret.derive("identity-ids"),
+            srp_seal: secret.derive("srp-seal"),
+            srp_mac: secret.derive("srp-mac"),
             refresh: RefreshTokenHasher::new(secret.derive("refresh-tokens")),
             keys,
             settings,

@@ -174,6 +174,7 @@ impl Auth {
             let hash = self.0.hasher.hash(&password).await?;
             let now = self.now();
             self.0.store.set_password_hash(tenant, user.id, &hash, now).await?;
+            self.store_srp_verifier(&user, &hash, password.expose()).await;
             if !self.0.store.mark_email_verified(tenant, user.id, now).await? {
                 return Err(Error::AlreadyVerified);
             }

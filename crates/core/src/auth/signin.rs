@@ -61,7 +61,8 @@ impl Auth {
         .await
     }
 
-    /// Verifies a password for a login, re-hashing it if the parameters changed.
+    /// Verifies a password for a login, re-hashing it if the parameters changed, and computing
+    /// the user's SRP verifier if they have none that opens.
     pub(super) async fn check_password(
         &self,
         tenant: TenantId,
@@ -81,6 +82,9 @@ impl Auth {
             let hash = self.0.hasher.rehash(password).await?;
             self.0.store.set_password_hash(tenant, record.user.id, &hash, self.now()).await?;
             tracing::info!(user = %record.user.id, "password re-hashed with current parameters");
+            self.store_srp_verifier(&record.user, &hash, password.expose()).await;
+        } else {
+            self.ensure_srp_verifier(&record, password.expose()).await?;
         }
         Ok(record.user)
     }

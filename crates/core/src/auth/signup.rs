@@ -97,12 +97,21 @@ impl Auth {
             updated_at: now,
             ..user
         };
-        if !self.0.store.replace_unverified_user(&UserRecord { user: reclaimed.clone(), password_hash: hash }).await? {
+        let password = new.password;
+        if !self
+            .0
+            .store
+            .replace_unverified_user(&UserRecord { user: reclaimed.clone(), password_hash: hash.clone() })
+            .await?
+        {
             // Verified in the meantime: it is an ordinary taken address now.
             self.notify_taken(&reclaimed).await;
             return Ok(());
         }
         tracing::info!(user = %reclaimed.id, "unverified account re-registered; previous password and sessions dropped");
+        if let (Some(password), Some(hash)) = (&password, &hash) {
+            self.store_srp_verifier(&reclaimed, hash, password.expose()).await;
+        }
         self.sign_out_everywhere(reclaimed.tenant, reclaimed.id, None).await?;
         drop(self.issue_code(&reclaimed, CodePurpose::VerifyEmail, None).await?);
         Ok(())
@@ -144,7 +153,8 @@ impl Auth {
     }
 
     /// Stores a new, unverified user of `tenant` made from `new` (its password already hashed,
-    /// or none); the database's unique constraints decide conflicts.
+    /// or none) and the SRP verifier of its password; the database's unique constraints decide
+    /// conflicts.
     ///
     /// # Errors
     /// [`Error::EmailTaken`], [`Error::UsernameTaken`], [`Error::ExternalIdTaken`],
@@ -156,6 +166,7 @@ impl Auth {
         password_hash: Option<String>,
     ) -> Result<User> {
         let now = self.now();
+        let password = new.password;
         let user = User {
             id: UserId::random(),
             tenant,
@@ -169,8 +180,11 @@ impl Auth {
             created_at: now,
             updated_at: now,
         };
-        self.0.store.insert_user(&UserRecord { user: user.clone(), password_hash }).await?;
+        self.0.store.insert_user(&UserRecord { user: user.clone(), password_hash: password_hash.clone() }).await?;
         tracing::info!(user = %user.id, has_password = user.has_password, "user created");
+        if let (Some(password), Some(hash)) = (&password, &password_hash) {
+            self.store_srp_verifier(&user, hash, password.expose()).await;
+        }
         Ok(user)
     }
 }

@@ -1,5 +1,5 @@
 //! The [`Store`] implementation, written once and instantiated for SQLite and PostgreSQL; one
-//! file per aggregate trait (`users.rs`, `codes.rs`, `sessions.rs`, `keys.rs`), this file holding
+//! file per aggregate trait (`users.rs`, `codes.rs`, `sessions.rs`, `keys.rs`, `srp.rs`), this file holding
 //! the row decoding they share and the `Store` supertrait itself.
 //!
 //! Both schemas use the same column names and types that decode to the same Rust types
@@ -45,6 +45,8 @@ mod codes;
 mod sessions;
 #[macro_use]
 mod keys;
+#[macro_use]
+mod srp;
 
 macro_rules! sql_store {
     ($(#[$doc:meta])* $name:ident, $db:ty) => {
@@ -231,6 +233,13 @@ macro_rules! sql_store {
                         before.rotated,
                     )
                     .await?,
+                    srp_challenges: batches(
+                        &self.pool,
+                        "DELETE FROM srp_used_challenges WHERE id IN \
+                         (SELECT id FROM srp_used_challenges WHERE expires_at < $1 LIMIT $2)",
+                        before.ended,
+                    )
+                    .await?,
                 })
             }
         }
@@ -239,5 +248,6 @@ macro_rules! sql_store {
         sql_codes!($name, $db);
         sql_sessions!($name, $db);
         sql_keys!($name, $db);
+        sql_srp!($name, $db);
     };
 }
