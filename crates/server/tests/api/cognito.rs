@@ -812,3 +812,166 @@ impl ParseEmail for str {
         latchkey_core::identity::Email::parse(self).expect("email")
     }
 }
+
+/// A client's half of one SRP sign-in, computed with the core's client functions (the Node
+/// tests run the real JavaScript clients).
+struct SrpClient {
+    a: num_bigint::BigUint,
+}
+
+impl SrpClient {
+    fn new() -> Self {
+        let bytes: [u8; 32] = std::array::from_fn(|i| u8::try_from(i * 7 + 3).expect("byte"));
+        SrpClient { a: num_bigint::BigUint::from_bytes_be(&bytes) }
+    }
+
+    /// `SRP_A`.
+    fn public(&self) -> String {
+        latchkey_core::srp::to_hex(&latchkey_core::srp::client::public(&self.a))
+    }
+
+    /// `InitiateAuth` `USER_SRP_AUTH` on `client`.
+    async fn challenge(&self, app: &TestApp, username: &str, client: &str) -> Value {
+        app.idp(
+            "InitiateAuth",
+            json!({"ClientId": client, "AuthFlow": "USER_SRP_AUTH",
+                   "AuthParameters": {"USERNAME": username, "SRP_A": self.public()}}),
+        )
+        .await
+        .ok()
+    }
+
+    /// The `RespondToAuthChallenge` body answering `challenge` with `password` on `client`.
+    fn answer(&self, challenge: &Value, password: &str, client: &str) -> Value {
+        use base64::Engine;
+        use base64::engine::general_purpose::STANDARD;
+        let p = &challenge["ChallengeParameters"];
+        let text = |name: &str| p[name].as_str().unwrap_or_else(|| panic!("{name}: {challenge}")).to_owned();
+        let salt = num_bigint::BigUint::parse_bytes(text("SALT").as_bytes(), 16).expect("salt").to_bytes_be();
+        let b = latchkey_core::srp::parse_public(&text("SRP_B")).expect("SRP_B");
+        let user_id = text("USER_ID_FOR_SRP");
+        let key = latchkey_core::srp::client::key("latchkey", &user_id, password, &salt, &self.a, &b).expect("key");
+        let timestamp = latchkey_core::srp::format_timestamp(time::OffsetDateTime::now_utc());
+        let block = STANDARD.decode(text("SECRET_BLOCK")).expect("base64 secret block");
+        let signature = latchkey_core::srp::signature(&key, "latchkey", &user_id, &block, &timestamp);
+        json!({"ClientId": client, "ChallengeName": "PASSWORD_VERIFIER",
+               "ChallengeResponses": {"USERNAME": user_id, "PASSWORD_CLAIM_SECRET_BLOCK": text("SECRET_BLOCK"),
+                   "TIMESTAMP": timestamp, "PASSWORD_CLAIM_SIGNATURE": STANDARD.encode(signature)}})
+    }
+
+    /// Both steps on the default client.
+    async fn sign_in(&self, app: &TestApp, username: &str, password: &str) -> ApiResponse {
+        let challenge = self.challenge(app, username, CLIENT).await;
+        app.idp("RespondToAuthChallenge", self.answer(&challenge, password, CLIENT)).await
+    }
+}
+
+on_both_backends!(
+    srp_signs_in_with_a_single_use_challenge,
+    srp_verifiers_follow_every_password_change,
+    srp_wrong_proofs_count_as_failed_sign_ins,
+);
+
+async fn srp_signs_in_with_a_single_use_challenge(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| c.surface_settings.insert("client_ids", "local, other")).await;
+    let email = "srp-user@example.com";
+    let client = SrpClient::new();
+
+    // Unconfirmed: a valid proof reveals it, a wrong one does not.
+    app.cognito_sign_up(email, PASSWORD).await.ok();
+    let code = app.mail.next_mail(email).await.code();
+    client.sign_in(&app, email, PASSWORD).await.exception("UserNotConfirmedException");
+    assert_eq!(client.sign_in(&app, email, "wrong password").await.exception("NotAuthorizedException"), INCORRECT);
+    app.cognito_confirm(email, &code).await.ok();
+
+    // A valid proof: tokens, as for USER_PASSWORD_AUTH.
+    let challenge = client.challenge(&app, email, CLIENT).await;
+    let answer = client.answer(&challenge, PASSWORD, CLIENT);
+    let body = app.idp("RespondToAuthChallenge", answer.clone()).await.ok();
+    assert!(body["AuthenticationResult"].get("NewDeviceMetadata").is_none());
+    let tokens = Tokens::from(&body);
+    assert_eq!(app.cognito_get_user(&tokens.access).await.ok()["Username"], email);
+    assert_eq!(app.verified_claims(&tokens.id, CLIENT).await["cognito:username"], email);
+
+    // The secret block is single-use, bound to its client and to its user.
+    assert_eq!(app.idp("RespondToAuthChallenge", answer).await.exception("NotAuthorizedException"), INCORRECT);
+    let challenge = client.challenge(&app, email, CLIENT).await;
+    app.idp("RespondToAuthChallenge", client.answer(&challenge, PASSWORD, "other"))
+        .await
+        .exception("NotAuthorizedException");
+    let challenge = client.challenge(&app, email, CLIENT).await;
+    let mut answer = client.answer(&challenge, PASSWORD, CLIENT);
+    answer["ChallengeResponses"]["USERNAME"] = json!(uuid::Uuid::new_v4().to_string());
+    app.idp("RespondToAuthChallenge", answer).await.exception("NotAuthorizedException");
+    // On the other client, a challenge of its own works.
+    let challenge = client.challenge(&app, email, "other").await;
+    app.idp("RespondToAuthChallenge", client.answer(&challenge, PASSWORD, "other")).await.ok();
+
+    // Malformed client values are refused before any work.
+    for srp_a in ["", "zz", "0", &"f".repeat(2000)] {
+        app.idp(
+            "InitiateAuth",
+            json!({"ClientId": CLIENT, "AuthFlow": "USER_SRP_AUTH", "AuthParameters": {"USERNAME": email, "SRP_A": srp_a}}),
+        )
+        .await
+        .exception("InvalidParameterException");
+    }
+    let challenge = client.challenge(&app, email, CLIENT).await;
+    let mut answer = client.answer(&challenge, PASSWORD, CLIENT);
+    answer["ChallengeResponses"]["TIMESTAMP"] = json!("yesterday");
+    app.idp("RespondToAuthChallenge", answer).await.exception("InvalidParameterException");
+}
+
+async fn srp_verifiers_follow_every_password_change(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let client = SrpClient::new();
+
+    // A password set through v1 or users has a verifier too.
+    app.v1_verified_user("v1-srp@example.com").await;
+    client.sign_in(&app, "v1-srp@example.com", PASSWORD).await.ok();
+    app.users_activated("users-srp@example.com").await;
+    client.sign_in(&app, "users-srp@example.com", PASSWORD).await.ok();
+
+    // After a change and a reset, only the newest password proves.
+    let email = "srp-changer@example.com";
+    app.cognito_user(email).await;
+    let tokens = app.cognito_tokens(email, PASSWORD).await;
+    app.idp(
+        "ChangePassword",
+        json!({"PreviousPassword": PASSWORD, "ProposedPassword": "a new passphrase", "AccessToken": tokens.access}),
+    )
+    .await
+    .ok();
+    client.sign_in(&app, email, PASSWORD).await.exception("NotAuthorizedException");
+    client.sign_in(&app, email, "a new passphrase").await.ok();
+    app.idp("ForgotPassword", json!({"ClientId": CLIENT, "Username": email})).await.ok();
+    let code = app.mail.next_mail(email).await.code();
+    app.idp(
+        "ConfirmForgotPassword",
+        json!({"ClientId": CLIENT, "Username": email, "ConfirmationCode": code, "Password": "the reset passphrase"}),
+    )
+    .await
+    .ok();
+    client.sign_in(&app, email, "a new passphrase").await.exception("NotAuthorizedException");
+    client.sign_in(&app, email, "the reset passphrase").await.ok();
+}
+
+async fn srp_wrong_proofs_count_as_failed_sign_ins(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| c.rate_limit = true).await;
+    let email = "srp-guessed@example.com";
+    app.cognito_user(email).await;
+    let client = SrpClient::new();
+    for _ in 0..10 {
+        client.sign_in(&app, email, "wrong password").await.exception("NotAuthorizedException");
+    }
+    // The account is now limited for this address, on both flows.
+    let challenge = app
+        .idp(
+            "InitiateAuth",
+            json!({"ClientId": CLIENT, "AuthFlow": "USER_SRP_AUTH", "AuthParameters": {"USERNAME": email, "SRP_A": client.public()}}),
+        )
+        .await;
+    let limited = app.idp("RespondToAuthChallenge", client.answer(&challenge.ok(), PASSWORD, CLIENT)).await;
+    limited.exception("LimitExceededException");
+    app.cognito_sign_in(email, PASSWORD).await.exception("LimitExceededException");
+}
