@@ -171,6 +171,7 @@ on_both_backends!(
     srp_can_be_turned_off,
     client_ids_are_checked,
     failed_sign_ins_are_limited,
+    internal_failures_are_500_without_detail,
 );
 
 async fn sign_up_confirm_and_sign_in(backend: Backend) {
@@ -974,4 +975,30 @@ async fn srp_wrong_proofs_count_as_failed_sign_ins(backend: Backend) {
     let limited = app.idp("RespondToAuthChallenge", client.answer(&challenge.ok(), PASSWORD, CLIENT)).await;
     limited.exception("LimitExceededException");
     app.cognito_sign_in(email, PASSWORD).await.exception("LimitExceededException");
+}
+
+async fn internal_failures_are_500_without_detail(backend: Backend) {
+    use sqlx::Connection;
+    let app = TestApp::spawn(backend).await;
+    let email = "unlucky@example.com";
+    app.cognito_user(email).await;
+    let tokens = app.cognito_tokens(email, PASSWORD).await;
+    let sql = "ALTER TABLE sessions RENAME TO sessions_gone";
+    match backend {
+        Backend::Sqlite => {
+            let mut conn = sqlx::SqliteConnection::connect(&app.database_url).await.expect("sqlite");
+            sqlx::raw_sql(sql).execute(&mut conn).await.expect("sql");
+            let _ = conn.close().await;
+        }
+        Backend::Postgres => {
+            let mut conn = sqlx::PgConnection::connect(&app.database_url).await.expect("postgres");
+            sqlx::raw_sql(sql).execute(&mut conn).await.expect("sql");
+            let _ = conn.close().await;
+        }
+    }
+    for answer in [app.cognito_sign_in(email, PASSWORD).await, app.cognito_get_user(&tokens.access).await] {
+        assert_eq!(answer.status, 500, "{}", answer.body);
+        assert_eq!(answer.header("x-amzn-errortype"), Some("InternalErrorException"));
+        assert_eq!(answer.body, json!({"__type": "InternalErrorException", "message": "Internal server error."}));
+    }
 }
