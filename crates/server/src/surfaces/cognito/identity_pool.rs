@@ -58,7 +58,7 @@ async fn login(state: &CognitoState, logins: Option<BTreeMap<String, Value>>) ->
 }
 
 /// `GetId` input.
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct GetIdRequest {
     identity_pool_id: Option<String>,
@@ -76,7 +76,7 @@ async fn get_id(state: &CognitoState, req: GetIdRequest) -> Result<Output, Cogni
 }
 
 /// `GetCredentialsForIdentity` input.
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct GetCredentialsForIdentityRequest {
     identity_id: Option<String>,

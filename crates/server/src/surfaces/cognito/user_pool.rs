@@ -5,7 +5,8 @@
 //! clients send `null` for some).
 //!
 //! Usernames are email addresses. Operations that mail a code answer `CodeDeliveryDetails`
-//! with the address masked as Cognito masks it (`a***@e***`).
+//! with the address masked as Cognito masks it (`a***@e***`). Request types hold passwords and
+//! tokens, so none of them implements `Debug`.
 
 use std::collections::BTreeMap;
 
@@ -117,7 +118,7 @@ fn code_delivery(email: &Email) -> Value {
 const PROFILE_ATTRIBUTES: [&str; 5] = ["given_name", "family_name", "phone_number", "address", "picture"];
 
 /// `{Name, Value}` of `UserAttributes`.
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct AttributeType {
     name: String,
@@ -125,7 +126,7 @@ struct AttributeType {
 }
 
 /// `SignUp` input (API reference: SignUp).
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct SignUpRequest {
     client_id: Option<String>,
@@ -191,7 +192,7 @@ async fn sign_up(state: &CognitoState, meta: &ClientMeta, req: SignUpRequest) ->
 }
 
 /// `ConfirmSignUp` and `ConfirmForgotPassword` input.
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct ConfirmRequest {
     client_id: Option<String>,
@@ -212,7 +213,7 @@ async fn confirm_sign_up(state: &CognitoState, meta: &ClientMeta, req: ConfirmRe
 }
 
 /// `ResendConfirmationCode` and `ForgotPassword` input.
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct UsernameRequest {
     client_id: Option<String>,
@@ -255,7 +256,7 @@ async fn confirm_forgot_password(
 }
 
 /// `InitiateAuth` input.
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct InitiateAuthRequest {
     client_id: Option<String>,
@@ -324,7 +325,7 @@ fn srp_enabled(state: &CognitoState) -> Result<(), CognitoError> {
 }
 
 /// `RespondToAuthChallenge` input.
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct RespondToAuthChallengeRequest {
     client_id: Option<String>,
@@ -361,7 +362,7 @@ async fn respond_to_auth_challenge(
 }
 
 /// `GetTokensFromRefreshToken` input.
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct GetTokensFromRefreshTokenRequest {
     client_id: Option<String>,
@@ -433,7 +434,7 @@ async fn authenticated(
 }
 
 /// Input of the operations that take only the access token (`GetUser`, `GlobalSignOut`).
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct AccessTokenRequest {
     access_token: Option<String>,
@@ -479,7 +480,7 @@ async fn global_sign_out(state: &CognitoState, req: AccessTokenRequest) -> Resul
 }
 
 /// `RevokeToken` input.
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct RevokeTokenRequest {
     client_id: Option<String>,
@@ -497,7 +498,7 @@ async fn revoke_token(state: &CognitoState, req: RevokeTokenRequest) -> Result<O
 }
 
 /// `ChangePassword` input.
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct ChangePasswordRequest {
     previous_password: Option<String>,
