@@ -628,7 +628,7 @@ async fn identity_ids_and_credentials(backend: Backend) {
     app.amz(IDENTITY, "GetId", json!({"IdentityPoolId": POOL_ID})).await.exception("NotAuthorizedException");
     get_id(json!({ issuer.clone(): tokens.access })).await.exception("NotAuthorizedException");
     get_id(json!({ issuer.clone(): "forged" })).await.exception("NotAuthorizedException");
-    get_id(json!({ "a": tokens.id, "b": later.id })).await.exception("NotAuthorizedException");
+    get_id(json!({ "a": tokens.id, "b": later.id })).await.exception("InvalidParameterException");
     get_id(json!({ issuer.clone(): 7 })).await.exception("InvalidParameterException");
     app.amz(IDENTITY, "GetId", json!({"Logins": { issuer.clone(): tokens.id }}))
         .await

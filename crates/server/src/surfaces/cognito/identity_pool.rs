@@ -45,13 +45,15 @@ pub(super) async fn call(state: &CognitoState, operation: &str, request: Request
 /// session.
 ///
 /// # Errors
-/// `NotAuthorizedException` without logins, with several, or with a token that does not
-/// verify; `InvalidParameterException` for a login that is not a string.
+/// `NotAuthorizedException` without logins or with a token that does not verify;
+/// `InvalidParameterException` for several logins or a login that is not a string.
 async fn login(state: &CognitoState, logins: Option<BTreeMap<String, Value>>) -> Result<Authenticated, CognitoError> {
     let logins = logins.unwrap_or_default();
     let mut tokens = logins.values();
-    let (Some(token), None) = (tokens.next(), tokens.next()) else {
-        return Err(CognitoError::new(Exception::NotAuthorized, UNAUTHENTICATED));
+    let token = match (tokens.next(), tokens.next()) {
+        (None, _) => return Err(CognitoError::new(Exception::NotAuthorized, UNAUTHENTICATED)),
+        (Some(_), Some(_)) => return Err(CognitoError::invalid_parameter("Logins must hold exactly one ID token.")),
+        (Some(token), None) => token,
     };
     let token = token.as_str().ok_or_else(|| CognitoError::invalid_parameter("Logins values must be strings."))?;
     Ok(state.auth.verify_id_token(token, &state.audiences()).await?)
