@@ -1203,3 +1203,46 @@ mod srp_sign_in {
         assert!(matches!(err, Error::RateLimited { .. }), "the password flow shares the limit: {err:?}");
     }
 }
+
+#[tokio::test]
+async fn a_revealing_sign_up_takes_over_an_unverified_account_but_not_a_verified_one() {
+    let h = harness().await;
+    let first = sign_up(&h, "jo@example.com").await.user;
+    let first_code = h.code().await;
+    let again = |raw: &str| NewUser {
+        email: Some(email("JO@example.com")),
+        password: Some(new_password_of(raw)),
+        ..Default::default()
+    };
+    let taken = h
+        .auth
+        .sign_up_reclaiming(TenantId::DEFAULT, again("the second password"), &ClientMeta::default())
+        .await
+        .expect("an unverified address is taken over");
+    assert_eq!(taken.user.id, first.id);
+    assert!(!taken.user.email_verified);
+    // A fresh code replaces the first registrant's, and only the new password signs in.
+    let code = h.code().await;
+    assert!(
+        h.auth
+            .verify_email(TenantId::DEFAULT, &email("jo@example.com"), first_code, &ClientMeta::default())
+            .await
+            .is_err()
+            || first_code == code
+    );
+    h.auth
+        .verify_email(TenantId::DEFAULT, &email("jo@example.com"), code, &ClientMeta::default())
+        .await
+        .expect("verify");
+    assert!(matches!(sign_in_with(&h, "jo@example.com", PASSWORD).await, Err(Error::InvalidCredentials)));
+    sign_in_with(&h, "jo@example.com", "the second password").await.expect("the new password");
+
+    // A verified address stays taken.
+    let err = h
+        .auth
+        .sign_up_reclaiming(TenantId::DEFAULT, again("a third password"), &ClientMeta::default())
+        .await
+        .expect_err("taken");
+    assert!(matches!(err, Error::EmailTaken), "{err:?}");
+    sign_in_with(&h, "jo@example.com", "the second password").await.expect("unchanged");
+}

@@ -73,6 +73,42 @@ impl Auth {
         result
     }
 
+    /// Like [`Auth::sign_up`] for surfaces whose wire contract reveals taken addresses
+    /// (Cognito's `SignUp` answers `UsernameExistsException`), but an account for the same
+    /// email that was never verified does not block the address: it is taken over as
+    /// [`Auth::sign_up_quietly`] takes it over (password and profile replaced, sessions ended,
+    /// a fresh code mailed to the address), and returned with `verification: None` (its code
+    /// is queued all the same). So the first registrant of someone else's address cannot keep
+    /// the account by having its owner confirm it later (pre-hijacking).
+    ///
+    /// # Errors
+    /// As [`Auth::sign_up`]; [`Error::EmailTaken`] only for a verified address (or any taken
+    /// address of a tenant that does not require verification).
+    #[tracing::instrument(skip_all, fields(tenant = %tenant))]
+    pub async fn sign_up_reclaiming(&self, tenant: TenantId, new: NewUser, meta: &ClientMeta) -> Result<SignedUp> {
+        observed("sign_up", async {
+            self.limit_sign_up(meta).await?;
+            let hash = self.hash_new_password(&new).await?;
+            let Some(email) = new.email.clone() else { return self.sign_up_inner(tenant, new, hash).await };
+            match self.sign_up_inner(tenant, new.clone(), hash.clone()).await {
+                Err(Error::EmailTaken) => match self.0.store.user_by_email(tenant, &email).await? {
+                    Some(r) if !r.user.email_verified && self.requires_verification(tenant) => {
+                        self.reclaim_unverified(r.user, new, hash).await?;
+                        let user = self.user_by_email(tenant, &email).await?;
+                        if user.email_verified {
+                            // Verified in the meantime: an ordinary taken address now.
+                            return Err(Error::EmailTaken);
+                        }
+                        Ok(SignedUp { user, verification: None })
+                    }
+                    _ => Err(Error::EmailTaken),
+                },
+                other => other,
+            }
+        })
+        .await
+    }
+
     async fn limit_sign_up(&self, meta: &ClientMeta) -> Result<()> {
         match &meta.ip {
             Some(ip) => self.limit(LimitKind::SignUpPerAddress, &address_key(ip)).await,

@@ -172,6 +172,7 @@ on_both_backends!(
     client_ids_are_checked,
     failed_sign_ins_are_limited,
     internal_failures_are_500_without_detail,
+    a_second_sign_up_takes_over_an_unconfirmed_account,
 );
 
 async fn sign_up_confirm_and_sign_in(backend: Backend) {
@@ -1001,4 +1002,35 @@ async fn internal_failures_are_500_without_detail(backend: Backend) {
         assert_eq!(answer.header("x-amzn-errortype"), Some("InternalErrorException"));
         assert_eq!(answer.body, json!({"__type": "InternalErrorException", "message": "Internal server error."}));
     }
+}
+
+async fn a_second_sign_up_takes_over_an_unconfirmed_account(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let email = "claimed@example.com";
+    // Someone else registers the address first and never confirms it.
+    let first = app.cognito_sign_up(email, "the squatter's password").await.ok();
+    let squatter_code = app.mail.next_mail(email).await.code();
+    let squatter = app.cognito_sign_in(email, "the squatter's password").await;
+    squatter.exception("UserNotConfirmedException");
+
+    // The owner signs up: the same account, a fresh code, and only the owner's password.
+    let second = app.cognito_sign_up(email, PASSWORD).await.ok();
+    assert_eq!(second["UserSub"], first["UserSub"]);
+    assert_eq!(second["UserConfirmed"], false);
+    let code = app.mail.next_mail(email).await.code();
+    if code != squatter_code {
+        app.cognito_confirm(email, &squatter_code).await.exception("CodeMismatchException");
+    }
+    app.cognito_confirm(email, &code).await.ok();
+    assert_eq!(
+        app.cognito_sign_in(email, "the squatter's password").await.exception("NotAuthorizedException"),
+        INCORRECT
+    );
+    app.cognito_tokens(email, PASSWORD).await;
+    SrpClient::new().sign_in(&app, email, PASSWORD).await.ok();
+    assert_eq!(app.count("SELECT COUNT(*) FROM users WHERE email = $1", email).await, 1);
+
+    // Once confirmed, the address is taken.
+    app.cognito_sign_up(email, "a third password").await.exception("UsernameExistsException");
+    app.cognito_tokens(email, PASSWORD).await;
 }

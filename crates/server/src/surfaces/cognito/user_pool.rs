@@ -173,19 +173,20 @@ fn profile_from(attributes: &[AttributeType], email: &Email) -> Result<Profile, 
 
 /// `SignUp`: creates an unconfirmed user and mails a confirmation code. Answers `UserSub`,
 /// `UserConfirmed: false` and `CodeDeliveryDetails` (`UserConfirmed: true`, no delivery, when
-/// the default tenant does not require verification).
+/// the default tenant does not require verification). A confirmed address is
+/// `UsernameExistsException`, as in Cognito; an account that was never confirmed is taken over
+/// by the new sign-up (its earlier password stops working; see
+/// [`latchkey_core::Auth::sign_up_reclaiming`]).
 async fn sign_up(state: &CognitoState, meta: &ClientMeta, req: SignUpRequest) -> Result<Output, CognitoError> {
     state.client_id(req.client_id)?;
     let email = email_username(&required(req.username, "username")?)?;
     let password = new_password(state, &required(req.password, "password")?)?;
     let profile = profile_from(req.user_attributes.as_deref().unwrap_or_default(), &email)?;
     let new = NewUser { email: Some(email.clone()), password: Some(password), profile, ..NewUser::default() };
-    let signed_up = state.auth.sign_up(TENANT, new, meta).await?;
-    let mut output = json!({
-        "UserConfirmed": signed_up.verification.is_none(),
-        "UserSub": signed_up.user.id.to_string(),
-    });
-    if signed_up.verification.is_some() {
+    let user = state.auth.sign_up_reclaiming(TENANT, new, meta).await?.user;
+    let confirmed = user.email_verified || !state.auth.requires_verification(TENANT);
+    let mut output = json!({ "UserConfirmed": confirmed, "UserSub": user.id.to_string() });
+    if !confirmed {
         output["CodeDeliveryDetails"] = code_delivery(&email);
     }
     Ok(Output(output))
