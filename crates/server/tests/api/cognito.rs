@@ -173,6 +173,7 @@ on_both_backends!(
     failed_sign_ins_are_limited,
     internal_failures_are_500_without_detail,
     a_second_sign_up_takes_over_an_unconfirmed_account,
+    disabled_users_are_told_only_after_the_password,
 );
 
 async fn sign_up_confirm_and_sign_in(backend: Backend) {
@@ -802,6 +803,29 @@ async fn failed_sign_ins_are_limited(backend: Backend) {
     let limited = app.cognito_sign_in(email, PASSWORD).await;
     assert_eq!(limited.exception("LimitExceededException"), "Attempt limit exceeded, please try after some time.");
     assert!(limited.header("retry-after").and_then(|s| s.parse::<u64>().ok()).is_some_and(|s| s >= 1));
+
+    // Code mails are limited per recipient (5 per 15 minutes), whether or not it has an account.
+    for address in [email, "nobody-here@example.com"] {
+        let forgot = || app.idp("ForgotPassword", json!({"ClientId": CLIENT, "Username": address}));
+        for _ in 0..5 {
+            forgot().await.ok();
+        }
+        forgot().await.exception("LimitExceededException");
+    }
+}
+
+async fn disabled_users_are_told_only_after_the_password(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let email = "disabled@example.com";
+    app.cognito_user(email).await;
+    let tokens = app.cognito_tokens(email, PASSWORD).await;
+    let tenant = latchkey_core::identity::TenantId::DEFAULT;
+    let user = app.auth.user_by_email(tenant, &email.parse_email()).await.expect("user");
+    app.auth.set_disabled(tenant, user.id, true).await.expect("disable");
+    assert_eq!(app.cognito_sign_in(email, PASSWORD).await.exception("NotAuthorizedException"), "User is disabled.");
+    assert_eq!(app.cognito_sign_in(email, "wrong password").await.exception("NotAuthorizedException"), INCORRECT);
+    app.cognito_get_user(&tokens.access).await.exception("NotAuthorizedException");
+    app.cognito_refresh(&tokens.refresh).await.exception("NotAuthorizedException");
 }
 
 /// Parses a test address.
