@@ -101,18 +101,33 @@ impl CognitoState {
 /// Mounts `POST /` (and its CORS preflight) dispatching on `X-Amz-Target`.
 ///
 /// # Errors
-/// When `LATCHKEY_CLIENT_IDS` or `LATCHKEY_SRP` is invalid, the list is empty, or it names
-/// the identity audience.
+/// When `LATCHKEY_CLIENT_IDS` or `LATCHKEY_SRP` is invalid, or the list is empty or names an
+/// audience of other tokens ([`check_client_ids`]).
 pub fn mount(ctx: &SurfaceContext) -> anyhow::Result<Mounted> {
     let settings: CognitoSettings = ctx.settings.extract()?;
-    if settings.client_ids.is_empty() {
-        anyhow::bail!("invalid configuration: LATCHKEY_CLIENT_IDS: must name at least one app client id");
-    }
-    if settings.client_ids.iter().any(|id| id == IDENTITY_AUDIENCE) {
-        anyhow::bail!("invalid configuration: LATCHKEY_CLIENT_IDS: {IDENTITY_AUDIENCE:?} is reserved");
-    }
+    check_client_ids(&settings.client_ids)
+        .map_err(|e| anyhow::anyhow!("invalid configuration: LATCHKEY_CLIENT_IDS: {e}"))?;
     let state = CognitoState { auth: ctx.auth.clone(), clients: ctx.clients, settings: Arc::new(settings) };
     Ok(Mounted::routes(Router::new().route("/", any(endpoint)).with_state(state)))
+}
+
+/// Checks `LATCHKEY_CLIENT_IDS`: at least one id, none of them an audience other tokens carry
+/// (a surface's name, which the surfaces use as the audience of their tokens, or the identity
+/// audience), so that no other token passes for one of this surface's and the reverse.
+///
+/// # Errors
+/// What is wrong, for the start-up message.
+fn check_client_ids(ids: &[String]) -> Result<(), String> {
+    if ids.is_empty() {
+        return Err("must name at least one app client id".into());
+    }
+    let reserved = super::ALL.iter().map(|s| s.name).chain([IDENTITY_AUDIENCE]);
+    for name in reserved {
+        if ids.iter().any(|id| id == name) {
+            return Err(format!("{name:?} is reserved (it is the audience of other tokens)"));
+        }
+    }
+    Ok(())
 }
 
 /// `/`: `POST` dispatches on `X-Amz-Target`, `OPTIONS` is the CORS preflight; other methods
@@ -203,6 +218,17 @@ mod tests {
         raw.insert("srp", "sometimes");
         let e = raw.extract::<CognitoSettings>().expect_err("not a boolean");
         assert_eq!(e.key, "LATCHKEY_SRP");
+    }
+
+    #[test]
+    fn client_ids_must_not_be_other_tokens_audiences() {
+        let ids = |list: &[&str]| list.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert!(check_client_ids(&ids(&["local", "web"])).is_ok());
+        assert!(check_client_ids(&ids(&[])).is_err());
+        for reserved in ["v1", "users", "auth", "graphql", "cognito", IDENTITY_AUDIENCE] {
+            let e = check_client_ids(&ids(&["web", reserved])).expect_err(reserved);
+            assert!(e.contains(reserved), "{e}");
+        }
     }
 
     #[test]
