@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{FromRef, Request, State};
-use axum::http::header::{ALLOW, CONTENT_TYPE};
+use axum::http::header::ALLOW;
 use axum::http::{HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
@@ -157,7 +157,6 @@ fn preflight() -> Response {
     headers.insert("access-control-allow-methods", HeaderValue::from_static("POST, OPTIONS"));
     headers.insert("access-control-allow-headers", HeaderValue::from_static(ALLOWED_HEADERS));
     headers.insert("access-control-max-age", HeaderValue::from_static("86400"));
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static(wire::CONTENT_TYPE_AMZ_JSON));
     response
 }
 
