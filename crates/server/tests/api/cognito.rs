@@ -952,11 +952,20 @@ async fn srp_verifiers_follow_every_password_change(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let client = SrpClient::new();
 
-    // A password set through v1 or users has a verifier too.
+    // A password set through v1, users or graphql has a verifier too.
     app.v1_verified_user("v1-srp@example.com").await;
     client.sign_in(&app, "v1-srp@example.com", PASSWORD).await.ok();
     app.users_activated("users-srp@example.com").await;
     client.sign_in(&app, "users-srp@example.com", PASSWORD).await.ok();
+    let registered = graphql(&app, r#"mutation { registerEmail(email: "gql-srp@example.com") { exitcode } }"#).await;
+    assert_eq!(registered.body["data"]["registerEmail"]["exitcode"], 0, "{}", registered.body);
+    let code = app.mail.next_mail("gql-srp@example.com").await.code();
+    let verified = graphql(&app, &format!(
+        r#"mutation {{ verifyCode(email: "gql-srp@example.com", code: "{code}", password: "{PASSWORD}") {{ exitcode }} }}"#
+    ))
+    .await;
+    assert_eq!(verified.body["data"]["verifyCode"]["exitcode"], 0, "{}", verified.body);
+    client.sign_in(&app, "gql-srp@example.com", PASSWORD).await.ok();
 
     // After a change and a reset, only the newest password proves.
     let email = "srp-changer@example.com";
@@ -1057,4 +1066,9 @@ async fn a_second_sign_up_takes_over_an_unconfirmed_account(backend: Backend) {
     // Once confirmed, the address is taken.
     app.cognito_sign_up(email, "a third password").await.exception("UsernameExistsException");
     app.cognito_tokens(email, PASSWORD).await;
+}
+
+/// `POST /graphql` with `document` (to set a password through the graphql surface).
+async fn graphql(app: &TestApp, document: &str) -> ApiResponse {
+    app.send_json(Method::POST, "/graphql", &json!({ "query": document })).await
 }
