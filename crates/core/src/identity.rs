@@ -56,6 +56,10 @@ uuid_id!(
     /// A session's id; the `sid` claim of every token issued for the session.
     SessionId
 );
+uuid_id!(
+    /// An API key's id: names the key in listings and revocations; never a secret.
+    ApiKeyId
+);
 
 impl TenantId {
     /// The default tenant: the directory shared by every surface but `projects` (API.md,

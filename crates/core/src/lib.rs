@@ -18,6 +18,7 @@ pub mod password;
 pub mod ports;
 pub mod secret;
 pub mod session;
+pub mod tenant;
 pub mod time_util;
 pub mod token;
 
@@ -26,6 +27,7 @@ mod auth;
 pub use auth::bound::RefreshPair;
 pub use auth::passwordless::{Registration, RegistrationFailed, RegistrationStep};
 pub use auth::srp::{SrpChallenge, SrpResponse};
+pub use auth::tenants::{NewApiKey, OwnerSignedUp};
 pub use auth::{Auth, Authenticated, Deps, ExtraClaims, NewUser, Settings, SignedIn, SignedUp, TokenSet};
 pub use error::{Error, FieldError, Result};
 pub use outbox::{Delivery, MailReceipt};

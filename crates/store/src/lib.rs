@@ -19,6 +19,9 @@ use latchkey_core::ports::{
     StoreError, UniqueKey, UserRecord, UserStore,
 };
 use latchkey_core::session::Session;
+use latchkey_core::identity::ApiKeyId;
+use latchkey_core::ports::TenantStore;
+use latchkey_core::tenant::{ApiKeyRecord, Tenant, TenantSettings};
 use latchkey_core::time_util::{from_millis, millis};
 use sqlx::Row;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};

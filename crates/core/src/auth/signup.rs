@@ -55,7 +55,7 @@ impl Auth {
                         None => None,
                     };
                     match existing {
-                        Some(r) if !r.user.email_verified && self.requires_verification(tenant) => {
+                        Some(r) if !r.user.email_verified && self.requires_verification(tenant).await? => {
                             self.reclaim_unverified(r.user, new, hash).await
                         }
                         Some(r) => {
@@ -135,7 +135,7 @@ impl Auth {
             return Err(Error::invalid("email", "an email address or a username is required"));
         }
         let user = self.insert_new_user(tenant, new, password_hash).await?;
-        let verification = if user.email.is_some() && self.requires_verification(tenant) {
+        let verification = if user.email.is_some() && self.requires_verification(tenant).await? {
             Some(self.issue_code(&user, CodePurpose::VerifyEmail, None).await?)
         } else {
             None
