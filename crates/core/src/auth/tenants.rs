@@ -217,14 +217,20 @@ impl Auth {
     }
 
     /// The tenant of the project owner `owner`, opened with `presented` (a key of that
-    /// tenant): what every account route of `projects` checks first.
+    /// tenant), and the key that opened it: what every account route of `projects` checks
+    /// first.
     ///
     /// # Errors
     /// [`Error::TenantNotFound`] (no such owner), then as [`Auth::authenticate_api_key`].
-    pub async fn open_project(&self, owner: UserId, presented: Option<&str>, meta: &ClientMeta) -> Result<Tenant> {
+    pub async fn open_project(
+        &self,
+        owner: UserId,
+        presented: Option<&str>,
+        meta: &ClientMeta,
+    ) -> Result<(Tenant, ApiKeyRecord)> {
         let tenant = self.tenant_of_owner(owner).await?;
-        self.authenticate_api_key(tenant.id, presented, meta).await?;
-        Ok(tenant)
+        let key = self.authenticate_api_key(tenant.id, presented, meta).await?;
+        Ok((tenant, key))
     }
 
     /// Like [`Auth::authenticate`], for a caller serving `tenant`: a token whose `tid` names

@@ -120,7 +120,12 @@ macro_rules! sql_tenants {
                 rows.iter().map(Self::api_key_from_row).collect::<Result<_, _>>().map_err(store_err)
             }
 
-            async fn revoke_api_key(&self, tenant: TenantId, id: ApiKeyId, at: OffsetDateTime) -> Result<bool, StoreError> {
+            async fn revoke_api_key(
+                &self,
+                tenant: TenantId,
+                id: ApiKeyId,
+                at: OffsetDateTime,
+            ) -> Result<bool, StoreError> {
                 let done = sqlx::query(
                     "UPDATE api_keys SET revoked_at = $3 WHERE tenant_id = $1 AND id = $2 AND revoked_at IS NULL",
                 )
@@ -133,7 +138,12 @@ macro_rules! sql_tenants {
                 Ok(done.rows_affected() == 1)
             }
 
-            async fn touch_api_key(&self, tenant: TenantId, id: ApiKeyId, at: OffsetDateTime) -> Result<(), StoreError> {
+            async fn touch_api_key(
+                &self,
+                tenant: TenantId,
+                id: ApiKeyId,
+                at: OffsetDateTime,
+            ) -> Result<(), StoreError> {
                 sqlx::query("UPDATE api_keys SET last_used_at = $3 WHERE tenant_id = $1 AND id = $2")
                     .bind(tenant.0)
                     .bind(id.0)
@@ -144,7 +154,12 @@ macro_rules! sql_tenants {
                 Ok(())
             }
 
-            async fn list_users(&self, tenant: TenantId, limit: u32, offset: u64) -> Result<Vec<UserRecord>, StoreError> {
+            async fn list_users(
+                &self,
+                tenant: TenantId,
+                limit: u32,
+                offset: u64,
+            ) -> Result<Vec<UserRecord>, StoreError> {
                 let rows = sqlx::query(concat!(
                     "SELECT ",
                     user_columns!(),
