@@ -12,7 +12,7 @@ use std::fmt::Write as _;
 use anyhow::{Context, anyhow};
 use latchkey_core::identity::{ApiKeyId, Email, TenantId, User, UserId};
 use latchkey_core::tenant::{ApiKeyRecord, Tenant, TenantSettings};
-use latchkey_core::{Auth, NewApiKey};
+use latchkey_core::{Auth, Error, NewApiKey};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -147,6 +147,14 @@ pub async fn run(config: &Config, command: Command) -> anyhow::Result<Report> {
     result
 }
 
+/// A core error as one line: invalid input names what is wrong.
+fn explain(e: Error) -> anyhow::Error {
+    match e {
+        Error::InvalidInput(fields) => anyhow!(fields.into_iter().map(|f| f.message).collect::<Vec<_>>().join("; ")),
+        other => other.into(),
+    }
+}
+
 fn time_text(t: OffsetDateTime) -> String {
     t.format(&Rfc3339).unwrap_or_default()
 }
@@ -226,7 +234,7 @@ async fn execute(auth: &Auth, command: Command) -> anyhow::Result<Report> {
     match command {
         Command::TenantCreate { name, require_email_verification } => {
             let settings = TenantSettings { require_email_verification };
-            let (tenant, key) = auth.create_tenant(&name, settings).await.context("--name")?;
+            let (tenant, key) = auth.create_tenant(&name, settings).await.map_err(explain).context("--name")?;
             Ok(new_key_report(Some(&tenant), &key))
         }
         Command::TenantList => {
@@ -250,7 +258,7 @@ async fn execute(auth: &Auth, command: Command) -> anyhow::Result<Report> {
             })
         }
         Command::KeyCreate(tenant) => {
-            let key = auth.create_api_key(tenant).await.with_context(|| format!("tenant {tenant}"))?;
+            let key = auth.create_api_key(tenant).await.map_err(explain).with_context(|| format!("tenant {tenant}"))?;
             Ok(new_key_report(None, &key))
         }
         Command::KeyList(tenant) => {
@@ -289,7 +297,11 @@ async fn execute(auth: &Auth, command: Command) -> anyhow::Result<Report> {
                 anyhow::bail!("--page: pages are numbered from 1");
             }
             let offset = (page - 1).saturating_mul(u64::from(limit));
-            let users = auth.users_page(tenant, limit, offset).await.with_context(|| format!("tenant {tenant}"))?;
+            let users = auth
+                .users_page(tenant, limit, offset)
+                .await
+                .map_err(explain)
+                .with_context(|| format!("tenant {tenant}"))?;
             let more = users.len() == limit as usize;
             Ok(Report {
                 columns: vec!["id", "email", "username", "verified", "disabled", "created"],

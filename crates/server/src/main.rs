@@ -169,9 +169,12 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => e.exit(),
         Err(e) => {
-            // One line: what was wrong with the command line.
+            // One line: what was wrong with the command line (clap's message up to its usage
+            // section, e.g. "the following required arguments were not provided: --tenant").
             let text = e.to_string();
-            eprintln!("latchkey: {}", text.lines().next().unwrap_or_default().trim_start_matches("error: "));
+            let message: Vec<&str> =
+                text.lines().map(str::trim).take_while(|l| !l.is_empty() && !l.starts_with("Usage:")).collect();
+            eprintln!("latchkey: {}", message.join(" ").trim_start_matches("error: "));
             return ExitCode::from(2);
         }
     };

@@ -146,9 +146,13 @@ impl Auth {
     /// key, moving clients to it, then revoking the old one).
     ///
     /// # Errors
+    /// [`Error::InvalidInput`] (field `tenant`) for the default and owners' tenants,
     /// [`Error::TenantNotFound`], [`Error::Internal`].
     #[tracing::instrument(skip_all, fields(tenant = %tenant))]
     pub async fn create_api_key(&self, tenant: TenantId) -> Result<NewApiKey> {
+        if tenant.is_system() {
+            return Err(Error::invalid("tenant", "the system tenants have no API keys"));
+        }
         self.tenant(tenant).await?;
         let key = self.new_api_key(tenant);
         self.0.store.insert_api_key(&key.record).await?;
@@ -216,19 +220,27 @@ impl Auth {
         .await
     }
 
-    /// The tenant of the project owner `owner`, opened with `presented` (a key of that
-    /// tenant), and the key that opened it: what every account route of `projects` checks
-    /// first.
+    /// The tenant a `projects` URL names, opened with `presented` (a key of that tenant), and
+    /// the key that opened it: what every account route of `projects` checks first. The URL's
+    /// id is a project owner's (their tenant), or the id of a tenant the operator created
+    /// (`latchkey tenant create`); the system tenants are never reachable this way.
     ///
     /// # Errors
-    /// [`Error::TenantNotFound`] (no such owner), then as [`Auth::authenticate_api_key`].
+    /// [`Error::TenantNotFound`] (no such owner or tenant), then as
+    /// [`Auth::authenticate_api_key`].
     pub async fn open_project(
         &self,
-        owner: UserId,
+        id: uuid::Uuid,
         presented: Option<&str>,
         meta: &ClientMeta,
     ) -> Result<(Tenant, ApiKeyRecord)> {
-        let tenant = self.tenant_of_owner(owner).await?;
+        let tenant = match self.0.store.tenant_of_owner(UserId(id)).await? {
+            Some(tenant) => tenant,
+            None => match self.0.store.tenant(TenantId(id)).await? {
+                Some(tenant) if tenant.owner.is_none() && !tenant.id.is_system() => tenant,
+                _ => return Err(Error::TenantNotFound),
+            },
+        };
         let key = self.authenticate_api_key(tenant.id, presented, meta).await?;
         Ok((tenant, key))
     }

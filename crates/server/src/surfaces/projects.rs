@@ -28,6 +28,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
+use uuid::Uuid;
 
 use crate::context::{Mounted, SurfaceContext};
 use crate::http::cookies::bearer;
@@ -174,12 +175,10 @@ fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&Rfc3339).unwrap_or_default()
 }
 
-/// An id from the URL; anything else names no resource (404).
-fn path_id<T>(
-    raw: &str,
-    parse: fn(&str) -> Result<T, latchkey_core::identity::ParseError>,
-) -> Result<T, ProjectsError> {
-    parse(raw).map_err(|_| ProjectsError::new(StatusCode::NOT_FOUND, "no such user"))
+/// The `userID` of an account route: an owner's id, or an operator-created tenant's; anything
+/// but a UUID names no one (404).
+fn path_id(raw: &str) -> Result<Uuid, ProjectsError> {
+    Uuid::parse_str(raw).map_err(|_| ProjectsError::new(StatusCode::NOT_FOUND, "no such user"))
 }
 
 /// `{email, password}`, the body of every sign-up and sign-in of the seed.
@@ -248,7 +247,7 @@ async fn owner_login(
 /// of the new session.
 async fn account_answer(
     auth: &Auth,
-    owner: UserId,
+    owner: Uuid,
     key: &ApiKeyRecord,
     user: &User,
     session: &Session,
@@ -286,7 +285,7 @@ async fn account_signup(
     headers: HeaderMap,
     Body(req): Body<Credentials>,
 ) -> Result<Response, ProjectsError> {
-    let owner = path_id(&owner?.0, UserId::parse)?;
+    let owner = path_id(&owner?.0)?;
     let (tenant, key) = auth.open_project(owner, key_header(&headers), &meta).await?;
     let policy = auth.settings().password_policy;
     let mut v = Validator::default();
@@ -307,7 +306,7 @@ async fn account_login(
     headers: HeaderMap,
     Body(req): Body<Credentials>,
 ) -> Result<Response, ProjectsError> {
-    let owner = path_id(&owner?.0, UserId::parse)?;
+    let owner = path_id(&owner?.0)?;
     let (tenant, key) = auth.open_project(owner, key_header(&headers), &meta).await?;
     let (email, password) = sign_in_input(&req)?;
     let signed_in = auth.sign_in(tenant.id, &Login::Email(email), &password, &meta).await?;

@@ -6,6 +6,7 @@
 //! imports from another.
 
 mod auth;
+mod cli;
 mod graphql;
 mod hardening;
 mod helpers;
