@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::helpers::{ApiResponse, Backend, PASSWORD, TestApp, jwt_parts, send, users_signup_body};
+use crate::helpers::{ApiResponse, Backend, PASSWORD, TestApp, captured_logs, jwt_parts, send, users_signup_body};
 use crate::on_both_backends;
 
 /// The surface's error shape with `status`.
@@ -83,6 +83,12 @@ async fn the_seed_flow(backend: Backend) {
     assert_ne!(fresh, token);
     assert_eq!(jwt_parts(fresh).1["tid"], tenant.as_str());
     assert_eq!(app.count("SELECT COUNT(*) FROM sessions WHERE revoked_at IS NULL AND $1 = $1", "").await, 3);
+
+    // No key, token or password reached the log.
+    let logs = captured_logs();
+    for secret in [&key[3..], token, fresh, login["token"].as_str().expect("token"), PASSWORD] {
+        assert!(!logs.contains(secret), "a secret reached the log");
+    }
 }
 
 /// Every error row of API.md's table, in the surface's shape.
