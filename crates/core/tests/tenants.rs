@@ -134,6 +134,15 @@ async fn keys_open_only_their_tenant_until_revoked() {
     assert!(matches!(auth.authenticate_api_key(a.id, Some(&text), &meta).await, Err(Error::InvalidToken)));
     auth.authenticate_api_key(a.id, Some(second.key.expose()), &meta).await.expect("the second key");
     assert!(matches!(auth.create_api_key(TenantId::random()).await, Err(Error::TenantNotFound)));
+    assert!(matches!(auth.create_api_key(TenantId::DEFAULT).await, Err(Error::InvalidInput(_))));
+
+    // At most ten active keys; revoking one makes room.
+    for _ in 1..10 {
+        auth.create_api_key(a.id).await.expect("room for more");
+    }
+    assert!(matches!(auth.create_api_key(a.id).await, Err(Error::InvalidInput(_))));
+    assert!(auth.revoke_api_key(a.id, second.record.id).await.expect("revoke"));
+    auth.create_api_key(a.id).await.expect("room again");
 }
 
 #[tokio::test]

@@ -19,6 +19,10 @@ use crate::token::{ACCESS_TOKEN_TYP, Expectation};
 /// How often a key's `last_used_at` is written at most.
 const KEY_TOUCH_INTERVAL: Duration = Duration::from_secs(60);
 
+/// Most unrevoked API keys a tenant may hold at once (enough to rotate; bounded so that no
+/// caller can grow the table without end).
+pub const MAX_ACTIVE_KEYS: usize = 10;
+
 /// Largest page of [`Auth::users_page`].
 pub const MAX_PAGE: u32 = 1000;
 
@@ -146,7 +150,8 @@ impl Auth {
     /// key, moving clients to it, then revoking the old one).
     ///
     /// # Errors
-    /// [`Error::InvalidInput`] (field `tenant`) for the default and owners' tenants,
+    /// [`Error::InvalidInput`] (field `tenant`) for the default and owners' tenants, and
+    /// when the tenant holds [`MAX_ACTIVE_KEYS`] unrevoked keys already,
     /// [`Error::TenantNotFound`], [`Error::Internal`].
     #[tracing::instrument(skip_all, fields(tenant = %tenant))]
     pub async fn create_api_key(&self, tenant: TenantId) -> Result<NewApiKey> {
@@ -154,6 +159,13 @@ impl Auth {
             return Err(Error::invalid("tenant", "the system tenants have no API keys"));
         }
         self.tenant(tenant).await?;
+        let active = self.0.store.api_keys(tenant).await?.iter().filter(|k| k.revoked_at.is_none()).count();
+        if active >= MAX_ACTIVE_KEYS {
+            return Err(Error::invalid(
+                "tenant",
+                format!("a tenant has at most {MAX_ACTIVE_KEYS} active API keys; revoke one first"),
+            ));
+        }
         let key = self.new_api_key(tenant);
         self.0.store.insert_api_key(&key.record).await?;
         tracing::info!(key = %key.record.id, "API key created");
