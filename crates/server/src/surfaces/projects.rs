@@ -17,7 +17,7 @@ use axum::extract::{FromRef, FromRequest, Path, Request, State};
 use axum::http::header::{RETRY_AFTER, WWW_AUTHENTICATE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{any, delete, get, post};
 use axum::{Json, Router};
 use latchkey_core::identity::{ApiKeyId, Email, Login, PresentedPassword, TenantId, User, UserId};
 use latchkey_core::session::Session;
@@ -60,12 +60,21 @@ pub fn mount(ctx: &SurfaceContext) -> anyhow::Result<Mounted> {
         .route("/{owner}/accounts/login", post(account_login))
         .route("/{owner}/keys", get(list_keys).post(create_key))
         .route("/{owner}/keys/{key}", delete(revoke_key))
-        .fallback(|| async { ProjectsError::new(StatusCode::NOT_FOUND, "route not found") })
+        // The mount point itself (with or without its slash) is no route either, and answers
+        // in this surface's shape.
+        .route("/", any(not_found))
+        .fallback(not_found)
         .method_not_allowed_fallback(|| async {
             ProjectsError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this route")
         })
         .with_state(state);
-    Ok(Mounted::routes(Router::new().nest(PREFIX, routes)))
+    let mount_point = Router::new().route(&format!("{PREFIX}/"), any(not_found));
+    Ok(Mounted::routes(Router::new().nest(PREFIX, routes).merge(mount_point)))
+}
+
+/// Unknown routes under the mount prefix.
+async fn not_found() -> ProjectsError {
+    ProjectsError::new(StatusCode::NOT_FOUND, "route not found")
 }
 
 /// A JSON body read into the DTO `T`; every rejection is a [`ProjectsError`].

@@ -161,6 +161,10 @@ async fn bad_input_is_answered_in_the_surface_shape(backend: Backend) {
         }
     }
     assert_error(&app.get("/projects/api/users/nowhere").await, 404);
+    assert_error(&app.get("/projects/api/users").await, 404);
+    assert_error(&app.get("/projects/api/users/").await, 404);
+    assert_error(&app.get("/projects/api/users/%FF%FE/keys").await, 404);
+    assert_error(&app.send_json(Method::POST, "/projects/api/users/%FF/accounts/signup", &json!({})).await, 404);
     assert_error(&app.get("/projects/api/users/signup").await, 405);
     assert_error(&app.send_json(Method::PUT, &account, &json!({})).await, 405);
     assert_error(&app.get(&format!("/projects/api/users/{}/accounts/signup/extra", owner.id)).await, 404);
