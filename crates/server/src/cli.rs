@@ -106,12 +106,12 @@ pub enum UserAction {
 /// An operator command.
 #[derive(Debug, Clone)]
 pub enum Command {
-    /// Create a tenant with its first API key.
+    /// Create a tenant with its first API key. Its users need not verify their email: no
+    /// surface verifies the accounts of a tenant but the default one, which is created with
+    /// the database.
     TenantCreate {
         /// The tenant's name.
         name: String,
-        /// Whether its users must verify their email before signing in.
-        require_email_verification: bool,
     },
     /// List tenants.
     TenantList,
@@ -232,8 +232,8 @@ async fn find_user(auth: &Auth, tenant: TenantId, user: &UserRef) -> anyhow::Res
 
 async fn execute(auth: &Auth, command: Command) -> anyhow::Result<Report> {
     match command {
-        Command::TenantCreate { name, require_email_verification } => {
-            let settings = TenantSettings { require_email_verification };
+        Command::TenantCreate { name } => {
+            let settings = TenantSettings { require_email_verification: false };
             let (tenant, key) = auth.create_tenant(&name, settings).await.map_err(explain).context("--name")?;
             Ok(new_key_report(Some(&tenant), &key))
         }

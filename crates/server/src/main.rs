@@ -81,9 +81,6 @@ enum TenantCommand {
         /// The tenant's name (for operators; 1 to 200 characters).
         #[arg(long)]
         name: String,
-        /// Require users of the tenant to verify their email before signing in.
-        #[arg(long)]
-        require_email_verification: bool,
     },
     /// List every tenant.
     List,
@@ -247,9 +244,7 @@ async fn operate(config: &Config, json: bool, command: cli::Command) -> anyhow::
 
 fn tenant_command(command: TenantCommand) -> anyhow::Result<cli::Command> {
     Ok(match command {
-        TenantCommand::Create { name, require_email_verification } => {
-            cli::Command::TenantCreate { name, require_email_verification }
-        }
+        TenantCommand::Create { name } => cli::Command::TenantCreate { name },
         TenantCommand::List => cli::Command::TenantList,
         TenantCommand::Key { command: KeyCommand::Create(t) } => cli::Command::KeyCreate(cli::parse_tenant(&t.tenant)?),
         TenantCommand::Key { command: KeyCommand::List(t) } => cli::Command::KeyList(cli::parse_tenant(&t.tenant)?),
