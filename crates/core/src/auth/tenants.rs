@@ -235,11 +235,12 @@ impl Auth {
     /// The tenant a `projects` URL names, opened with `presented` (a key of that tenant), and
     /// the key that opened it: what every account route of `projects` checks first. The URL's
     /// id is a project owner's (their tenant), or the id of a tenant the operator created
-    /// (`latchkey tenant create`); the system tenants are never reachable this way.
+    /// (`latchkey tenant create`); the system tenants are never reachable this way. While an
+    /// owner is disabled, no key opens their tenant.
     ///
     /// # Errors
-    /// [`Error::TenantNotFound`] (no such owner or tenant), then as
-    /// [`Auth::authenticate_api_key`].
+    /// [`Error::TenantNotFound`] (no such owner or tenant), [`Error::InvalidToken`] (the owner
+    /// is disabled), then as [`Auth::authenticate_api_key`].
     pub async fn open_project(
         &self,
         id: uuid::Uuid,
@@ -247,7 +248,11 @@ impl Auth {
         meta: &ClientMeta,
     ) -> Result<(Tenant, ApiKeyRecord)> {
         let tenant = match self.0.store.tenant_of_owner(UserId(id)).await? {
-            Some(tenant) => tenant,
+            // A disabled owner's projects are suspended with the owner.
+            Some(tenant) => match self.0.store.user_by_id(TenantId::PROJECT_OWNERS, UserId(id)).await? {
+                Some(owner) if !owner.user.disabled => tenant,
+                _ => return Err(Error::InvalidToken),
+            },
             None => match self.0.store.tenant(TenantId(id)).await? {
                 Some(tenant) if tenant.owner.is_none() && !tenant.id.is_system() => tenant,
                 _ => return Err(Error::TenantNotFound),

@@ -89,6 +89,18 @@ async fn operators_manage_tenants_keys_users_and_sessions(backend: Backend) {
     stdout(&app.latchkey_cli(&["users", "delete", "u3@example.com", "--tenant", &tenant]));
     assert_eq!(app.count("SELECT COUNT(*) FROM users WHERE email = $1", "u3@example.com").await, 0);
 
+    // An owner disabled suspends their projects; deleted, takes them along.
+    let owner = app.projects_owner("boss@example.com").await;
+    app.projects_account(&owner, "staff@example.com").await;
+    let login = || app.projects_account_login(&owner.id, Some(&owner.key), "staff@example.com", PASSWORD);
+    stdout(&app.latchkey_cli(&["user", "disable", "boss@example.com", "--tenant", "project-owners"]));
+    assert_eq!(login().await.status, 401);
+    stdout(&app.latchkey_cli(&["user", "enable", &owner.id, "--tenant", "project-owners"]));
+    assert_eq!(login().await.status, 200);
+    stdout(&app.latchkey_cli(&["user", "delete", "boss@example.com", "--tenant", "project-owners"]));
+    assert_eq!(login().await.status, 404);
+    assert_eq!(app.count("SELECT COUNT(*) FROM users WHERE email = $1", "staff@example.com").await, 0);
+
     // The default tenant is the default: a v1 user's sessions end at once.
     app.v1_verified_user("dan@example.com").await;
     let signed_in = app.v1_signed_in("dan@example.com").await;

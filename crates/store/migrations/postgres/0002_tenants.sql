@@ -1,9 +1,10 @@
 -- Tenants become first-class (API.md, `projects`): an owner (the project owner, a user of the
 -- owners' tenant, for tenants created by owner sign-up), per-tenant settings, and API keys.
 -- The default tenant's verification rule comes from LATCHKEY_REQUIRE_EMAIL_VERIFICATION, not
--- from its row.
+-- from its row. An owner's tenant belongs to the owner: deleting the owner deletes it, with its
+-- keys and accounts.
 
-ALTER TABLE tenants ADD COLUMN owner_id UUID REFERENCES users (id) ON DELETE SET NULL;
+ALTER TABLE tenants ADD COLUMN owner_id UUID REFERENCES users (id) ON DELETE CASCADE;
 ALTER TABLE tenants ADD COLUMN require_email_verification BOOLEAN NOT NULL DEFAULT FALSE;
 CREATE UNIQUE INDEX tenants_owner_id_key ON tenants (owner_id);
 
