@@ -277,6 +277,14 @@ async fn keys_rotate_without_downtime(backend: Backend) {
     assert_error(&app.projects_keys(Method::GET, &owner.id, "", None).await, 401);
     assert_error(&app.projects_keys(Method::GET, &owner.id, "", Some(&second)).await, 401);
     assert_error(&app.projects_keys(Method::GET, "not-an-id", "", token).await, 401);
+
+    // At most ten active keys: the eleventh waits for a revocation.
+    for _ in 0..9 {
+        app.projects_keys(Method::POST, &owner.id, "", token).await.expect_status(201);
+    }
+    assert_error(&app.projects_keys(Method::POST, &owner.id, "", token).await, 422);
+    assert_eq!(app.projects_keys(Method::DELETE, &owner.id, &format!("/{second_id}"), token).await.status, 200);
+    app.projects_keys(Method::POST, &owner.id, "", token).await.expect_status(201);
 }
 
 /// Twenty concurrent sign-ups with one email give exactly one account, and twenty owner
