@@ -8,7 +8,8 @@
 //! checks), `tokens` (JWTs, refresh rotation, the key ring), `bound` (refresh tokens with a value
 //! bound to them), `account` (reset, change, disable, delete), `identities` (Cognito-style
 //! identity ids), `passwordless` (sign-up without a password first), `srp` (Cognito's SRP
-//! sign-in). This file holds the service itself and what its operations share.
+//! sign-in), `tenants` (tenants, their API keys, credential checks bound to one tenant). This
+//! file holds the service itself and what its operations share.
 
 mod account;
 pub(crate) mod bound;
