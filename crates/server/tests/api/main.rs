@@ -6,11 +6,13 @@
 //! imports from another.
 
 mod auth;
+mod cli;
 mod graphql;
 mod hardening;
 mod helpers;
 mod limits;
 mod ops;
+mod projects;
 mod tokens;
 mod users;
 mod v1;
