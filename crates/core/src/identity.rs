@@ -56,6 +56,10 @@ uuid_id!(
     /// A session's id; the `sid` claim of every token issued for the session.
     SessionId
 );
+uuid_id!(
+    /// An API key's id: names the key in listings and revocations; never a secret.
+    ApiKeyId
+);
 
 impl TenantId {
     /// The default tenant: the directory shared by every surface but `projects` (API.md,
@@ -63,6 +67,12 @@ impl TenantId {
     pub const DEFAULT: TenantId = TenantId(Uuid::from_u128(1));
     /// The system tenant holding the owners of the `projects` surface (API.md, `projects`).
     pub const PROJECT_OWNERS: TenantId = TenantId(Uuid::from_u128(2));
+
+    /// Whether this is one of the system tenants ([`TenantId::DEFAULT`],
+    /// [`TenantId::PROJECT_OWNERS`]), which no API key opens.
+    pub fn is_system(self) -> bool {
+        self == Self::DEFAULT || self == Self::PROJECT_OWNERS
+    }
 }
 
 /// An email address: syntactically valid, at most 254 characters, kept as given (surrounding

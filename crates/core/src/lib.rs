@@ -19,6 +19,7 @@ pub mod ports;
 pub mod secret;
 pub mod session;
 pub mod srp;
+pub mod tenant;
 pub mod time_util;
 pub mod token;
 
@@ -27,6 +28,7 @@ mod auth;
 pub use auth::bound::RefreshPair;
 pub use auth::passwordless::{Registration, RegistrationFailed, RegistrationStep};
 pub use auth::srp::{SrpChallenge, SrpResponse};
+pub use auth::tenants::{NewApiKey, OwnerSignedUp};
 pub use auth::{Auth, Authenticated, Deps, ExtraClaims, NewUser, Settings, SignedIn, SignedUp, TokenSet};
 pub use error::{Error, FieldError, Result};
 pub use outbox::{Delivery, MailReceipt};

@@ -49,6 +49,8 @@ pub enum LimitKind {
     EmailChangePerUser,
     /// Refreshes of one session.
     RefreshPerSession,
+    /// Wrong or revoked API keys presented from one client address (`projects`).
+    ApiKeyFailuresPerAddress,
 }
 
 /// How a quota counts.
@@ -84,7 +86,7 @@ const DAY: Duration = Duration::from_secs(24 * 3600);
 
 impl LimitKind {
     /// Every kind.
-    pub const ALL: [LimitKind; 10] = [
+    pub const ALL: [LimitKind; 11] = [
         LimitKind::SignInFailuresPerLoginAndAddress,
         LimitKind::SignInFailuresPerLogin,
         LimitKind::SignInPerAddress,
@@ -95,6 +97,7 @@ impl LimitKind {
         LimitKind::CodeChecksPerAddress,
         LimitKind::EmailChangePerUser,
         LimitKind::RefreshPerSession,
+        LimitKind::ApiKeyFailuresPerAddress,
     ];
 
     /// The quota of this kind.
@@ -112,6 +115,7 @@ impl LimitKind {
             LimitKind::CodeChecksPerAddress => q(60, 10 * MINUTE),
             LimitKind::EmailChangePerUser => q(5, HOUR),
             LimitKind::RefreshPerSession => q(30, MINUTE),
+            LimitKind::ApiKeyFailuresPerAddress => q(20, MINUTE),
         }
     }
 
@@ -128,6 +132,7 @@ impl LimitKind {
             LimitKind::CodeChecksPerAddress => "code_checks_address",
             LimitKind::EmailChangePerUser => "email_change_user",
             LimitKind::RefreshPerSession => "refresh_session",
+            LimitKind::ApiKeyFailuresPerAddress => "api_key_failures_address",
         }
     }
 }

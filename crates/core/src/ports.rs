@@ -12,8 +12,9 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use crate::code::CodePurpose;
-use crate::identity::{Email, SessionId, TenantId, User, UserId};
+use crate::identity::{ApiKeyId, Email, SessionId, TenantId, User, UserId};
 use crate::session::{Revocation, Session};
+use crate::tenant::{ApiKeyRecord, Tenant};
 use tokio::sync::broadcast;
 
 /// A unique key a write can collide with.
@@ -148,7 +149,7 @@ pub struct Purged {
 /// Every method is scoped to one tenant. Implementations must map unique-constraint
 /// violations to [`StoreError::Conflict`] with the right [`UniqueKey`].
 #[async_trait]
-pub trait Store: UserStore + CodeStore + SessionStore + KeyStore + SrpStore {
+pub trait Store: UserStore + CodeStore + SessionStore + KeyStore + SrpStore + TenantStore {
     /// Checks that the backend answers.
     async fn ping(&self) -> Result<(), StoreError>;
 
@@ -380,4 +381,33 @@ pub trait SrpStore: Send + Sync + 'static {
         id: uuid::Uuid,
         expires_at: OffsetDateTime,
     ) -> Result<bool, StoreError>;
+}
+
+/// Tenants, their API keys, and the listing of a tenant's users (API.md, `projects`; the
+/// operator CLI).
+#[async_trait]
+pub trait TenantStore: Send + Sync + 'static {
+    /// Inserts a tenant and, in the same transaction, its first API key (if given): either
+    /// both exist afterwards or neither. `Conflict(Other)` if the owner has a tenant already.
+    async fn insert_tenant(&self, tenant: &Tenant, first_key: Option<&ApiKeyRecord>) -> Result<(), StoreError>;
+    /// The tenant with this id.
+    async fn tenant(&self, id: TenantId) -> Result<Option<Tenant>, StoreError>;
+    /// The tenant owned by the project owner `owner` (a user of the owners' tenant).
+    async fn tenant_of_owner(&self, owner: UserId) -> Result<Option<Tenant>, StoreError>;
+    /// Every tenant, oldest first.
+    async fn tenants(&self) -> Result<Vec<Tenant>, StoreError>;
+    /// Inserts an API key of an existing tenant.
+    async fn insert_api_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError>;
+    /// The key whose hash is `key_hash`, in any tenant, revoked or not.
+    async fn api_key_by_hash(&self, key_hash: &[u8]) -> Result<Option<ApiKeyRecord>, StoreError>;
+    /// The tenant's keys, revoked ones included, oldest first.
+    async fn api_keys(&self, tenant: TenantId) -> Result<Vec<ApiKeyRecord>, StoreError>;
+    /// Revokes the tenant's key `id` at `at`; returns false when the tenant has no such
+    /// unrevoked key.
+    async fn revoke_api_key(&self, tenant: TenantId, id: ApiKeyId, at: OffsetDateTime) -> Result<bool, StoreError>;
+    /// Records use of the key at `at`.
+    async fn touch_api_key(&self, tenant: TenantId, id: ApiKeyId, at: OffsetDateTime) -> Result<(), StoreError>;
+    /// One page of the tenant's users, oldest first (then by id): at most `limit` after
+    /// skipping `offset`.
+    async fn list_users(&self, tenant: TenantId, limit: u32, offset: u64) -> Result<Vec<UserRecord>, StoreError>;
 }

@@ -216,8 +216,11 @@ pub async fn migrate(config: &Config) -> anyhow::Result<()> {
 }
 
 /// The core on the configured database, without an HTTP server or mail (for maintenance
-/// commands).
-async fn open_core(config: &Config) -> anyhow::Result<(Database, Auth)> {
+/// commands: `latchkey keys`, `tenant`, `user`, `session`). Close the database when done.
+///
+/// # Errors
+/// When the database cannot be opened or migrated, or the server secret cannot be loaded.
+pub async fn open_core(config: &Config) -> anyhow::Result<(Database, Auth)> {
     let database = open_database(config).await?;
     let secret = load_secret(config, database.backend())?;
     let settings = core_settings(config, config.public_url(config.listen));
@@ -242,39 +245,6 @@ pub async fn rotate_keys(config: &Config) -> anyhow::Result<String> {
     let kid = auth.rotate_signing_key().await?;
     database.close().await;
     Ok(kid)
-}
-
-/// What `latchkey users` does to a user of the default tenant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UserAction {
-    /// Refuse sign-in and end every session at once.
-    Disable,
-    /// Allow sign-in again.
-    Enable,
-    /// Delete the user with their sessions.
-    Delete,
-}
-
-/// Applies `action` to the default-tenant user with `email`, for `latchkey users`.
-///
-/// # Errors
-/// When the address is invalid, there is no such user, or the database fails.
-pub async fn manage_user(config: &Config, email: &str, action: UserAction) -> anyhow::Result<String> {
-    let email = latchkey_core::identity::Email::parse(email).map_err(|e| anyhow::anyhow!("email {e}"))?;
-    let (database, auth) = open_core(config).await?;
-    let tenant = latchkey_core::identity::TenantId::DEFAULT;
-    let result = async {
-        let user = auth.user_by_email(tenant, &email).await?;
-        match action {
-            UserAction::Disable => auth.set_disabled(tenant, user.id, true).await?,
-            UserAction::Enable => auth.set_disabled(tenant, user.id, false).await?,
-            UserAction::Delete => auth.delete_user(tenant, user.id).await?,
-        }
-        Ok::<_, latchkey_core::Error>(user.id.to_string())
-    }
-    .await;
-    database.close().await;
-    result.map_err(|e| anyhow::anyhow!("{email}: {e}"))
 }
 
 /// The server secret: `LATCHKEY_SECRET`, else `latchkey.secret` in the data directory (beside

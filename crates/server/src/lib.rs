@@ -5,6 +5,7 @@
 //! [`app::Application`]; tests build the same application on port 0.
 
 pub mod app;
+pub mod cli;
 pub mod config;
 pub mod context;
 pub mod http;

@@ -4,8 +4,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use latchkey_core::identity::ApiKeyId;
 use latchkey_server::config::Config;
-use latchkey_server::{Application, app, surfaces, telemetry};
+use latchkey_server::{Application, app, cli, surfaces, telemetry};
 
 /// Latchkey: a self-hosted authentication server with one user directory and many API
 /// surfaces.
@@ -16,6 +17,10 @@ struct Cli {
     /// environment variables override it.
     #[arg(long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
+
+    /// Print the results of `tenant`, `user` and `session` commands as JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
 
     #[command(subcommand)]
     command: Option<Command>,
@@ -33,32 +38,119 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
-    /// Disable, enable or delete a user of the default tenant (effective at once on every
-    /// instance).
-    Users {
+    /// Manage tenants and their API keys.
+    Tenant {
         #[command(subcommand)]
-        command: UsersCommand,
+        command: TenantCommand,
+    },
+    /// List, disable, enable or delete users (effective at once on every instance).
+    #[command(alias = "users")]
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// Revoke sessions (effective at once on every instance).
+    Session {
+        #[command(subcommand)]
+        command: SessionCommand,
     },
     /// Validate the configuration, print it (secrets redacted) and exit.
     CheckConfig,
 }
 
+/// The tenant a command acts on: its id (UUID), `default` or `project-owners`.
+#[derive(Debug, clap::Args)]
+struct TenantArg {
+    /// Tenant id (UUID), `default` or `project-owners`.
+    #[arg(long, value_name = "TENANT", default_value = "default")]
+    tenant: String,
+}
+
+/// A tenant that must be named.
+#[derive(Debug, clap::Args)]
+struct RequiredTenantArg {
+    /// Tenant id (UUID), `default` or `project-owners`.
+    #[arg(long, value_name = "TENANT")]
+    tenant: String,
+}
+
 #[derive(Debug, Subcommand)]
-enum UsersCommand {
+enum TenantCommand {
+    /// Create a tenant; prints its id and its first API key (shown this once).
+    Create {
+        /// The tenant's name (for operators; 1 to 200 characters).
+        #[arg(long)]
+        name: String,
+    },
+    /// List every tenant.
+    List,
+    /// Manage a tenant's API keys.
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeyCommand {
+    /// Create an API key; prints it this once. The other keys keep working.
+    Create(RequiredTenantArg),
+    /// List the tenant's keys (never the keys themselves).
+    List(RequiredTenantArg),
+    /// Revoke a key: refused at once on every instance.
+    Revoke {
+        #[command(flatten)]
+        tenant: RequiredTenantArg,
+        /// The key's id (from `tenant key list`).
+        key: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// List the tenant's users, oldest first, one page at a time.
+    List {
+        #[command(flatten)]
+        tenant: RequiredTenantArg,
+        /// Users per page (1 to 1000).
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        limit: u32,
+        /// The page to show, from 1.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+        page: u64,
+    },
     /// Refuse sign-in and end every session of the user.
     Disable {
-        /// The user's email address.
-        email: String,
+        /// The user's email address or id.
+        user: String,
+        #[command(flatten)]
+        tenant: TenantArg,
     },
     /// Allow a disabled user to sign in again.
     Enable {
-        /// The user's email address.
-        email: String,
+        /// The user's email address or id.
+        user: String,
+        #[command(flatten)]
+        tenant: TenantArg,
     },
     /// Delete the user, with their sessions.
     Delete {
-        /// The user's email address.
-        email: String,
+        /// The user's email address or id.
+        user: String,
+        #[command(flatten)]
+        tenant: TenantArg,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SessionCommand {
+    /// Revoke every session of a user.
+    Revoke {
+        /// The user's email address or id.
+        #[arg(long)]
+        user: String,
+        #[command(flatten)]
+        tenant: TenantArg,
     },
 }
 
@@ -70,7 +162,20 @@ enum KeysCommand {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            // One line: what was wrong with the command line (clap's message up to its usage
+            // section, e.g. "the following required arguments were not provided: --tenant").
+            let text = e.to_string();
+            let message: Vec<&str> =
+                text.lines().map(str::trim).take_while(|l| !l.is_empty() && !l.starts_with("Usage:")).collect();
+            eprintln!("latchkey: {}", message.join(" ").trim_start_matches("error: "));
+            return ExitCode::from(2);
+        }
+    };
+    let json = cli.json;
     // Surfaces declare the configuration keys they read, and LATCHKEY_SURFACES names them.
     let loaded = Config::load(cli.config.as_deref(), &surfaces::claimed_keys())
         .and_then(|(config, warnings)| app::selected_surfaces(&config).map(|_| (config, warnings)));
@@ -105,15 +210,11 @@ fn main() -> ExitCode {
                 println!("new current signing key: {kid}");
                 Ok(())
             }
-            Command::Users { command } => {
-                let (email, action) = match command {
-                    UsersCommand::Disable { email } => (email, app::UserAction::Disable),
-                    UsersCommand::Enable { email } => (email, app::UserAction::Enable),
-                    UsersCommand::Delete { email } => (email, app::UserAction::Delete),
-                };
-                let id = app::manage_user(&config, &email, action).await?;
-                println!("{action:?}d user {id}");
-                Ok(())
+            Command::Tenant { command } => operate(&config, json, tenant_command(command)?).await,
+            Command::User { command } => operate(&config, json, user_command(command)?).await,
+            Command::Session { command: SessionCommand::Revoke { user, tenant } } => {
+                let command = cli::Command::SessionRevoke(cli::parse_tenant(&tenant.tenant)?, cli::parse_user(&user)?);
+                operate(&config, json, command).await
             }
             Command::CheckConfig => {
                 println!("{config:#?}");
@@ -128,6 +229,43 @@ fn main() -> ExitCode {
             eprintln!("latchkey: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Runs an operator command and prints its report.
+async fn operate(config: &Config, json: bool, command: cli::Command) -> anyhow::Result<()> {
+    let report = cli::run(config, command).await?;
+    print!("{}", report.render(json));
+    if let (false, Some(note)) = (json, &report.note) {
+        eprintln!("{note}");
+    }
+    Ok(())
+}
+
+fn tenant_command(command: TenantCommand) -> anyhow::Result<cli::Command> {
+    Ok(match command {
+        TenantCommand::Create { name } => cli::Command::TenantCreate { name },
+        TenantCommand::List => cli::Command::TenantList,
+        TenantCommand::Key { command: KeyCommand::Create(t) } => cli::Command::KeyCreate(cli::parse_tenant(&t.tenant)?),
+        TenantCommand::Key { command: KeyCommand::List(t) } => cli::Command::KeyList(cli::parse_tenant(&t.tenant)?),
+        TenantCommand::Key { command: KeyCommand::Revoke { tenant, key } } => {
+            let id = ApiKeyId::parse(&key).map_err(|_| anyhow::anyhow!("key {key:?}: expected a key id (UUID)"))?;
+            cli::Command::KeyRevoke(cli::parse_tenant(&tenant.tenant)?, id)
+        }
+    })
+}
+
+fn user_command(command: UserCommand) -> anyhow::Result<cli::Command> {
+    let act = |user: &str, tenant: &TenantArg, action| -> anyhow::Result<cli::Command> {
+        Ok(cli::Command::User(cli::parse_tenant(&tenant.tenant)?, cli::parse_user(user)?, action))
+    };
+    match command {
+        UserCommand::List { tenant, limit, page } => {
+            Ok(cli::Command::UserList { tenant: cli::parse_tenant(&tenant.tenant)?, limit, page })
+        }
+        UserCommand::Disable { user, tenant } => act(&user, &tenant, cli::UserAction::Disable),
+        UserCommand::Enable { user, tenant } => act(&user, &tenant, cli::UserAction::Enable),
+        UserCommand::Delete { user, tenant } => act(&user, &tenant, cli::UserAction::Delete),
     }
 }
 

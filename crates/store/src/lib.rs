@@ -13,12 +13,15 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use latchkey_core::code::CodePurpose;
+use latchkey_core::identity::ApiKeyId;
 use latchkey_core::identity::{Email, ExternalId, Profile, SessionId, TenantId, User, UserId, Username};
+use latchkey_core::ports::TenantStore;
 use latchkey_core::ports::{
     CodeRecord, CodeStore, KeyRecord, KeyStore, PurgeBefore, Purged, RefreshTokenRecord, Rotation, SessionStore,
     SrpStore, Store, StoreError, UniqueKey, UserRecord, UserStore,
 };
 use latchkey_core::session::Session;
+use latchkey_core::tenant::{ApiKeyRecord, Tenant, TenantSettings};
 use latchkey_core::time_util::{from_millis, millis};
 use sqlx::Row;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};

@@ -217,6 +217,7 @@ impl Auth {
             ended: now - retention,
             unverified: self
                 .requires_verification(TenantId::DEFAULT)
+                .await?
                 .then(|| (TenantId::DEFAULT, now - self.0.settings.unverified_account_ttl)),
             rotated: now - self.0.settings.refresh_reuse_window,
         };

@@ -8,7 +8,8 @@
 //! checks), `tokens` (JWTs, refresh rotation, the key ring), `bound` (refresh tokens with a value
 //! bound to them), `account` (reset, change, disable, delete), `identities` (Cognito-style
 //! identity ids), `passwordless` (sign-up without a password first), `srp` (Cognito's SRP
-//! sign-in). This file holds the service itself and what its operations share.
+//! sign-in), `tenants` (tenants, their API keys, credential checks bound to one tenant). This
+//! file holds the service itself and what its operations share.
 
 mod account;
 pub(crate) mod bound;
@@ -19,6 +20,7 @@ mod sessions;
 mod signin;
 mod signup;
 pub(crate) mod srp;
+pub(crate) mod tenants;
 mod tokens;
 
 use std::future::Future;
@@ -38,6 +40,7 @@ use crate::password::{HashParams, PasswordHasher};
 use crate::ports::{Mail, Mailer, RevocationBus, Store};
 use crate::secret::{ServerSecret, SubKey};
 use crate::session::{Revocation, Session};
+use crate::tenant::ApiKeyHasher;
 use crate::token::{Claims, KeyRing, RefreshToken, RefreshTokenHasher, SigningAlgorithm};
 
 /// Tunables of the core, each from a `LATCHKEY_*` setting of API.md "Configuration".
@@ -197,6 +200,7 @@ struct Inner {
     identities: SubKey,
     srp_seal: SubKey,
     srp_mac: SubKey,
+    api_keys: ApiKeyHasher,
     keys: KeyRing,
     revocations: Arc<dyn RevocationBus>,
 }
@@ -251,6 +255,7 @@ impl Auth {
             identities: secret.derive("identity-ids"),
             srp_seal: secret.derive("srp-seal"),
             srp_mac: secret.derive("srp-mac"),
+            api_keys: ApiKeyHasher::new(secret.derive("api-keys")),
             refresh: RefreshTokenHasher::new(secret.derive("refresh-tokens")),
             keys,
             settings,
@@ -281,10 +286,19 @@ impl Auth {
         self.0.revocations.subscribe()
     }
 
-    /// Whether users of `tenant` must verify their email before signing in. Only the default
-    /// tenant can require it (API.md, "Email verification").
-    pub fn requires_verification(&self, tenant: TenantId) -> bool {
-        tenant == TenantId::DEFAULT && self.0.settings.require_email_verification
+    /// Whether users of `tenant` must verify their email before signing in (API.md, "Email
+    /// verification"): for the default tenant, `LATCHKEY_REQUIRE_EMAIL_VERIFICATION`; for
+    /// every other tenant, its own setting (tenants of `projects` and the owners' tenant do
+    /// not require it).
+    ///
+    /// # Errors
+    /// [`Error::TenantNotFound`], [`Error::Internal`].
+    pub async fn requires_verification(&self, tenant: TenantId) -> Result<bool> {
+        if tenant == TenantId::DEFAULT {
+            return Ok(self.0.settings.require_email_verification);
+        }
+        let tenant = self.0.store.tenant(tenant).await?.ok_or(Error::TenantNotFound)?;
+        Ok(tenant.settings.require_email_verification)
     }
 
     /// Waits until queued mail is delivered or given up on, at most `timeout` (graceful

@@ -7,7 +7,7 @@ use super::{Auth, Authenticated, record};
 use crate::error::{Error, Result};
 use crate::identity::{SessionId, TenantId, User, UserId};
 use crate::session::{ClientMeta, Revocation, Session};
-use crate::token::{ACCESS_TOKEN_TYP, Claims, Expectation, ID_TOKEN_TYP};
+use crate::token::{Claims, Expectation, ID_TOKEN_TYP};
 
 /// How often a session's `last_seen_at` is written at most.
 const TOUCH_INTERVAL: Duration = Duration::from_secs(60);
@@ -35,29 +35,32 @@ impl Auth {
         Ok(session)
     }
 
-    /// Verifies an access token and the session it names: signature and claims (see
-    /// [`KeyRing::verify`]), then the session row: it exists in the token's tenant, is neither
-    /// revoked nor expired, and its user exists and is not disabled. Records the use on the
-    /// session at most once a minute.
+    /// Verifies an access token of the default tenant (the tenant of every surface but
+    /// `projects`, API.md "One directory") and the session it names: signature and claims
+    /// (see [`KeyRing::verify`]), the `tid` claim (a token of any other tenant is refused as
+    /// invalid), then the session row: it exists in the token's tenant, is neither revoked nor
+    /// expired, and its user exists and is not disabled. Records the use on the session at
+    /// most once a minute. [`Auth::authenticate_in`] does the same for another tenant.
     ///
     /// `audiences` lists the accepted `aud` values (empty: any).
     ///
     /// # Errors
     /// [`Error::InvalidToken`], [`Error::TokenExpired`], [`Error::SessionRevoked`].
-    #[tracing::instrument(skip_all, level = "debug")]
     pub async fn authenticate(&self, token: &str, audiences: &[&str]) -> Result<Authenticated> {
-        let claims = self.0.keys.verify(token, Expectation { typ: ACCESS_TOKEN_TYP, audiences }).await?;
-        let (user, session) = self.session_of(&claims).await?;
-        Ok(Authenticated { user, session, claims })
+        self.authenticate_in(TenantId::DEFAULT, token, audiences).await
     }
 
-    /// Verifies an ID token issued by Latchkey (signature, issuer, expiry, live session).
+    /// Verifies an ID token issued by Latchkey in the default tenant (signature, issuer,
+    /// expiry, `tid`, live session).
     ///
     /// # Errors
     /// As [`Auth::authenticate`].
     #[tracing::instrument(skip_all, level = "debug")]
     pub async fn verify_id_token(&self, token: &str, audiences: &[&str]) -> Result<Authenticated> {
         let claims = self.0.keys.verify(token, Expectation { typ: ID_TOKEN_TYP, audiences }).await?;
+        if TenantId::parse(&claims.tid).ok() != Some(TenantId::DEFAULT) {
+            return Err(Error::InvalidToken);
+        }
         let (user, session) = self.session_of(&claims).await?;
         Ok(Authenticated { user, session, claims })
     }

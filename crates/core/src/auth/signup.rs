@@ -18,7 +18,8 @@ impl Auth {
     /// [`Error::EmailTaken`], [`Error::UsernameTaken`], [`Error::ExternalIdTaken`] (decided by
     /// the database's unique constraints, so concurrent sign-ups create exactly one user),
     /// [`Error::InvalidInput`] when neither email nor username is given,
-    /// [`Error::RateLimited`] (per client address, IPv6 per /64), [`Error::Overloaded`].
+    /// [`Error::RateLimited`] (per client address, IPv6 per /64), [`Error::Overloaded`],
+    /// [`Error::TenantNotFound`].
     #[tracing::instrument(skip_all, fields(tenant = %tenant))]
     pub async fn sign_up(&self, tenant: TenantId, new: NewUser, meta: &ClientMeta) -> Result<SignedUp> {
         observed("sign_up", async {
@@ -55,7 +56,7 @@ impl Auth {
                         None => None,
                     };
                     match existing {
-                        Some(r) if !r.user.email_verified && self.requires_verification(tenant) => {
+                        Some(r) if !r.user.email_verified && self.requires_verification(tenant).await? => {
                             self.reclaim_unverified(r.user, new, hash).await
                         }
                         Some(r) => {
@@ -92,7 +93,7 @@ impl Auth {
             let Some(email) = new.email.clone() else { return self.sign_up_inner(tenant, new, hash).await };
             match self.sign_up_inner(tenant, new.clone(), hash.clone()).await {
                 Err(Error::EmailTaken) => match self.0.store.user_by_email(tenant, &email).await? {
-                    Some(r) if !r.user.email_verified && self.requires_verification(tenant) => {
+                    Some(r) if !r.user.email_verified && self.requires_verification(tenant).await? => {
                         self.reclaim_unverified(r.user, new, hash).await?;
                         let user = self.user_by_email(tenant, &email).await?;
                         if user.email_verified {
@@ -179,8 +180,10 @@ impl Auth {
         if new.email.is_none() && new.username.is_none() {
             return Err(Error::invalid("email", "an email address or a username is required"));
         }
+        // Also refuses a tenant that does not exist, before anything is stored.
+        let verify = self.requires_verification(tenant).await?;
         let user = self.insert_new_user(tenant, new, password_hash).await?;
-        let verification = if user.email.is_some() && self.requires_verification(tenant) {
+        let verification = if user.email.is_some() && verify {
             Some(self.issue_code(&user, CodePurpose::VerifyEmail, None).await?)
         } else {
             None

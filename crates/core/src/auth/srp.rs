@@ -282,7 +282,7 @@ impl Auth {
             if user.disabled {
                 return Err(Error::UserDisabled);
             }
-            if self.requires_verification(tenant) && user.email.is_some() && !user.email_verified {
+            if user.email.is_some() && !user.email_verified && self.requires_verification(tenant).await? {
                 return Err(Error::NotVerified);
             }
             let session = self.start_session(&user, meta).await?;

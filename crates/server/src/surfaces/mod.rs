@@ -10,6 +10,7 @@ use crate::context::Surface;
 mod auth;
 mod cognito;
 mod graphql;
+mod projects;
 mod users;
 mod v1;
 
@@ -20,6 +21,7 @@ pub const ALL: &[Surface] = &[
     Surface { name: "graphql", keys: &[], mount: graphql::mount },
     Surface { name: "auth", keys: &[], mount: auth::mount },
     Surface { name: "v1", keys: &[], mount: v1::mount },
+    Surface { name: "projects", keys: &[], mount: projects::mount },
     Surface { name: "cognito", keys: cognito::KEYS, mount: cognito::mount },
 ];
 

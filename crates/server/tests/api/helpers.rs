@@ -8,6 +8,7 @@
 //! import from here, never from one another.
 
 mod ops;
+mod projects;
 mod response;
 mod users;
 mod v1;

@@ -6,12 +6,14 @@
 //! imports from another.
 
 mod auth;
+mod cli;
 mod cognito;
 mod graphql;
 mod hardening;
 mod helpers;
 mod limits;
 mod ops;
+mod projects;
 mod tokens;
 mod users;
 mod v1;

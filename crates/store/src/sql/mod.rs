@@ -47,6 +47,8 @@ mod sessions;
 mod keys;
 #[macro_use]
 mod srp;
+#[macro_use]
+mod tenants;
 
 macro_rules! sql_store {
     ($(#[$doc:meta])* $name:ident, $db:ty) => {
@@ -249,5 +251,6 @@ macro_rules! sql_store {
         sql_sessions!($name, $db);
         sql_keys!($name, $db);
         sql_srp!($name, $db);
+        sql_tenants!($name, $db);
     };
 }

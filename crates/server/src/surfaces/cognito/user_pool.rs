@@ -184,7 +184,7 @@ async fn sign_up(state: &CognitoState, meta: &ClientMeta, req: SignUpRequest) ->
     let profile = profile_from(req.user_attributes.as_deref().unwrap_or_default(), &email)?;
     let new = NewUser { email: Some(email.clone()), password: Some(password), profile, ..NewUser::default() };
     let user = state.auth.sign_up_reclaiming(TENANT, new, meta).await?.user;
-    let confirmed = user.email_verified || !state.auth.requires_verification(TENANT);
+    let confirmed = user.email_verified || !state.auth.requires_verification(TENANT).await?;
     let mut output = json!({ "UserConfirmed": confirmed, "UserSub": user.id.to_string() });
     if !confirmed {
         output["CodeDeliveryDetails"] = code_delivery(&email);
