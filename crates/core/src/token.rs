@@ -577,6 +577,26 @@ const TOKEN_SID: usize = 16;
 const TOKEN_BODY: usize = 32;
 const TOKEN_TAG: usize = 16;
 
+/// What an issued refresh token may be exchanged by, fixed at issue, carried by its tag and
+/// inherited by its successors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefreshKind {
+    /// Exchanged on its own (`v1`, Cognito's `REFRESH_TOKEN_AUTH`).
+    Bare,
+    /// Exchanged only together with the value bound to it (`auth`'s `sRefreshToken` with
+    /// `sIdRefreshToken`), so that the token alone is worthless on every route.
+    Bound,
+}
+
+impl RefreshKind {
+    fn label(self) -> &'static [u8] {
+        match self {
+            RefreshKind::Bare => b"refresh-token",
+            RefreshKind::Bound => b"bound-refresh-token",
+        }
+    }
+}
+
 /// Keyed hashing, issue and successor derivation for refresh tokens.
 #[derive(Clone, Debug)]
 pub struct RefreshTokenHasher(SubKey);
@@ -587,21 +607,22 @@ impl RefreshTokenHasher {
         Self(key)
     }
 
-    /// A new token for `session`: the session id, 256 random bits and their tag.
-    pub fn issue(&self, session: SessionId) -> RefreshToken {
+    /// A new token of `kind` for `session`: the session id, 256 random bits and their tag
+    /// (HMAC under a label of the kind).
+    pub fn issue(&self, session: SessionId, kind: RefreshKind) -> RefreshToken {
         use rand::RngCore;
         let mut body = Zeroizing::new([0u8; TOKEN_BODY]);
         rand::rngs::OsRng.fill_bytes(body.as_mut());
-        self.assemble(session, body.as_ref())
+        self.assemble(session, kind, body.as_ref())
     }
 
-    fn tag(&self, sid: &[u8], body: &[u8]) -> [u8; 32] {
-        self.0.mac(&[b"refresh-token", sid, body])
+    fn tag(&self, kind: RefreshKind, sid: &[u8], body: &[u8]) -> [u8; 32] {
+        self.0.mac(&[kind.label(), sid, body])
     }
 
-    fn assemble(&self, session: SessionId, body: &[u8]) -> RefreshToken {
+    fn assemble(&self, session: SessionId, kind: RefreshKind, body: &[u8]) -> RefreshToken {
         let sid = session.0.into_bytes();
-        let tag = self.tag(&sid, body);
+        let tag = self.tag(kind, &sid, body);
         let mut bytes = Zeroizing::new(Vec::with_capacity(TOKEN_SID + TOKEN_BODY + TOKEN_TAG));
         bytes.extend_from_slice(&sid);
         bytes.extend_from_slice(body);
@@ -609,9 +630,9 @@ impl RefreshTokenHasher {
         RefreshToken(URL_SAFE_NO_PAD.encode(bytes.as_slice()))
     }
 
-    /// The session an issued token belongs to, if the token is one this server issued (its
-    /// tag verifies, compared in constant time); `None` for anything else.
-    pub fn session_of(&self, token: &RefreshToken) -> Option<SessionId> {
+    /// The session and kind of a token this server issued (its tag verifies under one of the
+    /// kinds, compared in constant time); `None` for anything else.
+    pub fn issued(&self, token: &RefreshToken) -> Option<(SessionId, RefreshKind)> {
         if token.0.len() != (TOKEN_SID + TOKEN_BODY + TOKEN_TAG).div_ceil(3) * 4 - 2 {
             return None;
         }
@@ -621,11 +642,19 @@ impl RefreshTokenHasher {
         }
         let (sid, rest) = bytes.split_at(TOKEN_SID);
         let (body, tag) = rest.split_at(TOKEN_BODY);
-        let expected = self.tag(sid, body);
-        if !crate::secret::constant_time_eq(&expected[..TOKEN_TAG], tag) {
-            return None;
-        }
-        Some(SessionId(uuid::Uuid::from_slice(sid).ok()?))
+        let bare = crate::secret::constant_time_eq(&self.tag(RefreshKind::Bare, sid, body)[..TOKEN_TAG], tag);
+        let bound = crate::secret::constant_time_eq(&self.tag(RefreshKind::Bound, sid, body)[..TOKEN_TAG], tag);
+        let kind = match (bare, bound) {
+            (true, _) => RefreshKind::Bare,
+            (false, true) => RefreshKind::Bound,
+            (false, false) => return None,
+        };
+        Some((SessionId(uuid::Uuid::from_slice(sid).ok()?), kind))
+    }
+
+    /// The session an issued token belongs to (see [`RefreshTokenHasher::issued`]).
+    pub fn session_of(&self, token: &RefreshToken) -> Option<SessionId> {
+        self.issued(token).map(|(session, _)| session)
     }
 
     /// The storage key of a token: HMAC-SHA256(key, "hash" ‖ token).
@@ -633,14 +662,14 @@ impl RefreshTokenHasher {
         self.0.mac(&[b"hash", token.0.as_bytes()]).to_vec()
     }
 
-    /// The token that replaces `token` when it is rotated: for an issued token, the same
-    /// session with the body HMAC-SHA256(key, "successor" ‖ token); for a bare token, that HMAC
-    /// itself, base64url. Deterministic, so every refresh within the reuse window returns the
-    /// same successor; unpredictable without the server secret.
-    pub fn successor(&self, token: &RefreshToken) -> RefreshToken {
+    /// The token that replaces `token` when it is rotated, of `kind`: for an issued token,
+    /// the same session with the body HMAC-SHA256(key, "successor" ‖ token); for a bare token,
+    /// that HMAC itself, base64url. Deterministic, so every refresh within the reuse window
+    /// returns the same successor; unpredictable without the server secret.
+    pub fn successor(&self, token: &RefreshToken, kind: RefreshKind) -> RefreshToken {
         let body = self.0.mac(&[b"successor", token.0.as_bytes()]);
         match self.session_of(token) {
-            Some(session) => self.assemble(session, &body),
+            Some(session) => self.assemble(session, kind, &body),
             None => RefreshToken(URL_SAFE_NO_PAD.encode(body)),
         }
     }
@@ -668,10 +697,19 @@ mod tests {
         let t = RefreshToken::generate();
         assert_eq!(t.expose().len(), 43);
         assert_ne!(t, RefreshToken::generate());
-        assert_eq!(h.successor(&t), h.successor(&t));
-        assert_ne!(h.successor(&t), t);
-        assert_ne!(h.hash(&t), h.hash(&h.successor(&t)));
-        assert_eq!(h.successor(&t).expose().len(), 43);
+        assert_eq!(h.successor(&t, RefreshKind::Bare), h.successor(&t, RefreshKind::Bare));
+        assert_ne!(h.successor(&t, RefreshKind::Bare), t);
+        assert_ne!(h.hash(&t), h.hash(&h.successor(&t, RefreshKind::Bare)));
+        assert_eq!(h.successor(&t, RefreshKind::Bare).expose().len(), 43);
+        let session = SessionId(uuid::Uuid::new_v4());
+        for kind in [RefreshKind::Bare, RefreshKind::Bound] {
+            let issued = h.issue(session, kind);
+            assert_eq!(h.issued(&issued), Some((session, kind)));
+            let next = h.successor(&issued, kind);
+            assert_eq!(h.issued(&next), Some((session, kind)));
+        }
+        let bare = h.issue(session, RefreshKind::Bare);
+        assert_eq!(h.issued(&h.successor(&bare, RefreshKind::Bound)), Some((session, RefreshKind::Bound)));
         assert_eq!(format!("{t:?}"), "RefreshToken([redacted])");
     }
 

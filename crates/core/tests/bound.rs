@@ -165,3 +165,24 @@ async fn username_users_have_unique_usernames_and_external_ids_and_need_no_verif
     assert!(matches!(err, Error::ExternalIdTaken), "{err:?}");
     sign_up(&h, "Dee", "emp-3").await.expect("usernames are compared exactly");
 }
+
+#[tokio::test]
+async fn the_token_of_a_pair_does_not_refresh_without_its_bound_value() {
+    // An attacker holding only `sRefreshToken` tries the refresh routes that take a bare refresh
+    // token (`v1`, Cognito's REFRESH_TOKEN_AUTH): refused, and nothing rotates or ends.
+    let h = harness().await;
+    let s = signed_in(&h, "dee").await;
+    let p0 = h.auth.refresh_pair(&s.session).await.expect("pair");
+    let err = h.auth.rotate_refresh_token(TenantId::DEFAULT, p0.token()).await.expect_err("bare use of a pair");
+    assert!(matches!(err, Error::InvalidToken), "{err:?}");
+    let p1 = rotate(&h, p0.token(), p0.bound()).await.expect("p0 is still fresh");
+    let err = h.auth.rotate_refresh_token(TenantId::DEFAULT, p1.token()).await.expect_err("successors are pairs too");
+    assert!(matches!(err, Error::InvalidToken), "{err:?}");
+    rotate(&h, p1.token(), p1.bound()).await.expect("the session lives on");
+
+    // And a bare refresh token cannot be presented as a pair's token.
+    let bare = h.auth.refresh_token(&s.session).await.expect("bare token");
+    let err = rotate(&h, &bare, p0.bound()).await.expect_err("not a pair");
+    assert!(matches!(err, Error::InvalidToken), "{err:?}");
+    h.auth.rotate_refresh_token(TenantId::DEFAULT, &bare).await.expect("the bare token still refreshes");
+}

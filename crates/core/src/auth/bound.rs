@@ -7,14 +7,16 @@
 //! so it is stored nowhere, cannot be computed without the server secret, and follows its token
 //! through rotation: within the grace window the successor is the same again, and so is its
 //! bound value. A pair that does not match is refused before the store is touched, so a
-//! mismatched pair neither rotates nor revokes anything.
+//! mismatched pair neither rotates nor revokes anything. The token of a pair is issued as
+//! [`RefreshKind::Bound`], so the routes that take a bare refresh token refuse it: without its
+//! bound value it refreshes nowhere.
 
 use super::{Auth, observed};
 use crate::error::{Error, Result};
 use crate::identity::{TenantId, User};
 use crate::secret::constant_time_eq;
 use crate::session::Session;
-use crate::token::RefreshToken;
+use crate::token::{RefreshKind, RefreshToken};
 
 /// The HMAC label of bound values; distinct from the labels of token hashes and successors,
 /// so a bound value is neither the stored key of its token nor its successor.
@@ -60,7 +62,7 @@ impl Auth {
     /// # Errors
     /// [`Error::Internal`] when the store fails.
     pub async fn refresh_pair(&self, session: &Session) -> Result<RefreshPair> {
-        let token = self.refresh_token(session).await?;
+        let token = self.issue_refresh_token(session, RefreshKind::Bound).await?;
         Ok(self.pair(token))
     }
 
@@ -88,7 +90,7 @@ impl Auth {
             if !constant_time_eq(expected.as_bytes(), bound.as_bytes()) {
                 return Err(Error::InvalidToken);
             }
-            let (user, session, successor) = self.rotate_inner(tenant, token).await?;
+            let (user, session, successor) = self.rotate_inner(tenant, token, RefreshKind::Bound).await?;
             Ok((user, session, self.pair(successor)))
         })
         .await

@@ -12,7 +12,7 @@ use crate::session::Session;
 use crate::time_util::seconds;
 use jsonwebtoken::jwk::JwkSet;
 
-use crate::token::{ACCESS_TOKEN_TYP, Claims, ID_TOKEN_TYP, RefreshToken, SigningAlgorithm};
+use crate::token::{ACCESS_TOKEN_TYP, Claims, ID_TOKEN_TYP, RefreshKind, RefreshToken, SigningAlgorithm};
 
 impl Auth {
     pub(super) fn claims(
@@ -117,7 +117,12 @@ impl Auth {
     /// # Errors
     /// [`Error::Internal`] when the store fails.
     pub async fn refresh_token(&self, session: &Session) -> Result<RefreshToken> {
-        let token = self.0.refresh.issue(session.id);
+        self.issue_refresh_token(session, RefreshKind::Bare).await
+    }
+
+    /// Stores and returns a new refresh token of `kind` for the session.
+    pub(super) async fn issue_refresh_token(&self, session: &Session, kind: RefreshKind) -> Result<RefreshToken> {
+        let token = self.0.refresh.issue(session.id, kind);
         self.0
             .store
             .insert_refresh_token(&RefreshTokenRecord {
@@ -143,25 +148,36 @@ impl Auth {
     ///   [`Error::RefreshTokenReused`] is returned. So is a token this server issued whose row
     ///   was purged after its rotation.
     /// * Refreshes are limited per session ([`LimitKind::RefreshPerSession`]).
+    /// * The token of a bound pair ([`Auth::refresh_pair`]) is refused here, before anything is
+    ///   rotated or revoked: it refreshes only with its bound value.
     ///
     /// Returns the session, its user and the successor token.
     ///
     /// # Errors
-    /// [`Error::InvalidToken`] for unknown tokens, [`Error::SessionRevoked`] when the session
-    /// ended, [`Error::RefreshTokenReused`], [`Error::RateLimited`].
+    /// [`Error::InvalidToken`] for unknown tokens and tokens of bound pairs,
+    /// [`Error::SessionRevoked`] when the session ended, [`Error::RefreshTokenReused`],
+    /// [`Error::RateLimited`].
     #[tracing::instrument(skip_all, fields(tenant = %tenant))]
     pub async fn rotate_refresh_token(
         &self,
         tenant: TenantId,
         token: &RefreshToken,
     ) -> Result<(User, Session, RefreshToken)> {
-        observed("refresh", self.rotate_inner(tenant, token)).await
+        observed("refresh", async {
+            if matches!(self.0.refresh.issued(token), Some((_, RefreshKind::Bound))) {
+                return Err(Error::InvalidToken);
+            }
+            self.rotate_inner(tenant, token, RefreshKind::Bare).await
+        })
+        .await
     }
 
+    /// Rotates `token` into a successor of `kind` (see [`Auth::rotate_refresh_token`]).
     pub(super) async fn rotate_inner(
         &self,
         tenant: TenantId,
         token: &RefreshToken,
+        kind: RefreshKind,
     ) -> Result<(User, Session, RefreshToken)> {
         let now = self.now();
         let hash = self.0.refresh.hash(token);
@@ -179,7 +195,7 @@ impl Auth {
                 let rotated_at = record.rotated_at.unwrap_or(now);
                 // The grace window returns the same successor only while that successor has
                 // not been used itself; otherwise the chain would fork.
-                let successor = self.0.refresh.hash(&self.0.refresh.successor(token));
+                let successor = self.0.refresh.hash(&self.0.refresh.successor(token, kind));
                 let successor_used =
                     self.0.store.refresh_token(tenant, &successor).await?.is_some_and(|r| r.rotated_at.is_some());
                 if successor_used || now - rotated_at > self.0.settings.refresh_reuse_window {
@@ -195,7 +211,7 @@ impl Auth {
         if !session.is_active(now) || user.user.disabled {
             return Err(Error::SessionRevoked);
         }
-        let successor = self.0.refresh.successor(token);
+        let successor = self.0.refresh.successor(token, kind);
         self.0
             .store
             .insert_refresh_token(&RefreshTokenRecord {

@@ -440,6 +440,23 @@ async fn a_refresh_needs_both_cookies_of_one_pair(backend: Backend) {
         assert_eq!(answer.error(401, "V1008"), "Invalid session token", "{what}");
         answer.assert_clears_cookies();
     }
+    // The refresh token alone is worthless on the routes that take a bare refresh token too.
+    let stolen = a.refresh.clone().expect("sRefreshToken");
+    let answer = app.send_json(Method::POST, "/v1/token/refresh", &json!({"refresh_token": stolen})).await;
+    assert_eq!(answer.status, 401, "v1 refresh with a pair's token: {:?}", answer.text);
+    let answer = send(
+        app.request(Method::POST, "/")
+            .header("content-type", "application/x-amz-json-1.1")
+            .header("x-amz-target", "AWSCognitoIdentityProviderService.InitiateAuth")
+            .body(
+                json!({"ClientId": "local", "AuthFlow": "REFRESH_TOKEN_AUTH", "AuthParameters": {"REFRESH_TOKEN": stolen}})
+                    .to_string(),
+            ),
+    )
+    .await;
+    assert_eq!(answer.status, 400, "cognito refresh with a pair's token: {:?}", answer.text);
+    assert!(answer.text.contains("NotAuthorizedException"), "{}", answer.text);
+
     // None of that rotated or revoked anything: both pairs still refresh.
     refresh(&app, &a).await.ok();
     refresh(&app, &b).await.ok();
