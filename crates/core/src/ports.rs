@@ -145,7 +145,7 @@ pub struct Purged {
 /// Every method is scoped to one tenant. Implementations must map unique-constraint
 /// violations to [`StoreError::Conflict`] with the right [`UniqueKey`].
 #[async_trait]
-pub trait Store: UserStore + CodeStore + SessionStore + KeyStore {
+pub trait Store: UserStore + CodeStore + SessionStore + KeyStore + RealtimeProfileStore {
     /// Checks that the backend answers.
     async fn ping(&self) -> Result<(), StoreError>;
 
@@ -352,4 +352,34 @@ pub struct MailError(pub String);
 pub trait Mailer: Send + Sync + 'static {
     /// Sends one message, returning once the relay accepted it.
     async fn send(&self, mail: &Mail) -> Result<(), MailError>;
+}
+
+/// The profile record of the `realtime` surface (API.md `realtime`; seed
+/// `000_a7dc8425a1030ba6.txt`, "set table keys: email, cogId; set logged in"): one per user,
+/// never holding a token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RealtimeProfile {
+    /// Tenant of the user.
+    pub tenant: TenantId,
+    /// The user the record belongs to (deleted with the user).
+    pub user_id: UserId,
+    /// The user's identity id, `<region>:<uuid>` (the seed's `cogId`).
+    pub identity_id: String,
+    /// The username the client reported (the seed sends the email).
+    pub username: String,
+    /// The user's email address when the record was written.
+    pub email: Email,
+    /// Whether the client reported itself signed in (`loggedIn`).
+    pub logged_in: bool,
+    /// When the record was last written.
+    pub updated_at: OffsetDateTime,
+}
+
+/// Realtime profile records (table `realtime_profiles`, migration 0003).
+#[async_trait]
+pub trait RealtimeProfileStore: Send + Sync + 'static {
+    /// The record of a user, if one was written.
+    async fn realtime_profile(&self, tenant: TenantId, user: UserId) -> Result<Option<RealtimeProfile>, StoreError>;
+    /// Creates or replaces the record of `profile.user_id`, in one statement.
+    async fn put_realtime_profile(&self, profile: &RealtimeProfile) -> Result<(), StoreError>;
 }

@@ -45,6 +45,8 @@ mod codes;
 mod sessions;
 #[macro_use]
 mod keys;
+#[macro_use]
+mod realtime;
 
 macro_rules! sql_store {
     ($(#[$doc:meta])* $name:ident, $db:ty) => {
@@ -239,5 +241,6 @@ macro_rules! sql_store {
         sql_codes!($name, $db);
         sql_sessions!($name, $db);
         sql_keys!($name, $db);
+        sql_realtime!($name, $db);
     };
 }
