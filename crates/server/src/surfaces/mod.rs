@@ -9,6 +9,7 @@ use crate::context::Surface;
 
 mod auth;
 mod graphql;
+mod realtime;
 mod users;
 mod v1;
 
@@ -19,6 +20,7 @@ pub const ALL: &[Surface] = &[
     Surface { name: "graphql", keys: &[], mount: graphql::mount },
     Surface { name: "auth", keys: &[], mount: auth::mount },
     Surface { name: "v1", keys: &[], mount: v1::mount },
+    Surface { name: "realtime", keys: realtime::KEYS, mount: realtime::mount },
 ];
 
 /// The configuration keys every surface declares.
