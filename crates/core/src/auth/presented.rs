@@ -108,6 +108,18 @@ impl Auth {
         .await
     }
 
+    /// Whether `session` is still active at this moment: its row exists, is neither revoked nor
+    /// expired, and its user is not disabled (the state every credential check reads). For
+    /// long-lived connections, to notice revocations no announcement reached them (for example
+    /// made by another process on SQLite, which has no bus between processes).
+    ///
+    /// # Errors
+    /// [`Error::Internal`] when the store fails.
+    pub async fn session_active(&self, session: &Session) -> Result<bool> {
+        let found = self.0.store.session_with_user(session.tenant, session.id).await?;
+        Ok(found.is_some_and(|(s, record)| s.is_active(self.now()) && !record.user.disabled))
+    }
+
     /// The session of a current (unrotated) refresh token of `tenant`, read-only.
     ///
     /// # Errors

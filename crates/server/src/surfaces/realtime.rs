@@ -24,7 +24,10 @@
 //! Close codes (RFC 6455 section 7.4.1): 1009 for a frame or message over 64 KiB, 1001 when the
 //! server shuts down, 1002 on a protocol violation. Idle sockets are pinged every
 //! `LATCHKEY_REALTIME_PING_INTERVAL`; one that sends nothing (not even the pong) for a whole
-//! interval after a ping is dropped.
+//! interval after a ping is dropped. At each ping a signed-in socket's session row is read
+//! again, so a revocation no announcement brought (made by another process on SQLite, or
+//! notified while an instance's PostgreSQL listener was reconnecting) is pushed within one
+//! interval.
 //!
 //! No cookie is read, so a foreign page opening this socket in a user's browser gains nothing
 //! (there is no ambient credential to hijack); tokens come only inside frames.
@@ -43,7 +46,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use latchkey_core::identity::{Email, SessionId, TenantId};
 use latchkey_core::limits::address_key;
-use latchkey_core::session::Revocation;
+use latchkey_core::session::{Revocation, Session};
 use latchkey_core::token::RefreshToken;
 use latchkey_core::{Auth, Error, PresentedTokens, ProvenSession};
 use serde::Deserialize;
@@ -174,9 +177,10 @@ impl Hub {
     }
 
     /// Signs socket `conn` in with `session`: it receives the session's revocation on `push`.
-    fn register(self: &Arc<Self>, key: (TenantId, SessionId), conn: u64, push: mpsc::Sender<SessionId>) -> SignedIn {
+    fn register(self: &Arc<Self>, session: &Session, conn: u64, push: mpsc::Sender<SessionId>) -> SignedIn {
+        let key = (session.tenant, session.id);
         self.sessions.lock().unwrap_or_else(|p| p.into_inner()).entry(key).or_default().insert(conn, push);
-        SignedIn { hub: self.clone(), key, conn }
+        SignedIn { hub: self.clone(), key, conn, session: session.clone() }
     }
 
     /// Tells every socket signed in with the revoked session, and forgets them.
@@ -212,6 +216,7 @@ struct SignedIn {
     hub: Arc<Hub>,
     key: (TenantId, SessionId),
     conn: u64,
+    session: Session,
 }
 
 impl Drop for SignedIn {
@@ -466,6 +471,13 @@ impl Connection {
                     if socket.send(Message::Ping(Default::default())).await.is_err() {
                         break Ending::Gone;
                     }
+                    // The safety net for revocations no announcement brought (another process
+                    // on SQLite, a lost PostgreSQL notification): the session row itself.
+                    if let Some(signed_in) = &self.signed_in
+                        && matches!(self.state.auth.session_active(&signed_in.session).await, Ok(false))
+                    {
+                        let _ = self.push_tx.try_send(signed_in.session.id);
+                    }
                 }
                 received = socket.recv() => {
                     heard_since_ping = true;
@@ -600,9 +612,8 @@ impl Connection {
     /// revocation. The session is checked once more after registering, so a revocation that
     /// happened between the verification and the registration is not missed.
     async fn sign_in(&mut self, proven: &ProvenSession, access: &str, audiences: &[&str]) -> Result<(), FrameError> {
-        let key = (proven.session.tenant, proven.session.id);
         self.signed_in = None;
-        let registration = self.state.hub.register(key, self.conn, self.push_tx.clone());
+        let registration = self.state.hub.register(&proven.session, self.conn, self.push_tx.clone());
         self.state.auth.authenticate(access, audiences).await?;
         self.signed_in = Some(registration);
         Ok(())

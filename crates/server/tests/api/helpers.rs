@@ -8,13 +8,15 @@
 //! import from here, never from one another.
 
 mod ops;
+mod realtime;
 mod response;
 mod users;
 mod v1;
 
 pub use response::{ApiResponse, send};
 pub use users::users_signup_body;
-pub use v1::V1Auth;
+pub use realtime::{Ended, Socket, login_frame, signup_frame, silent_socket_until_dropped};
+pub use v1::{Tokens, V1Auth};
 
 use std::collections::VecDeque;
 use std::io::Write;

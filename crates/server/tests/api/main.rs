@@ -11,6 +11,7 @@ mod hardening;
 mod helpers;
 mod limits;
 mod ops;
+mod realtime;
 mod tokens;
 mod users;
 mod v1;
