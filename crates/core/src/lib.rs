@@ -24,8 +24,8 @@ pub mod token;
 mod auth;
 
 pub use auth::bound::RefreshPair;
-pub use auth::presented::{PresentedTokens, ProvenSession};
 pub use auth::passwordless::{Registration, RegistrationFailed, RegistrationStep};
+pub use auth::presented::{PresentedTokens, ProvenSession};
 pub use auth::srp::{SrpChallenge, SrpResponse};
 pub use auth::{Auth, Authenticated, Deps, ExtraClaims, NewUser, Settings, SignedIn, SignedUp, TokenSet};
 pub use error::{Error, FieldError, Result};

@@ -15,8 +15,8 @@ use async_trait::async_trait;
 use latchkey_core::code::CodePurpose;
 use latchkey_core::identity::{Email, ExternalId, Profile, SessionId, TenantId, User, UserId, Username};
 use latchkey_core::ports::{
-    CodeRecord, CodeStore, KeyRecord, KeyStore, PurgeBefore, Purged, RealtimeProfile, RealtimeProfileStore, RefreshTokenRecord,
-    Rotation, SessionStore, Store, StoreError, UniqueKey, UserRecord, UserStore,
+    CodeRecord, CodeStore, KeyRecord, KeyStore, PurgeBefore, Purged, RealtimeProfile, RealtimeProfileStore,
+    RefreshTokenRecord, Rotation, SessionStore, Store, StoreError, UniqueKey, UserRecord, UserStore,
 };
 use latchkey_core::session::Session;
 use latchkey_core::time_util::{from_millis, millis};

@@ -38,9 +38,9 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
 use axum::extract::State;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -509,10 +509,9 @@ impl Connection {
             let _ = socket.send(Message::Close(Some(frame))).await;
             // Give the client a moment to answer the close, so that it reads our close frame
             // before the connection goes away.
-            let _ = tokio::time::timeout(Duration::from_secs(1), async {
-                while let Some(Ok(_)) = socket.recv().await {}
-            })
-            .await;
+            let _ =
+                tokio::time::timeout(Duration::from_secs(1), async { while let Some(Ok(_)) = socket.recv().await {} })
+                    .await;
         }
     }
 

@@ -13,9 +13,9 @@ mod response;
 mod users;
 mod v1;
 
+pub use realtime::{Ended, Socket, login_frame, signup_frame, silent_socket_until_dropped};
 pub use response::{ApiResponse, send};
 pub use users::users_signup_body;
-pub use realtime::{Ended, Socket, login_frame, signup_frame, silent_socket_until_dropped};
 pub use v1::{Tokens, V1Auth};
 
 use std::collections::VecDeque;

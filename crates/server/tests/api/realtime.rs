@@ -6,9 +6,7 @@ use latchkey_server::config::Config;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::helpers::{
-    Backend, Ended, Socket, TestApp, Tokens, login_frame, signup_frame, silent_socket_until_dropped,
-};
+use crate::helpers::{Backend, Ended, Socket, TestApp, Tokens, login_frame, signup_frame, silent_socket_until_dropped};
 use crate::on_both_backends;
 
 /// A server whose sockets may send many frames at once (the tests send bursts).
@@ -131,7 +129,10 @@ async fn forged_foreign_and_stale_tokens_get_errors(backend: Backend) {
         ("another user's cogId", signup_frame(&their_cog_id, email, &mine)),
         ("another user's email", signup_frame(&cog_id, "cal@example.com", &mine)),
         ("tokens of two sessions", signup_frame(&cog_id, email, &with(&|t| t.id = theirs.id.clone()))),
-        ("another session's refresh token", signup_frame(&cog_id, email, &with(&|t| t.refresh = theirs.refresh.clone()))),
+        (
+            "another session's refresh token",
+            signup_frame(&cog_id, email, &with(&|t| t.refresh = theirs.refresh.clone())),
+        ),
         ("a made-up refresh token", signup_frame(&cog_id, email, &with(&|t| t.refresh = "x".repeat(86)))),
     ];
     for (what, frame) in &cases {
@@ -177,10 +178,26 @@ async fn malformed_frames_get_errors_and_the_socket_stays_open(backend: Backend)
         (r#"{"action": "user-login", "message": "hi"}"#, Some("user-login"), "invalid_input"),
         (r#"{"action": "user-login", "message": {}}"#, Some("user-login"), "invalid_input"),
         (r#"{"action": "user-login", "message": {"email": "dan@example.com"}}"#, Some("user-login"), "invalid_input"),
-        (r#"{"action": "user-login", "message": {"email": 5, "accessToken": "x"}}"#, Some("user-login"), "invalid_input"),
-        (r#"{"action": "user-login", "message": {"email": "not-an-email", "accessToken": "x"}}"#, Some("user-login"), "invalid_input"),
-        (r#"{"action": "user-signup", "message": {"email": "dan@example.com", "accessToken": "x", "idToken": "y"}}"#, Some("user-signup"), "invalid_input"),
-        (r#"{"action": "user-logout", "message": {"email": "dan@example.com", "accessToken": "garbage"}}"#, Some("user-logout"), "invalid_token"),
+        (
+            r#"{"action": "user-login", "message": {"email": 5, "accessToken": "x"}}"#,
+            Some("user-login"),
+            "invalid_input",
+        ),
+        (
+            r#"{"action": "user-login", "message": {"email": "not-an-email", "accessToken": "x"}}"#,
+            Some("user-login"),
+            "invalid_input",
+        ),
+        (
+            r#"{"action": "user-signup", "message": {"email": "dan@example.com", "accessToken": "x", "idToken": "y"}}"#,
+            Some("user-signup"),
+            "invalid_input",
+        ),
+        (
+            r#"{"action": "user-logout", "message": {"email": "dan@example.com", "accessToken": "garbage"}}"#,
+            Some("user-logout"),
+            "invalid_token",
+        ),
     ];
     for (text, action, code) in texts {
         socket.send(Message::Text((*text).into())).await;
