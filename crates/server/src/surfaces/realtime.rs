@@ -67,6 +67,8 @@ const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 /// Read buffer per socket, in bytes: small, so that idle sockets cost little (tungstenite's
 /// default is 128 KiB); it grows for larger frames up to [`MAX_MESSAGE_BYTES`].
 const READ_BUFFER_BYTES: usize = 4 * 1024;
+/// How long sending one frame may take before the client is taken for gone.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// The audience of `v1` tokens. The tokens a realtime client presents come from a sign-in that
 /// issues all three tokens (access, ID, refresh): `v1` (audience `v1`) or the Cognito API
 /// (audience: its app client id, one of `LATCHKEY_CLIENT_IDS`). Those are the audiences
@@ -156,11 +158,16 @@ impl axum::extract::FromRef<RealtimeState> for ClientAddressPolicy {
     }
 }
 
+/// A session, as the hub knows it.
+type SessionKey = (TenantId, SessionId);
+/// Where each signed-in socket (by connection number) receives its session's revocation.
+type Sockets = HashMap<u64, mpsc::Sender<SessionId>>;
+
 /// Sockets signed in per session, and open sockets per client address.
 #[derive(Default)]
 struct Hub {
     next: AtomicU64,
-    sessions: Mutex<HashMap<(TenantId, SessionId), HashMap<u64, mpsc::Sender<SessionId>>>>,
+    sessions: Mutex<HashMap<SessionKey, Sockets>>,
     addresses: Mutex<HashMap<String, u32>>,
 }
 
@@ -214,7 +221,7 @@ impl Drop for AddressSlot {
 /// A socket's sign-in with a session; signed out of the hub on drop.
 struct SignedIn {
     hub: Arc<Hub>,
-    key: (TenantId, SessionId),
+    key: SessionKey,
     conn: u64,
     session: Session,
 }
@@ -468,7 +475,7 @@ impl Connection {
                         break Ending::Gone;
                     }
                     heard_since_ping = false;
-                    if socket.send(Message::Ping(Default::default())).await.is_err() {
+                    if send_message(&mut socket, Message::Ping(Default::default())).await.is_err() {
                         break Ending::Gone;
                     }
                     // The safety net for revocations no announcement brought (another process
@@ -506,7 +513,7 @@ impl Connection {
         };
         if let Ending::Close(code, reason) = ending {
             let frame = CloseFrame { code, reason: Utf8Bytes::from_static(reason) };
-            let _ = socket.send(Message::Close(Some(frame))).await;
+            let _ = send_message(&mut socket, Message::Close(Some(frame))).await;
             // Give the client a moment to answer the close, so that it reads our close frame
             // before the connection goes away.
             let _ =
@@ -637,7 +644,16 @@ fn error_frame(action: Option<&str>, e: FrameError) -> Value {
     json!({ "action": action, "error": { "code": e.code, "message": e.message } })
 }
 
-/// Sends one JSON text frame.
-async fn send(socket: &mut WebSocket, frame: &Value) -> Result<(), axum::Error> {
-    socket.send(Message::Text(frame.to_string().into())).await
+/// Sends one message, giving up after [`SEND_TIMEOUT`] (a client that stops reading must not
+/// hold its connection's task, and its memory, forever).
+async fn send_message(socket: &mut WebSocket, message: Message) -> Result<(), ()> {
+    match tokio::time::timeout(SEND_TIMEOUT, socket.send(message)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) | Err(_) => Err(()),
+    }
+}
+
+/// Sends one JSON text frame, as [`send_message`].
+async fn send(socket: &mut WebSocket, frame: &Value) -> Result<(), ()> {
+    send_message(socket, Message::Text(frame.to_string().into())).await
 }

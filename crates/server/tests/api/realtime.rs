@@ -6,7 +6,9 @@ use latchkey_server::config::Config;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::helpers::{Backend, Ended, Socket, TestApp, Tokens, login_frame, signup_frame, silent_socket_until_dropped};
+use crate::helpers::{
+    Backend, Ended, Socket, TestApp, Tokens, captured_logs, login_frame, signup_frame, silent_socket_until_dropped,
+};
 use crate::on_both_backends;
 
 /// A server whose sockets may send many frames at once (the tests send bursts).
@@ -68,6 +70,11 @@ async fn the_seeds_signup_login_and_logout(backend: Backend) {
             )
             .await;
         assert_eq!(stored, 0, "tokens are not stored");
+    }
+
+    let logs = captured_logs();
+    for token in [&tokens.access, &tokens.id, &tokens.refresh] {
+        assert!(!logs.contains(token.as_str()), "a token was logged");
     }
 
     let again = socket.request(&login_frame("user-login", email, &tokens)).await;
