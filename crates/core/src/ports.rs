@@ -139,8 +139,9 @@ pub struct Purged {
     pub refresh_tokens: u64,
 }
 
-/// Persistence of the user directory, codes, sessions, refresh tokens and keys: one trait per
-/// aggregate ([`UserStore`], [`CodeStore`], [`SessionStore`], [`KeyStore`]), joined here.
+/// Persistence of the user directory, codes, sessions, refresh tokens, keys and realtime
+/// profiles: one trait per aggregate ([`UserStore`], [`CodeStore`], [`SessionStore`],
+/// [`KeyStore`], [`RealtimeProfileStore`]), joined here.
 ///
 /// Every method is scoped to one tenant. Implementations must map unique-constraint
 /// violations to [`StoreError::Conflict`] with the right [`UniqueKey`].

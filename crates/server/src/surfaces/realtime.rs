@@ -22,7 +22,8 @@
 //! `email_not_verified`, `overloaded`, `internal_error`.
 //!
 //! Close codes (RFC 6455 section 7.4.1): 1009 for a frame or message over 64 KiB, 1001 when the
-//! server shuts down, 1002 on a protocol violation. Idle sockets are pinged every
+//! server shuts down, 1002 on a protocol violation, 1008 for a socket that keeps sending far
+//! beyond its frame allowance (pings included) for ten seconds' worth of frames. Idle sockets are pinged every
 //! `LATCHKEY_REALTIME_PING_INTERVAL`; one that sends nothing (not even the pong) for a whole
 //! interval after a ping is dropped. At each ping a signed-in socket's session row is read
 //! again, so a revocation no announcement brought (made by another process on SQLite, or
@@ -90,7 +91,7 @@ struct Settings {
     sockets_per_address: u32,
     /// `LATCHKEY_REALTIME_FRAMES_PER_SECOND` (default 5, 1 to 1000): frames a socket may send
     /// per second on average, in bursts of up to twice that; beyond, frames are answered
-    /// `rate_limited` unread.
+    /// `rate_limited` unread, and a socket ten seconds' worth of frames over is closed (1008).
     #[serde(rename = "realtime_frames_per_second", deserialize_with = "frames_per_second")]
     frames_per_second: u32,
     /// `LATCHKEY_CLIENT_IDS` (default `local`): the Cognito app client ids, whose tokens carry
@@ -419,6 +420,17 @@ struct Connection {
     refilled: Instant,
 }
 
+/// Whether a socket may send one more frame now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Allowance {
+    /// Within the allowance.
+    Granted,
+    /// Over it: the frame is answered `rate_limited` (control frames: ignored).
+    Refused,
+    /// Far over it, for long: the socket is closed (1008).
+    Exhausted,
+}
+
 /// What ends a socket's loop.
 enum Ending {
     /// The client closed it or vanished.
@@ -488,19 +500,26 @@ impl Connection {
                 }
                 received = socket.recv() => {
                     heard_since_ping = true;
-                    let reply = match received {
+                    let message = match received {
                         None => break Ending::Gone,
                         Some(Err(e)) => break ending_of(e),
                         Some(Ok(Message::Close(_))) => break Ending::Gone,
-                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                        Some(Ok(_)) if !self.allow() => {
+                        Some(Ok(message)) => message,
+                    };
+                    let allowance = self.allow();
+                    let reply = match message {
+                        _ if allowance == Allowance::Exhausted => {
+                            break Ending::Close(close_code::POLICY, "too many frames");
+                        }
+                        Message::Ping(_) | Message::Pong(_) | Message::Close(_) => continue,
+                        _ if allowance == Allowance::Refused => {
                             Some(error_frame(None, FrameError::new("rate_limited", "Too many frames; slow down")))
                         }
-                        Some(Ok(Message::Binary(_))) => {
+                        Message::Binary(_) => {
                             let e = FrameError::new("malformed_frame", "Binary frames are not accepted; send JSON text");
                             Some(error_frame(None, e))
                         }
-                        Some(Ok(Message::Text(text))) => self.handle(text).await,
+                        Message::Text(text) => self.handle(text).await,
                     };
                     if let Some(mut frame) = reply {
                         frame["sender"] = Value::String(self.sender.clone());
@@ -523,17 +542,21 @@ impl Connection {
     }
 
     /// Takes one frame from the socket's allowance (a token bucket of twice the per-second
-    /// rate, refilled continuously); false when it is empty.
-    fn allow(&mut self) -> bool {
+    /// rate, refilled continuously). Frames over the allowance still count, as debt: a socket
+    /// ten seconds' worth of frames in debt is closed.
+    fn allow(&mut self) -> Allowance {
         let rate = f64::from(self.state.settings.frames_per_second);
         let now = Instant::now();
         self.allowance = (self.allowance + now.duration_since(self.refilled).as_secs_f64() * rate).min(rate * 2.0);
         self.refilled = now;
-        if self.allowance < 1.0 {
-            return false;
-        }
         self.allowance -= 1.0;
-        true
+        if self.allowance >= 0.0 {
+            Allowance::Granted
+        } else if self.allowance > -rate * 10.0 {
+            Allowance::Refused
+        } else {
+            Allowance::Exhausted
+        }
     }
 
     /// Answers one text frame.

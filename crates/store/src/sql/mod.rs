@@ -1,6 +1,6 @@
 //! The [`Store`] implementation, written once and instantiated for SQLite and PostgreSQL; one
-//! file per aggregate trait (`users.rs`, `codes.rs`, `sessions.rs`, `keys.rs`), this file holding
-//! the row decoding they share and the `Store` supertrait itself.
+//! file per aggregate trait (`users.rs`, `codes.rs`, `sessions.rs`, `keys.rs`, `realtime.rs`),
+//! this file holding the row decoding they share and the `Store` supertrait itself.
 //!
 //! Both schemas use the same column names and types that decode to the same Rust types
 //! (UUIDs, `i64` milliseconds, booleans, byte strings), and SQLite accepts PostgreSQL's `$n`
