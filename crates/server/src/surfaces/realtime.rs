@@ -81,9 +81,9 @@ const V1_AUDIENCE: &str = "v1";
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 struct Settings {
-    /// `LATCHKEY_REALTIME_PING_INTERVAL` (default `30s`): how often idle sockets are pinged; a
-    /// socket silent for a whole interval after a ping is dropped.
-    #[serde(rename = "realtime_ping_interval", deserialize_with = "de::duration")]
+    /// `LATCHKEY_REALTIME_PING_INTERVAL` (default `30s`, at most a day): how often idle sockets
+    /// are pinged; a socket silent for a whole interval after a ping is dropped.
+    #[serde(rename = "realtime_ping_interval", deserialize_with = "ping_interval")]
     ping_interval: Duration,
     /// `LATCHKEY_REALTIME_SOCKETS_PER_ADDRESS` (default 64, 1 to 1,000,000): open sockets per
     /// client address (IPv6 per /64); more are refused with 429 before the upgrade.
@@ -109,6 +109,14 @@ impl Default for Settings {
             client_ids: vec!["local".into()],
         }
     }
+}
+
+fn ping_interval<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let interval = de::duration(d)?;
+    if interval > Duration::from_secs(24 * 3600) {
+        return Err(serde::de::Error::custom("must be at most a day"));
+    }
+    Ok(interval)
 }
 
 fn sockets_per_address<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
@@ -679,4 +687,33 @@ async fn send_message(socket: &mut WebSocket, message: Message) -> Result<(), ()
 /// Sends one JSON text frame, as [`send_message`].
 async fn send(socket: &mut WebSocket, frame: &Value) -> Result<(), ()> {
     send_message(socket, Message::Text(frame.to_string().into())).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SurfaceSettings;
+
+    #[test]
+    fn settings_are_bounded_and_named_by_their_keys() {
+        let mut raw = SurfaceSettings::default();
+        let defaults: Settings = raw.extract().expect("defaults");
+        assert_eq!(defaults.ping_interval, Duration::from_secs(30));
+        assert_eq!(defaults.client_ids, vec!["local".to_owned()]);
+        for (key, bad) in [
+            ("realtime_ping_interval", "400d"),
+            ("realtime_ping_interval", "0s"),
+            ("realtime_ping_interval", "30"),
+            ("realtime_sockets_per_address", "0"),
+            ("realtime_frames_per_second", "1001"),
+        ] {
+            let mut settings = SurfaceSettings::default();
+            settings.insert(key, bad);
+            let e = settings.extract::<Settings>().expect_err(bad);
+            assert_eq!(e.key, format!("LATCHKEY_{}", key.to_ascii_uppercase()), "{e}");
+        }
+        raw.insert("client_ids", "web, mobile");
+        let s: Settings = raw.extract().expect("valid");
+        assert_eq!(s.client_ids, vec!["web".to_owned(), "mobile".to_owned()]);
+    }
 }
