@@ -7,8 +7,8 @@
 //! Revocations published by this process are delivered to its own subscribers at once, and the
 //! listener skips notifications carrying this process's instance id, so each reaches local
 //! subscribers exactly once, whether or not the listening connection is up at that moment.
-//! A lost listening connection is re-established (sqlx reconnects and listens again); what was
-//! notified while it was down is not replayed, which delays pushes but never the refusal of a
+//! A lost listening connection is re-established (by sqlx, or by a new listener after any other
+//! failure) and listens again; what was notified while it was down is not replayed, which delays pushes but never the refusal of a
 //! revoked credential (every credential check reads the session row).
 
 use std::time::Duration;
@@ -56,15 +56,16 @@ impl PgRevocationBus {
     /// When the listening connection cannot be opened or `LISTEN` fails.
     pub async fn listening(pool: PgPool) -> Result<Self, sqlx::Error> {
         let bus = Self::publisher(pool.clone());
-        let mut listener = PgListener::connect_with(&pool).await?;
-        listener.listen(CHANNEL).await?;
-        tokio::spawn(listen(listener, bus.instance, bus.local.clone()));
+        let listener = open_listener(&pool).await?;
+        tokio::spawn(listen(pool, listener, bus.instance, bus.local.clone()));
         Ok(bus)
     }
 }
 
-/// Delivers notifications of other instances to `local` until the pool closes.
-async fn listen(mut listener: PgListener, instance: Uuid, local: broadcast::Sender<Revocation>) {
+/// Delivers notifications of other instances to `local` until the pool closes. A connection
+/// sqlx reports lost is re-established by sqlx itself (`try_recv` answers `None`); after any
+/// other failure the listener is replaced by a new one, every [`RETRY_AFTER`] until that works.
+async fn listen(pool: PgPool, mut listener: PgListener, instance: Uuid, local: broadcast::Sender<Revocation>) {
     loop {
         match listener.try_recv().await {
             Ok(Some(notification)) => match parse(notification.payload()) {
@@ -73,16 +74,28 @@ async fn listen(mut listener: PgListener, instance: Uuid, local: broadcast::Send
                 Some((_, revocation)) => drop(local.send(revocation)),
                 None => tracing::warn!(channel = CHANNEL, "ignoring a malformed revocation notification"),
             },
-            Ok(None) => {
-                tracing::warn!("the revocation listener lost its database connection; listening again");
-            }
+            Ok(None) => tracing::warn!("the revocation listener lost its database connection; listening again"),
             Err(sqlx::Error::PoolClosed) => return,
             Err(e) => {
-                tracing::warn!(error = %e, "the revocation listener failed; retrying");
-                tokio::time::sleep(RETRY_AFTER).await;
+                tracing::warn!(error = %e, "the revocation listener failed; reconnecting");
+                listener = loop {
+                    tokio::time::sleep(RETRY_AFTER).await;
+                    match open_listener(&pool).await {
+                        Ok(fresh) => break fresh,
+                        Err(sqlx::Error::PoolClosed) => return,
+                        Err(e) => tracing::warn!(error = %e, "cannot listen for revocations yet; retrying"),
+                    }
+                };
             }
         }
     }
+}
+
+/// A listener on [`CHANNEL`] holding one connection of `pool`.
+async fn open_listener(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener.listen(CHANNEL).await?;
+    Ok(listener)
 }
 
 /// The payload of one revocation published by `instance`.

@@ -380,3 +380,41 @@ on_both_backends!(
     limits_per_socket_and_per_address,
     a_plain_request_to_ws_is_refused_in_the_frame_shape,
 );
+
+/// On PostgreSQL: the listening connection is killed (as a restart or failover would); the
+/// instance listens again on a new connection, and later revocations are pushed as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_revocation_listener_comes_back_after_its_connection_dies() {
+    if !crate::helpers::postgres_available().await {
+        return;
+    }
+    let app = TestApp::spawn(Backend::Postgres).await;
+    let email = "hal@example.com";
+    let (tokens, _) = app.realtime_user(email).await;
+    let mut socket = app.ws_connect().await;
+    let sender = logged_in(&mut socket, email, &tokens).await;
+
+    // The newest connection whose last statement was a LISTEN (0: none right now).
+    const LISTENER_PID: &str = "SELECT COALESCE((SELECT pid::bigint FROM pg_stat_activity \
+         WHERE datname = current_database() AND query LIKE $1 ORDER BY backend_start DESC LIMIT 1), 0)";
+    let old = app.count(LISTENER_PID, "LISTEN%").await;
+    let killed = app
+        .count(
+            "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid::bigint = $1::bigint",
+            &old.to_string(),
+        )
+        .await;
+    assert_eq!(killed, 1);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    assert_ne!(old, 0, "the instance listens");
+    while matches!(app.count(LISTENER_PID, "LISTEN%").await, pid if pid == old || pid == 0) {
+        assert!(tokio::time::Instant::now() < deadline, "no new listening connection within 10 s");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
+    // With the default 30 s ping, only a notification can bring this in time.
+    let b = app.another_instance().await;
+    assert_eq!(b.v1_sign_out(&tokens.access).await.status, 204);
+    assert_revoked(&socket.next_frame().await, &sender, &tokens.sid());
+}
