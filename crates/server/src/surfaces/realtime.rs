@@ -441,8 +441,10 @@ enum Allowance {
 
 /// What ends a socket's loop.
 enum Ending {
-    /// The client closed it or vanished.
+    /// The client vanished.
     Gone,
+    /// The client sent a close frame: the reply goes out before the connection ends.
+    ClosedByClient,
     /// Close with this code and reason.
     Close(u16, &'static str),
 }
@@ -511,7 +513,7 @@ impl Connection {
                     let message = match received {
                         None => break Ending::Gone,
                         Some(Err(e)) => break ending_of(e),
-                        Some(Ok(Message::Close(_))) => break Ending::Gone,
+                        Some(Ok(Message::Close(_))) => break Ending::ClosedByClient,
                         Some(Ok(message)) => message,
                     };
                     let allowance = self.allow();
@@ -538,6 +540,11 @@ impl Connection {
                 }
             }
         };
+        if let Ending::ClosedByClient = ending {
+            // tungstenite queued the close reply; reading once more writes it and then reports
+            // the connection closed.
+            let _ = tokio::time::timeout(Duration::from_secs(1), socket.recv()).await;
+        }
         if let Ending::Close(code, reason) = ending {
             let frame = CloseFrame { code, reason: Utf8Bytes::from_static(reason) };
             let _ = send_message(&mut socket, Message::Close(Some(frame))).await;

@@ -110,6 +110,7 @@ async fn the_seeds_signup_login_and_logout(backend: Backend) {
     let refused = socket.request(&login_frame("user-login", email, &tokens)).await;
     assert_error(&refused, Some("user-login"), "session_revoked");
     assert_eq!(socket.request(&login_frame("user-login", email, &second)).await["action"], "user-login");
+    assert!(socket.close().await, "the server answers a close with a close");
 }
 
 async fn forged_foreign_and_stale_tokens_get_errors(backend: Backend) {

@@ -146,6 +146,24 @@ impl Socket {
         tokio::time::timeout(WAIT, read).await.expect("the socket ended within 10 s")
     }
 
+    /// Closes the socket from this side (close code 1000) and reads until the server's answer:
+    /// whether it answered with a close frame, as RFC 6455 section 5.5.1 asks.
+    pub async fn close(&mut self) -> bool {
+        let frame = CloseFrame { code: 1000.into(), reason: "bye".into() };
+        self.0.send(Message::Close(Some(frame))).await.expect("send close");
+        let read = async {
+            while let Some(message) = self.0.next().await {
+                match message {
+                    Ok(Message::Close(_)) => return true,
+                    Ok(_) => continue,
+                    Err(_) => return false,
+                }
+            }
+            false
+        };
+        tokio::time::timeout(WAIT, read).await.expect("the close was answered within 10 s")
+    }
+
     /// Counts pings received (answering them) until `n` have arrived, failing after 10 s.
     pub async fn pings(&mut self, n: usize) {
         let mut seen = 0;
