@@ -22,8 +22,8 @@
 //! `email_not_verified`, `overloaded`, `internal_error`.
 //!
 //! Close codes (RFC 6455 section 7.4.1): 1009 for a frame or message over 64 KiB, 1001 when the
-//! server shuts down, 1002 on a protocol violation, 1008 for a socket that keeps sending far
-//! beyond its frame allowance (pings included) for ten seconds' worth of frames. Idle sockets are pinged every
+//! server shuts down, 1002 on a protocol violation, 1008 for a socket ten seconds' worth of
+//! frames beyond its allowance (pings included). Idle sockets are pinged every
 //! `LATCHKEY_REALTIME_PING_INTERVAL`; one that sends nothing (not even the pong) for a whole
 //! interval after a ping is dropped. At each ping a signed-in socket's session row is read
 //! again, so a revocation no announcement brought (made by another process on SQLite, or
@@ -127,7 +127,8 @@ fn frames_per_second<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::E
     de::number_in_range(d, 1, 1000)
 }
 
-/// The configuration keys this surface reads.
+/// The configuration keys this surface reads (lower case, without `LATCHKEY_`), for
+/// [`Surface::keys`](crate::context::Surface::keys).
 pub const KEYS: &[&str] =
     &["realtime_ping_interval", "realtime_sockets_per_address", "realtime_frames_per_second", "client_ids"];
 
@@ -143,7 +144,11 @@ struct RealtimeState {
     shutdown: Shutdown,
 }
 
-/// The surface's route, and the task that delivers revocations to sockets.
+/// Mounts `GET /ws` and starts the task that delivers revocations to signed-in sockets (it ends
+/// at shutdown).
+///
+/// # Errors
+/// A configuration error naming the key when a setting of the surface is invalid.
 pub fn mount(ctx: &SurfaceContext) -> anyhow::Result<Mounted> {
     let settings: Settings = ctx.settings.extract()?;
     let audiences: Arc<[String]> =
