@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use latchkey_core::identity::{SessionId, TenantId, UserId};
 use latchkey_core::ports::RevocationBus;
 use latchkey_core::session::Revocation;
-use sqlx::postgres::{PgListener, PgPool};
+use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
@@ -48,16 +48,30 @@ impl PgRevocationBus {
         }
     }
 
-    /// A bus that publishes and listens: it starts listening on [`CHANNEL`] before returning,
-    /// so every revocation committed afterwards, by any instance, reaches its subscribers.
-    /// The listening task holds one connection of `pool` and ends when the pool is closed.
+    /// A bus that publishes (through `pool`) and listens: it starts listening on [`CHANNEL`]
+    /// before returning, so every revocation committed afterwards, by any instance, reaches its
+    /// subscribers. The listening connection is one of its own, opened with `pool`'s connect
+    /// options, so it takes nothing from `pool` (however small); it is closed when `pool` is.
     ///
     /// # Errors
     /// When the listening connection cannot be opened or `LISTEN` fails.
     pub async fn listening(pool: PgPool) -> Result<Self, sqlx::Error> {
         let bus = Self::publisher(pool.clone());
-        let listener = open_listener(&pool).await?;
-        tokio::spawn(listen(pool, listener, bus.instance, bus.local.clone()));
+        let own = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with((*pool.connect_options()).clone())
+            .await?;
+        let listener = open_listener(&own).await?;
+        let closing = pool.close_event();
+        tokio::spawn({
+            let own = own.clone();
+            async move {
+                closing.await;
+                own.close().await;
+            }
+        });
+        tokio::spawn(listen(own, listener, bus.instance, bus.local.clone()));
         Ok(bus)
     }
 }

@@ -419,3 +419,19 @@ async fn the_revocation_listener_comes_back_after_its_connection_dies() {
     assert_eq!(b.v1_sign_out(&tokens.access).await.status, 204);
     assert_revoked(&socket.next_frame().await, &sender, &tokens.sid());
 }
+
+/// On PostgreSQL the listening connection is not taken from the pool: a pool of one still
+/// serves every request, and pushes still arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listening_takes_no_connection_from_the_pool() {
+    if !crate::helpers::postgres_available().await {
+        return;
+    }
+    let app = TestApp::spawn_with(Backend::Postgres, |c| c.database_max_connections = 1).await;
+    let email = "ivy@example.com";
+    let (tokens, _) = app.realtime_user(email).await;
+    let mut socket = app.ws_connect().await;
+    let sender = logged_in(&mut socket, email, &tokens).await;
+    assert_eq!(app.v1_sign_out(&tokens.access).await.status, 204);
+    assert_revoked(&socket.next_frame().await, &sender, &tokens.sid());
+}
