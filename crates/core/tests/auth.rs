@@ -1046,32 +1046,42 @@ async fn presented_token_sets_are_verified_together_and_read_only() {
         id: Some(&tokens.id_token),
         refresh: Some(&tokens.refresh_token),
     };
-    let proven = h.auth.verify_presented_tokens(&presented, &["v1"], &addr, Some(&cog)).await.expect("genuine");
+    let proven = h
+        .auth
+        .verify_presented_tokens(&presented, TenantId::DEFAULT, &["v1"], &addr, Some(&cog))
+        .await
+        .expect("genuine");
     assert_eq!((proven.session.id, proven.identity_id.as_str()), (s.session.id, cog.as_str()));
 
     let refused = |e: Result<latchkey_core::ProvenSession, Error>| e.expect_err("refused");
-    let err = refused(h.auth.verify_presented_tokens(&presented, &["cognito-client"], &addr, None).await);
+    let err =
+        refused(h.auth.verify_presented_tokens(&presented, TenantId::DEFAULT, &["cognito-client"], &addr, None).await);
     assert!(matches!(err, Error::InvalidToken), "a foreign audience: {err:?}");
-    let err = refused(h.auth.verify_presented_tokens(&presented, &["v1"], &email("tam@example.com"), None).await);
+    let err = refused(h.auth.verify_presented_tokens(&presented, TenantId::PROJECT_OWNERS, &["v1"], &addr, None).await);
+    assert!(matches!(err, Error::InvalidToken), "another tenant's: {err:?}");
+    let err = refused(
+        h.auth.verify_presented_tokens(&presented, TenantId::DEFAULT, &["v1"], &email("tam@example.com"), None).await,
+    );
     assert!(matches!(err, Error::InvalidToken), "another user's email: {err:?}");
     let their_cog = h.auth.identity_id(&other.user);
-    let err = refused(h.auth.verify_presented_tokens(&presented, &["v1"], &addr, Some(&their_cog)).await);
+    let err =
+        refused(h.auth.verify_presented_tokens(&presented, TenantId::DEFAULT, &["v1"], &addr, Some(&their_cog)).await);
     assert!(matches!(err, Error::InvalidToken), "another user's identity id: {err:?}");
     let mixed = PresentedTokens { refresh: Some(&theirs.refresh_token), ..presented.clone() };
-    let err = refused(h.auth.verify_presented_tokens(&mixed, &["v1"], &addr, None).await);
+    let err = refused(h.auth.verify_presented_tokens(&mixed, TenantId::DEFAULT, &["v1"], &addr, None).await);
     assert!(matches!(err, Error::InvalidToken), "another session's refresh token: {err:?}");
 
     // Read-only: the refresh token still rotates afterwards; once rotated it is refused here.
     let (_, _, successor) =
         h.auth.rotate_refresh_token(TenantId::DEFAULT, &tokens.refresh_token).await.expect("rotates");
-    let err = refused(h.auth.verify_presented_tokens(&presented, &["v1"], &addr, None).await);
+    let err = refused(h.auth.verify_presented_tokens(&presented, TenantId::DEFAULT, &["v1"], &addr, None).await);
     assert!(matches!(err, Error::InvalidToken), "a rotated refresh token: {err:?}");
     let current = PresentedTokens { refresh: Some(&successor), ..presented.clone() };
-    h.auth.verify_presented_tokens(&current, &["v1"], &addr, None).await.expect("the successor");
+    h.auth.verify_presented_tokens(&current, TenantId::DEFAULT, &["v1"], &addr, None).await.expect("the successor");
 
     // Expired by the injected clock.
     h.clock.advance(Duration::from_secs(15 * 60));
-    let err = refused(h.auth.verify_presented_tokens(&current, &["v1"], &addr, None).await);
+    let err = refused(h.auth.verify_presented_tokens(&current, TenantId::DEFAULT, &["v1"], &addr, None).await);
     assert!(matches!(err, Error::TokenExpired), "{err:?}");
 
     // A session of an unconfirmed user.
@@ -1080,12 +1090,16 @@ async fn presented_token_sets_are_verified_together_and_read_only() {
     let t = h.auth.token_set(&session, &pending, "v1").await.expect("tokens");
     let unconfirmed =
         PresentedTokens { access: &t.access_token, id: Some(&t.id_token), refresh: Some(&t.refresh_token) };
-    let err = refused(h.auth.verify_presented_tokens(&unconfirmed, &["v1"], &email("uma@example.com"), None).await);
+    let err = refused(
+        h.auth.verify_presented_tokens(&unconfirmed, TenantId::DEFAULT, &["v1"], &email("uma@example.com"), None).await,
+    );
     assert!(matches!(err, Error::NotVerified), "{err:?}");
 
     // Revoked.
     h.auth.sign_out(&session).await.expect("sign out");
-    let err = refused(h.auth.verify_presented_tokens(&unconfirmed, &["v1"], &email("uma@example.com"), None).await);
+    let err = refused(
+        h.auth.verify_presented_tokens(&unconfirmed, TenantId::DEFAULT, &["v1"], &email("uma@example.com"), None).await,
+    );
     assert!(matches!(err, Error::SessionRevoked), "{err:?}");
     assert!(!h.auth.session_active(&session).await.expect("read"));
     assert!(h.auth.session_active(&s.session).await.expect("read"));

@@ -48,13 +48,13 @@ pub struct ProvenSession {
 }
 
 impl Auth {
-    /// Verifies that `tokens` are genuine, live tokens of one sign-in of the confirmed user
-    /// whose email is `email`:
+    /// Verifies that `tokens` are genuine, live tokens of one sign-in of the confirmed user of
+    /// `tenant` whose email is `email`:
     ///
     /// * the access token and (when given) the ID token verify as in [`Auth::authenticate`] and
     ///   [`Auth::verify_id_token`]: signature by a key of the ring, `iss`, `typ`, an `aud` in
     ///   `audiences` (empty: any), `exp` in the future, and a live session of a user who is not
-    ///   disabled;
+    ///   disabled, in `tenant`;
     /// * the refresh token (when given) is a current, unrotated refresh token of that same
     ///   session, looked up read-only (nothing is rotated or revoked, whatever is presented);
     /// * all tokens name the same session and user;
@@ -63,7 +63,8 @@ impl Auth {
     /// * when `identity_id` is given, it is the user's identity id (compared in constant time).
     ///
     /// # Errors
-    /// [`Error::InvalidToken`] (forged, foreign audience or type, tokens of different sessions,
+    /// [`Error::InvalidToken`] (forged, another tenant's, foreign audience or type, tokens of
+    /// different sessions,
     /// an unknown or rotated refresh token, another user's email or identity id),
     /// [`Error::TokenExpired`], [`Error::SessionRevoked`], [`Error::NotVerified`] (the email is
     /// not confirmed), [`Error::Internal`].
@@ -71,12 +72,16 @@ impl Auth {
     pub async fn verify_presented_tokens(
         &self,
         tokens: &PresentedTokens<'_>,
+        tenant: TenantId,
         audiences: &[&str],
         email: &Email,
         identity_id: Option<&str>,
     ) -> Result<ProvenSession> {
         observed("verify_presented_tokens", async {
             let access = self.authenticate(tokens.access, audiences).await?;
+            if access.session.tenant != tenant {
+                return Err(Error::InvalidToken);
+            }
             if let Some(id_token) = tokens.id {
                 let id = self.verify_id_token(id_token, audiences).await?;
                 if id.session.id != access.session.id || id.user.id != access.user.id {

@@ -630,7 +630,7 @@ impl Connection {
         let all_audiences = self.state.audiences.clone();
         let audiences: Vec<&str> = all_audiences.iter().map(String::as_str).collect();
         let auth = self.state.auth.clone();
-        let proven = auth.verify_presented_tokens(&tokens, &audiences, &email, cog_id).await?;
+        let proven = auth.verify_presented_tokens(&tokens, TenantId::DEFAULT, &audiences, &email, cog_id).await?;
         let (logged_in, text) = match action {
             Action::SignUp => (true, "user created"),
             Action::LogIn => (true, "user logged in"),
