@@ -342,8 +342,20 @@ async fn limits_per_socket_and_per_address(backend: Backend) {
     })
     .await;
     let mut first = app.ws_connect().await;
-    let _second = app.ws_connect().await;
+    let mut second = app.ws_connect().await;
     assert_eq!(app.ws_try_connect().await.err(), Some(429), "a third socket from one address");
+    // A closed socket gives its place back.
+    assert!(second.close().await);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let _third = loop {
+        match app.ws_try_connect().await {
+            Ok(socket) => break socket,
+            Err(status) => assert_eq!(status, 429),
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the closed socket's place never came back");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(app.ws_try_connect().await.err(), Some(429), "still two at most");
 
     // A burst beyond twice the per-second rate is answered rate_limited, unverified.
     for _ in 0..6 {
