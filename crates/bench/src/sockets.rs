@@ -19,7 +19,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::seed::{self, Directory};
-use crate::server::{Latchkey, Launch};
+use crate::server::{self, Latchkey, Launch};
 use crate::smtp::SmtpSink;
 
 /// Sockets opened at once.
@@ -190,12 +190,7 @@ async fn sign_in(socket: &mut Socket, login: &str) -> anyhow::Result<()> {
 
 /// Resident set size of process `pid` (`VmRSS`), in KiB.
 fn rss_kib(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).context("reading the server's /proc status")?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .context("no VmRSS in the server's /proc status")
+    server::rss_kib(pid).context("cannot read the server's VmRSS from /proc")
 }
 
 /// Raises this process's soft open-file limit to its hard limit with `prlimit` (util-linux);
