@@ -12,7 +12,7 @@
 //! * reply: `{"sender", "action", "message": {"message", "user": {"cogId", "username",
 //!   "email", "loggedIn"}}}`;
 //! * error: `{"sender", "action", "error": {"code", "message"}}` (`action` is the frame's, or
-//!   `null` when it had none); the socket stays open;
+//!   `null` when it had none or was not read: binary, over the allowance); the socket stays open;
 //! * push: `{"sender", "action": "session-revoked", "message": {"sid"}}`.
 //!
 //! Error codes: `malformed_frame` (not a JSON object, or a binary frame), `unknown_action`,
