@@ -8,9 +8,12 @@
 //! sign-up, a 90/8/2 mix, and a session-check latency run under a sign-in storm. It prints a
 //! table and can write JSON, Markdown and a complete `BENCHMARKS.md`.
 //!
+//! `latchkey-bench sockets` measures instead what idle WebSockets of the `realtime` surface
+//! cost the server in memory.
+//!
 //! Modules: [`server`] starts and stops Latchkey, [`smtp`] swallows its mail, [`seed`] makes
 //! and fills the database, [`load`] runs workloads, [`ceilings`] measures the ceilings,
-//! [`report`] renders results.
+//! [`report`] renders results, [`sockets`] measures memory per socket.
 
 mod ceilings;
 mod load;
@@ -18,6 +21,7 @@ mod report;
 mod seed;
 mod server;
 mod smtp;
+mod sockets;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -131,6 +135,25 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Internal {
+    /// Memory per idle WebSocket (`GET /ws`): starts Latchkey, opens --count sockets, reads
+    /// the server's RSS before and after, then signs every socket in and reads it again.
+    Sockets {
+        /// Sockets to hold open.
+        #[arg(long, default_value_t = 10_000)]
+        count: usize,
+        /// Run on a fresh PostgreSQL database instead of SQLite.
+        #[arg(long)]
+        postgres: bool,
+        /// PostgreSQL server to create (and drop) the database on, with --postgres.
+        #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+        postgres_url: String,
+        /// The latchkey binary (default: the one built beside this benchmark).
+        #[arg(long, env = "LATCHKEY_BIN")]
+        latchkey_bin: Option<PathBuf>,
+        /// Write the result as a Markdown table to this file.
+        #[arg(long, value_name = "PATH")]
+        markdown: Option<PathBuf>,
+    },
     /// Serve the bare HTTP ceiling's `GET /` (run by the bench itself).
     #[command(hide = true)]
     BareHttp {
@@ -211,13 +234,55 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    let work = async move {
+        match cli.command {
+            Some(Internal::Sockets { count, postgres, postgres_url, latchkey_bin, markdown }) => {
+                run_sockets(count, postgres.then_some(postgres_url), latchkey_bin, markdown).await
+            }
+            _ => run(cli).await,
+        }
+    };
+    match runtime.block_on(work) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("latchkey-bench: {e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// `latchkey-bench sockets`: memory per idle WebSocket.
+async fn run_sockets(
+    count: usize,
+    postgres: Option<String>,
+    latchkey_bin: Option<PathBuf>,
+    markdown: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(count > 0, "--count must be at least 1");
+    let binary = server::find_binary(latchkey_bin.as_deref())?;
+    eprintln!("latchkey binary: {}", binary.display());
+    eprintln!("==> {count} WebSockets on {}", if postgres.is_some() { "PostgreSQL" } else { "SQLite" });
+    let r = sockets::run(binary, count, postgres.as_deref()).await?;
+    println!(
+        "{} sockets (opened in {:.1} s): server RSS {:.1} MiB -> {:.1} MiB idle ({:.1} KiB per socket) -> {:.1} MiB signed in ({:.1} KiB per socket)",
+        r.count,
+        r.open_seconds,
+        r.baseline_kib as f64 / 1024.0,
+        r.idle_kib as f64 / 1024.0,
+        r.idle_bytes_per_socket() / 1024.0,
+        r.signed_in_kib as f64 / 1024.0,
+        r.signed_in_bytes_per_socket() / 1024.0,
+    );
+    if let Some(path) = markdown {
+        let command = format!(
+            "target/release/latchkey-bench {}",
+            report::shell_words(std::env::args().skip(1).map(|a| report::redact_url(&a)))
+        );
+        std::fs::write(&path, sockets::markdown(&r, &command))
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
 }
 
 /// What stays the same across directory sizes.

@@ -197,11 +197,19 @@ impl Latchkey {
 /// Peak resident set size of process `pid` (`VmHWM` in `/proc/<pid>/status`), in KiB; `None`
 /// when it cannot be read (not Linux, or the process is gone).
 pub fn peak_rss_kib(pid: u32) -> Option<u64> {
+    status_kib(pid, "VmHWM:")
+}
+
+/// Resident set size of process `pid` now (`VmRSS` in `/proc/<pid>/status`), in KiB; `None`
+/// when it cannot be read.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    status_kib(pid, "VmRSS:")
+}
+
+/// A `kB` field of `/proc/<pid>/status`, e.g. `VmRSS:`.
+fn status_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    status.lines().find_map(|l| l.strip_prefix(field)).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 /// Resets the peak resident set size of process `pid` to its current size (writing `5` to

@@ -27,6 +27,7 @@ mod auth;
 
 pub use auth::bound::RefreshPair;
 pub use auth::passwordless::{Registration, RegistrationFailed, RegistrationStep};
+pub use auth::presented::{PresentedTokens, ProvenSession};
 pub use auth::srp::{SrpChallenge, SrpResponse};
 pub use auth::tenants::{NewApiKey, OwnerSignedUp};
 pub use auth::{Auth, Authenticated, Deps, ExtraClaims, NewUser, Settings, SignedIn, SignedUp, TokenSet};

@@ -142,14 +142,17 @@ pub struct Purged {
     pub srp_challenges: u64,
 }
 
-/// Persistence of the user directory, codes, sessions, refresh tokens, keys and SRP state: one
-/// trait per aggregate ([`UserStore`], [`CodeStore`], [`SessionStore`], [`KeyStore`],
-/// [`SrpStore`]), joined here.
+/// Persistence of the user directory, codes, sessions, refresh tokens, keys, SRP state, tenants
+/// and realtime profiles: one trait per aggregate ([`UserStore`], [`CodeStore`],
+/// [`SessionStore`], [`KeyStore`], [`SrpStore`], [`TenantStore`], [`RealtimeProfileStore`]),
+/// joined here.
 ///
 /// Every method is scoped to one tenant. Implementations must map unique-constraint
 /// violations to [`StoreError::Conflict`] with the right [`UniqueKey`].
 #[async_trait]
-pub trait Store: UserStore + CodeStore + SessionStore + KeyStore + SrpStore + TenantStore {
+pub trait Store:
+    UserStore + CodeStore + SessionStore + KeyStore + SrpStore + TenantStore + RealtimeProfileStore
+{
     /// Checks that the backend answers.
     async fn ping(&self) -> Result<(), StoreError>;
 
@@ -410,4 +413,34 @@ pub trait TenantStore: Send + Sync + 'static {
     /// One page of the tenant's users, oldest first (then by id): at most `limit` after
     /// skipping `offset`.
     async fn list_users(&self, tenant: TenantId, limit: u32, offset: u64) -> Result<Vec<UserRecord>, StoreError>;
+}
+
+/// The profile record of the `realtime` surface (API.md `realtime`; seed
+/// `000_a7dc8425a1030ba6.txt`, "set table keys: email, cogId; set logged in"): one per user,
+/// never holding a token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RealtimeProfile {
+    /// Tenant of the user.
+    pub tenant: TenantId,
+    /// The user the record belongs to (deleted with the user).
+    pub user_id: UserId,
+    /// The user's identity id, `<region>:<uuid>` (the seed's `cogId`).
+    pub identity_id: String,
+    /// The username the client reported (the seed sends the email).
+    pub username: String,
+    /// The user's email address when the record was written.
+    pub email: Email,
+    /// Whether the client reported itself signed in (`loggedIn`).
+    pub logged_in: bool,
+    /// When the record was last written.
+    pub updated_at: OffsetDateTime,
+}
+
+/// Realtime profile records (table `realtime_profiles`, migration 0003).
+#[async_trait]
+pub trait RealtimeProfileStore: Send + Sync + 'static {
+    /// The record of a user, if one was written.
+    async fn realtime_profile(&self, tenant: TenantId, user: UserId) -> Result<Option<RealtimeProfile>, StoreError>;
+    /// Creates or replaces the record of `profile.user_id`, in one statement.
+    async fn put_realtime_profile(&self, profile: &RealtimeProfile) -> Result<(), StoreError>;
 }

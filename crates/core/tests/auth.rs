@@ -7,14 +7,16 @@ use std::time::Duration;
 use async_trait::async_trait;
 use latchkey_core::clock::{Clock, ManualClock};
 use latchkey_core::code::OneTimeCode;
-use latchkey_core::identity::{Email, Login, NewPassword, PasswordPolicy, PresentedPassword, Profile, TenantId};
+use latchkey_core::identity::{
+    Email, Login, NewPassword, PasswordPolicy, PresentedPassword, Profile, SessionId, TenantId,
+};
 use latchkey_core::limits::{MemoryRateLimiter, RateLimiter, Unlimited};
 use latchkey_core::password::HashParams;
 use latchkey_core::ports::{Mail, MailError, Mailer};
 use latchkey_core::secret::ServerSecret;
 use latchkey_core::session::{ClientMeta, LocalRevocationBus};
 use latchkey_core::token::{RefreshToken, SigningAlgorithm};
-use latchkey_core::{Auth, Deps, Error, NewUser, Settings};
+use latchkey_core::{Auth, Deps, Error, NewUser, PresentedTokens, Settings};
 use latchkey_store::{Database, Options};
 
 /// Keeps every mail; the core's own tests read codes from it.
@@ -1245,4 +1247,138 @@ async fn a_revealing_sign_up_takes_over_an_unverified_account_but_not_a_verified
         .expect_err("taken");
     assert!(matches!(err, Error::EmailTaken), "{err:?}");
     sign_in_with(&h, "jo@example.com", "the second password").await.expect("unchanged");
+}
+
+/// The sessions announced on the revocation bus since `rx` subscribed, in order.
+fn announced(rx: &mut tokio::sync::broadcast::Receiver<latchkey_core::session::Revocation>) -> Vec<SessionId> {
+    std::iter::from_fn(|| rx.try_recv().ok()).map(|r| r.session).collect()
+}
+
+#[tokio::test]
+async fn every_revocation_path_announces_the_revoked_sessions() {
+    let h = harness().await;
+    let addr = email("rae@example.com");
+    let first = signed_in(&h, "rae@example.com").await;
+    let mut rx = h.auth.subscribe_revocations();
+
+    // Sign-out of one session.
+    h.auth.sign_out(&first.session).await.expect("sign out");
+    assert_eq!(announced(&mut rx), vec![first.session.id], "sign-out");
+    h.auth.sign_out(&first.session).await.expect("again");
+    assert!(announced(&mut rx).is_empty(), "nothing new is revoked, nothing announced");
+
+    // Sign-out everywhere, keeping one.
+    let (a, b) =
+        (sign_in_with(&h, "rae@example.com", PASSWORD).await, sign_in_with(&h, "rae@example.com", PASSWORD).await);
+    let (a, b) = (a.expect("a"), b.expect("b"));
+    h.auth.sign_out_everywhere(TenantId::DEFAULT, a.user.id, Some(b.session.id)).await.expect("everywhere");
+    assert_eq!(announced(&mut rx), vec![a.session.id], "sign-out everywhere");
+
+    // Refresh token reuse.
+    let t0 = h.auth.refresh_token(&b.session).await.expect("refresh");
+    h.auth.rotate_refresh_token(TenantId::DEFAULT, &t0).await.expect("rotate");
+    h.clock.advance(Duration::from_secs(11));
+    assert!(matches!(h.auth.rotate_refresh_token(TenantId::DEFAULT, &t0).await, Err(Error::RefreshTokenReused)));
+    assert_eq!(announced(&mut rx), vec![b.session.id], "reuse detection");
+
+    // Password change: the other sessions.
+    let (here, other) =
+        (sign_in_with(&h, "rae@example.com", PASSWORD).await, sign_in_with(&h, "rae@example.com", PASSWORD).await);
+    let (here, other) = (here.expect("here"), other.expect("other"));
+    let changed = new_password_of("another long passphrase");
+    h.auth.change_password(&here.user, &here.session, &password(), &changed).await.expect("change");
+    assert_eq!(announced(&mut rx), vec![other.session.id], "password change");
+
+    // Password reset: every session.
+    h.auth.request_password_reset(TenantId::DEFAULT, &addr).await.expect("reset code");
+    let code = h.code().await;
+    h.auth
+        .reset_password(TenantId::DEFAULT, &addr, code, &new_password(), &ClientMeta::default())
+        .await
+        .expect("reset");
+    assert_eq!(announced(&mut rx), vec![here.session.id], "password reset");
+
+    // Email change: the other sessions.
+    let (here, other) = (signed_again(&h).await, signed_again(&h).await);
+    h.auth.request_email_change(&here.user, &password(), &email("rae.new@example.com")).await.expect("change");
+    let code = h.code().await;
+    h.auth.confirm_email_change(&here.user, &here.session, code).await.expect("confirm");
+    assert_eq!(announced(&mut rx), vec![other.session.id], "email change");
+}
+
+async fn signed_again(h: &Harness) -> latchkey_core::SignedIn {
+    sign_in_with(h, "rae@example.com", PASSWORD).await.expect("sign in")
+}
+
+#[tokio::test]
+async fn presented_token_sets_are_verified_together_and_read_only() {
+    let h = harness().await;
+    let s = signed_in(&h, "sol@example.com").await;
+    let other = signed_in(&h, "tam@example.com").await;
+    let tokens = h.auth.token_set(&s.session, &s.user, "v1").await.expect("tokens");
+    let theirs = h.auth.token_set(&other.session, &other.user, "v1").await.expect("tokens");
+    let addr = email("SOL@example.com");
+    let cog = h.auth.identity_id(&s.user);
+    let presented = PresentedTokens {
+        access: &tokens.access_token,
+        id: Some(&tokens.id_token),
+        refresh: Some(&tokens.refresh_token),
+    };
+    let proven = h
+        .auth
+        .verify_presented_tokens(&presented, TenantId::DEFAULT, &["v1"], &addr, Some(&cog))
+        .await
+        .expect("genuine");
+    assert_eq!((proven.session.id, proven.identity_id.as_str()), (s.session.id, cog.as_str()));
+
+    let refused = |e: Result<latchkey_core::ProvenSession, Error>| e.expect_err("refused");
+    let err =
+        refused(h.auth.verify_presented_tokens(&presented, TenantId::DEFAULT, &["cognito-client"], &addr, None).await);
+    assert!(matches!(err, Error::InvalidToken), "a foreign audience: {err:?}");
+    let err = refused(h.auth.verify_presented_tokens(&presented, TenantId::PROJECT_OWNERS, &["v1"], &addr, None).await);
+    assert!(matches!(err, Error::InvalidToken), "another tenant's: {err:?}");
+    let err = refused(
+        h.auth.verify_presented_tokens(&presented, TenantId::DEFAULT, &["v1"], &email("tam@example.com"), None).await,
+    );
+    assert!(matches!(err, Error::InvalidToken), "another user's email: {err:?}");
+    let their_cog = h.auth.identity_id(&other.user);
+    let err =
+        refused(h.auth.verify_presented_tokens(&presented, TenantId::DEFAULT, &["v1"], &addr, Some(&their_cog)).await);
+    assert!(matches!(err, Error::InvalidToken), "another user's identity id: {err:?}");
+    let mixed = PresentedTokens { refresh: Some(&theirs.refresh_token), ..presented.clone() };
+    let err = refused(h.auth.verify_presented_tokens(&mixed, TenantId::DEFAULT, &["v1"], &addr, None).await);
+    assert!(matches!(err, Error::InvalidToken), "another session's refresh token: {err:?}");
+
+    // Read-only: the refresh token still rotates afterwards; once rotated it is refused here.
+    let (_, _, successor) =
+        h.auth.rotate_refresh_token(TenantId::DEFAULT, &tokens.refresh_token).await.expect("rotates");
+    let err = refused(h.auth.verify_presented_tokens(&presented, TenantId::DEFAULT, &["v1"], &addr, None).await);
+    assert!(matches!(err, Error::InvalidToken), "a rotated refresh token: {err:?}");
+    let current = PresentedTokens { refresh: Some(&successor), ..presented.clone() };
+    h.auth.verify_presented_tokens(&current, TenantId::DEFAULT, &["v1"], &addr, None).await.expect("the successor");
+
+    // Expired by the injected clock.
+    h.clock.advance(Duration::from_secs(15 * 60));
+    let err = refused(h.auth.verify_presented_tokens(&current, TenantId::DEFAULT, &["v1"], &addr, None).await);
+    assert!(matches!(err, Error::TokenExpired), "{err:?}");
+
+    // A session of an unconfirmed user.
+    let pending = sign_up(&h, "uma@example.com").await.user;
+    let session = h.auth.start_session(&pending, &ClientMeta::default()).await.expect("session");
+    let t = h.auth.token_set(&session, &pending, "v1").await.expect("tokens");
+    let unconfirmed =
+        PresentedTokens { access: &t.access_token, id: Some(&t.id_token), refresh: Some(&t.refresh_token) };
+    let err = refused(
+        h.auth.verify_presented_tokens(&unconfirmed, TenantId::DEFAULT, &["v1"], &email("uma@example.com"), None).await,
+    );
+    assert!(matches!(err, Error::NotVerified), "{err:?}");
+
+    // Revoked.
+    h.auth.sign_out(&session).await.expect("sign out");
+    let err = refused(
+        h.auth.verify_presented_tokens(&unconfirmed, TenantId::DEFAULT, &["v1"], &email("uma@example.com"), None).await,
+    );
+    assert!(matches!(err, Error::SessionRevoked), "{err:?}");
+    assert!(!h.auth.session_active(&session).await.expect("read"));
+    assert!(h.auth.session_active(&s.session).await.expect("read"));
 }

@@ -22,10 +22,11 @@ use axum::{Json, Router};
 use latchkey_core::clock::SystemClock;
 use latchkey_core::identity::PasswordPolicy;
 use latchkey_core::limits::{MemoryRateLimiter, RateLimiter, Unlimited};
+use latchkey_core::ports::RevocationBus;
 use latchkey_core::secret::ServerSecret;
 use latchkey_core::session::LocalRevocationBus;
 use latchkey_core::{Auth, Deps, Settings};
-use latchkey_store::{Backend, Database, Options};
+use latchkey_store::{Backend, Database, Options, PgRevocationBus};
 use metrics_exporter_prometheus::PrometheusHandle;
 use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
@@ -37,7 +38,7 @@ use utoipa::openapi::{InfoBuilder, OpenApi, OpenApiBuilder};
 use utoipa_scalar::Servable as _;
 
 use crate::config::{Config, ConfigError};
-use crate::context::{Surface, SurfaceContext};
+use crate::context::{Shutdown, Surface, SurfaceContext};
 use crate::http::{ClientAddressPolicy, CookiePolicy, MAX_BODY_BYTES};
 use crate::mail::ServerMailer;
 use crate::problem::Problem;
@@ -65,6 +66,8 @@ pub struct Application {
     auth: Auth,
     local_addr: SocketAddr,
     description: String,
+    /// Set to `true` when shutdown begins; long-lived connections watch it ([`Shutdown`]).
+    shutdown: tokio::sync::watch::Sender<bool>,
 }
 
 /// How long ended sessions and codes are kept before the purge removes them.
@@ -73,6 +76,8 @@ const RETENTION: Duration = Duration::from_secs(24 * 3600);
 const MAIL_FLUSH_TIMEOUT: Duration = Duration::from_secs(15);
 /// How often the purge runs.
 const PURGE_EVERY: Duration = Duration::from_secs(10 * 60);
+/// How long shutdown waits for long-lived connections (WebSockets) to close.
+const CONNECTIONS_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Application {
     /// Opens (and migrates) the database, loads or creates the server secret and signing
@@ -114,9 +119,10 @@ impl Application {
             mailer: Arc::new(mailer),
             clock: Arc::new(SystemClock),
             limiter,
-            revocations: Arc::new(LocalRevocationBus::default()),
+            revocations: revocation_bus(&database, true).await?,
         };
         let auth = Auth::new(deps, &secret, settings).await.context("starting the core")?;
+        let (shutdown, _) = tokio::sync::watch::channel(false);
 
         let context = SurfaceContext {
             auth: auth.clone(),
@@ -124,6 +130,7 @@ impl Application {
             clients: ClientAddressPolicy { trust_forwarded_for: config.trust_forwarded_for },
             public_url: public_url.clone().into(),
             settings: config.surface_settings.clone(),
+            shutdown: Shutdown::new(shutdown.subscribe()),
         };
         let selected = selected_surfaces(&config)?;
         let (router, mounted) = router(&context, &selected, &config.metrics_allow)?;
@@ -132,7 +139,7 @@ impl Application {
             config.database_url,
             mounted.join(",")
         );
-        Ok(Self { listener, router, database, auth, local_addr, description })
+        Ok(Self { listener, router, database, auth, local_addr, description, shutdown })
     }
 
     /// The bound port.
@@ -159,16 +166,32 @@ impl Application {
         self.run_until(shutdown_signal()).await
     }
 
-    /// Serves until `shutdown` completes, then shuts down gracefully.
+    /// Serves until `shutdown` completes, then shuts down gracefully: stops accepting, tells
+    /// long-lived connections to close ([`Shutdown`]), lets in-flight requests finish, waits up
+    /// to 5 seconds for those connections to close and 15 for queued mail, and closes the
+    /// database.
     ///
     /// # Errors
     /// When serving fails.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         tracing::info!("{}", self.description);
         let purge = tokio::spawn(purge_loop(self.auth.clone()));
+        let begun = self.shutdown.clone();
         let result = axum::serve(self.listener, self.router.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(shutdown)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                begun.send_replace(true);
+            })
             .await;
+        // Upgraded connections are no longer the HTTP server's: they close by themselves on
+        // the signal, each dropping its receiver.
+        self.shutdown.send_replace(true);
+        if tokio::time::timeout(CONNECTIONS_CLOSE_TIMEOUT, self.shutdown.closed()).await.is_err() {
+            tracing::warn!(
+                open = self.shutdown.receiver_count(),
+                "long-lived connections still open after 5 s; closing anyway"
+            );
+        }
         purge.abort();
         if !self.auth.flush_mail(MAIL_FLUSH_TIMEOUT).await {
             tracing::error!("shutting down with undelivered mail: it is lost (see the mail-lost log lines)");
@@ -196,6 +219,22 @@ fn core_settings(config: &Config, issuer: String) -> Settings {
         user_pool_id: config.user_pool_id(),
         ..Settings::default()
     }
+}
+
+/// The revocation bus for `database`: on PostgreSQL, `LISTEN`/`NOTIFY`, so that revocations
+/// reach every instance (`listen`: also receive theirs; maintenance commands only publish); on
+/// SQLite, one process's in-memory channel.
+///
+/// # Errors
+/// When the PostgreSQL listening connection cannot be opened.
+async fn revocation_bus(database: &Database, listen: bool) -> anyhow::Result<Arc<dyn RevocationBus>> {
+    Ok(match database.postgres() {
+        Some(pg) if listen => Arc::new(
+            PgRevocationBus::listening(pg.pool().clone()).await.context("listening for revocations on PostgreSQL")?,
+        ),
+        Some(pg) => Arc::new(PgRevocationBus::publisher(pg.pool().clone())),
+        None => Arc::new(LocalRevocationBus::default()),
+    })
 }
 
 async fn open_database(config: &Config) -> anyhow::Result<Database> {
@@ -230,7 +269,8 @@ pub async fn open_core(config: &Config) -> anyhow::Result<(Database, Auth)> {
         mailer: Arc::new(mailer),
         clock: Arc::new(SystemClock),
         limiter: Arc::new(Unlimited),
-        revocations: Arc::new(LocalRevocationBus::default()),
+        // Revocations made here must reach the running instances: on PostgreSQL, by NOTIFY.
+        revocations: revocation_bus(&database, false).await?,
     };
     let auth = Auth::new(deps, &secret, settings).await?;
     Ok((database, auth))

@@ -29,6 +29,28 @@ pub struct SurfaceContext {
     /// settings from them (`settings.extract::<MySettings>()`), under the names it declares in
     /// [`Surface::keys`].
     pub settings: SurfaceSettings,
+    /// Completes when the server begins its graceful shutdown, so that long-lived connections
+    /// (WebSockets), which outlive the HTTP exchange that opened them, can close themselves.
+    pub shutdown: Shutdown,
+}
+
+/// The server's shutdown, as long-lived connections see it: a `watch` of whether shutdown has
+/// begun. Connections hold a clone while open; the application waits (briefly) until every
+/// clone is gone before closing the database.
+#[derive(Debug, Clone)]
+pub struct Shutdown(tokio::sync::watch::Receiver<bool>);
+
+impl Shutdown {
+    /// The receiving side of `begun`, which the application sets to `true` when shutting down.
+    pub fn new(begun: tokio::sync::watch::Receiver<bool>) -> Self {
+        Self(begun)
+    }
+
+    /// Completes once shutdown has begun (at once if it has).
+    pub async fn begun(&mut self) {
+        // An error means the application is gone: shut down all the same.
+        let _ = self.0.wait_for(|begun| *begun).await;
+    }
 }
 
 impl FromRef<SurfaceContext> for Auth {

@@ -17,8 +17,8 @@ use latchkey_core::identity::ApiKeyId;
 use latchkey_core::identity::{Email, ExternalId, Profile, SessionId, TenantId, User, UserId, Username};
 use latchkey_core::ports::TenantStore;
 use latchkey_core::ports::{
-    CodeRecord, CodeStore, KeyRecord, KeyStore, PurgeBefore, Purged, RefreshTokenRecord, Rotation, SessionStore,
-    SrpStore, Store, StoreError, UniqueKey, UserRecord, UserStore,
+    CodeRecord, CodeStore, KeyRecord, KeyStore, PurgeBefore, Purged, RealtimeProfile, RealtimeProfileStore,
+    RefreshTokenRecord, Rotation, SessionStore, SrpStore, Store, StoreError, UniqueKey, UserRecord, UserStore,
 };
 use latchkey_core::session::Session;
 use latchkey_core::tenant::{ApiKeyRecord, Tenant, TenantSettings};
@@ -30,6 +30,9 @@ use time::OffsetDateTime;
 
 #[macro_use]
 mod sql;
+pub mod revocations;
+
+pub use revocations::PgRevocationBus;
 
 sql_store!(
     /// The store on SQLite.

@@ -7,15 +7,17 @@
 //! (one-time codes), `signin` (password checks), `sessions` (session lifecycle and credential
 //! checks), `tokens` (JWTs, refresh rotation, the key ring), `bound` (refresh tokens with a value
 //! bound to them), `account` (reset, change, disable, delete), `identities` (Cognito-style
-//! identity ids), `passwordless` (sign-up without a password first), `srp` (Cognito's SRP
-//! sign-in), `tenants` (tenants, their API keys, credential checks bound to one tenant). This
-//! file holds the service itself and what its operations share.
+//! identity ids), `passwordless` (sign-up without a password first), `presented` (token sets
+//! clients present, realtime profiles), `srp` (Cognito's SRP sign-in), `tenants` (tenants,
+//! their API keys, credential checks bound to one tenant). This file holds the service itself
+//! and what its operations share.
 
 mod account;
 pub(crate) mod bound;
 mod codes;
 mod identities;
 pub(crate) mod passwordless;
+pub(crate) mod presented;
 mod sessions;
 mod signin;
 mod signup;

@@ -11,6 +11,7 @@ mod auth;
 mod cognito;
 mod graphql;
 mod projects;
+mod realtime;
 mod users;
 mod v1;
 
@@ -23,6 +24,7 @@ pub const ALL: &[Surface] = &[
     Surface { name: "v1", keys: &[], mount: v1::mount },
     Surface { name: "projects", keys: &[], mount: projects::mount },
     Surface { name: "cognito", keys: cognito::KEYS, mount: cognito::mount },
+    Surface { name: "realtime", keys: realtime::KEYS, mount: realtime::mount },
 ];
 
 /// The configuration keys every surface declares.

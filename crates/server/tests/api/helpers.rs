@@ -9,13 +9,15 @@
 
 mod ops;
 mod projects;
+mod realtime;
 mod response;
 mod users;
 mod v1;
 
+pub use realtime::{Ended, Socket, login_frame, signup_frame, silent_socket_until_dropped};
 pub use response::{ApiResponse, send};
 pub use users::users_signup_body;
-pub use v1::V1Auth;
+pub use v1::{Tokens, V1Auth};
 
 use std::collections::VecDeque;
 use std::io::Write;

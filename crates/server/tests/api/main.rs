@@ -14,6 +14,7 @@ mod helpers;
 mod limits;
 mod ops;
 mod projects;
+mod realtime;
 mod tokens;
 mod users;
 mod v1;

@@ -1,6 +1,7 @@
 //! The [`Store`] implementation, written once and instantiated for SQLite and PostgreSQL; one
-//! file per aggregate trait (`users.rs`, `codes.rs`, `sessions.rs`, `keys.rs`, `srp.rs`), this file holding
-//! the row decoding they share and the `Store` supertrait itself.
+//! file per aggregate trait (`users.rs`, `codes.rs`, `sessions.rs`, `keys.rs`, `srp.rs`,
+//! `tenants.rs`, `realtime.rs`), this file holding the row decoding they share and the `Store`
+//! supertrait itself.
 //!
 //! Both schemas use the same column names and types that decode to the same Rust types
 //! (UUIDs, `i64` milliseconds, booleans, byte strings), and SQLite accepts PostgreSQL's `$n`
@@ -49,6 +50,8 @@ mod keys;
 mod srp;
 #[macro_use]
 mod tenants;
+#[macro_use]
+mod realtime;
 
 macro_rules! sql_store {
     ($(#[$doc:meta])* $name:ident, $db:ty) => {
@@ -252,5 +255,6 @@ macro_rules! sql_store {
         sql_keys!($name, $db);
         sql_srp!($name, $db);
         sql_tenants!($name, $db);
+        sql_realtime!($name, $db);
     };
 }

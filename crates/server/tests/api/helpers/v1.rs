@@ -11,6 +11,7 @@ use super::{ApiResponse, PASSWORD, TestApp, jwt_parts, send};
 pub const USER_AGENT: &str = "latchkey-tests/1.0";
 
 /// A v1 client session: the tokens of one sign-in.
+#[derive(Debug, Clone)]
 pub struct Tokens {
     /// The access token (JWT).
     pub access: String,
