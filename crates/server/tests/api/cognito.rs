@@ -174,6 +174,7 @@ on_both_backends!(
     internal_failures_are_500_without_detail,
     a_second_sign_up_takes_over_an_unconfirmed_account,
     disabled_users_are_told_only_after_the_password,
+    the_seed_000_flow_with_its_socket,
 );
 
 async fn sign_up_confirm_and_sign_in(backend: Backend) {
@@ -1062,4 +1063,52 @@ async fn a_second_sign_up_takes_over_an_unconfirmed_account(backend: Backend) {
 /// `POST /graphql` with `document` (to set a password through the graphql surface).
 async fn graphql(app: &TestApp, document: &str) -> ApiResponse {
     app.send_json(Method::POST, "/graphql", &json!({ "query": document })).await
+}
+
+/// Seed 000 end to end: the Amplify app signs up, confirms and signs in through the Cognito
+/// protocol, reports to its server's socket with the tokens and its `cogId` from `GetId`; a
+/// `GlobalSignOut` is pushed to that socket.
+async fn the_seed_000_flow_with_its_socket(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let email = "seed@example.com";
+    app.cognito_user(email).await;
+    let tokens = app.cognito_tokens(email, PASSWORD).await;
+    let issuer = app.base.trim_start_matches("http://").to_owned();
+    let cog_id = app
+        .amz(IDENTITY, "GetId", json!({"IdentityPoolId": POOL_ID, "Logins": { issuer: tokens.id }}))
+        .await
+        .ok()["IdentityId"]
+        .as_str()
+        .expect("IdentityId")
+        .to_owned();
+    let seed_tokens = crate::helpers::Tokens {
+        access: tokens.access.clone(),
+        id: tokens.id.clone(),
+        refresh: tokens.refresh.clone(),
+    };
+
+    let mut socket = app.ws_connect().await;
+    let reply = socket.request(&crate::helpers::signup_frame(&cog_id, email, &seed_tokens)).await;
+    assert_eq!(reply["action"], "user-signup", "{reply}");
+    assert_eq!(reply["message"]["message"], "user created", "{reply}");
+    assert_eq!(
+        reply["message"]["user"],
+        json!({"cogId": cog_id, "username": email, "email": email, "loggedIn": true}),
+        "{reply}"
+    );
+    let sender = reply["sender"].clone();
+
+    // A cogId that is not this user's is refused, and the socket stays signed in.
+    let wrong = socket
+        .request(&crate::helpers::signup_frame("local-1:00000000-0000-4000-8000-000000000000", email, &seed_tokens))
+        .await;
+    assert!(wrong.get("error").is_some(), "{wrong}");
+
+    assert_eq!(app.idp("GlobalSignOut", json!({"AccessToken": tokens.access})).await.ok(), json!({}));
+    let sid = seed_tokens.sid();
+    assert_eq!(
+        socket.next_frame().await,
+        json!({"sender": sender, "action": "session-revoked", "message": {"sid": sid}})
+    );
+    app.cognito_get_user(&tokens.access).await.exception("NotAuthorizedException");
 }
