@@ -375,6 +375,8 @@ pub trait SrpStore: Send + Sync + 'static {
         sealed: &[u8],
         at: OffsetDateTime,
     ) -> Result<(), StoreError>;
+    /// Deletes every stored verifier (SRP turned off); returns how many there were.
+    async fn delete_srp_verifiers(&self) -> Result<u64, StoreError>;
     /// Records that the challenge `id` has been answered, atomically: returns true for the
     /// first call with this id and false for every later one (a replayed secret block). The
     /// record may be purged after `expires_at`, when the block is refused for its age anyway.

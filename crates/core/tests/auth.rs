@@ -1166,6 +1166,21 @@ mod srp_sign_in {
     }
 
     #[tokio::test]
+    async fn with_srp_off_no_verifier_is_kept_and_no_proof_passes() {
+        let h = harness_with(Settings {
+            hash_params: HashParams { memory_kib: 256, iterations: 1, parallelism: 1 },
+            srp: false,
+            ..Settings::default()
+        })
+        .await;
+        verified(&h, "sam@example.com").await;
+        sign_in_with(&h, "sam@example.com", PASSWORD).await.expect("the password flow works");
+        let (a, c) = challenge(&h, "sam@example.com").await.expect("a stand-in challenge");
+        let err = answer(&h, &a, &c, PASSWORD, CLIENT).await.expect_err("no verifier");
+        assert!(matches!(err, Error::InvalidCredentials), "{err:?}");
+    }
+
+    #[tokio::test]
     async fn a_zero_public_value_is_refused_before_anything_else() {
         let h = harness().await;
         verified(&h, "sam@example.com").await;

@@ -180,6 +180,11 @@ async fn the_token_of_a_pair_does_not_refresh_without_its_bound_value() {
     assert!(matches!(err, Error::InvalidToken), "{err:?}");
     rotate(&h, p1.token(), p1.bound()).await.expect("the session lives on");
 
+    // Nor does it revoke anything alone (Cognito's RevokeToken takes a bare token).
+    let (_, _, p2) = h.auth.rotate_refresh_pair(TenantId::DEFAULT, p1.token(), p1.bound()).await.expect("rotate");
+    assert!(!h.auth.revoke_refresh_token(TenantId::DEFAULT, p2.token()).await.expect("no error"));
+    rotate(&h, p2.token(), p2.bound()).await.expect("the session still lives on");
+
     // And a bare refresh token cannot be presented as a pair's token.
     let bare = h.auth.refresh_token(&s.session).await.expect("bare token");
     let err = rotate(&h, &bare, p0.bound()).await.expect_err("not a pair");

@@ -217,6 +217,8 @@ fn core_settings(config: &Config, issuer: String) -> Settings {
         signing_algorithm: config.jwt_alg,
         region: config.region.clone(),
         user_pool_id: config.user_pool_id(),
+        // Verifiers serve only the `cognito` surface's SRP flow: none without it.
+        srp: config.srp && config.surfaces.includes("cognito"),
         ..Settings::default()
     }
 }

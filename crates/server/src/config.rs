@@ -155,6 +155,12 @@ pub const KEYS: &[Key] = &[
         render: |c| c.user_pool_id.clone(),
     },
     Key {
+        env: "LATCHKEY_SRP",
+        help: "on or off: Cognito SRP sign-in (USER_SRP_AUTH); off also keeps no SRP verifiers",
+        when_unset: "",
+        render: |c| Some(if c.srp { "on" } else { "off" }.to_owned()),
+    },
+    Key {
         env: "LATCHKEY_METRICS_ALLOW",
         help: "Comma-separated addresses or networks (CIDR) besides loopback that may read /metrics",
         when_unset: "(loopback only)",
@@ -487,6 +493,10 @@ pub struct Config {
     /// recomputed at each user's next password sign-in).
     #[serde(deserialize_with = "user_pool_id")]
     pub user_pool_id: Option<String>,
+    /// `LATCHKEY_SRP`: whether the `cognito` surface offers SRP sign-in (`USER_SRP_AUTH`) and
+    /// the core keeps SRP verifiers (on).
+    #[serde(deserialize_with = "de::boolean")]
+    pub srp: bool,
     /// `LATCHKEY_METRICS_ALLOW`: addresses and networks (CIDR) besides loopback that may read
     /// `/metrics`.
     #[serde(deserialize_with = "networks")]
@@ -544,6 +554,7 @@ impl Default for Config {
             hash_queue: 256,
             region: "local-1".into(),
             user_pool_id: None,
+            srp: true,
             metrics_allow: Vec::new(),
             require_email_verification: true,
             jwt_alg: SigningAlgorithm::EdDSA,

@@ -83,6 +83,12 @@ pub struct Settings {
     /// Cognito user pool id, `<region>_<pool name>` (`LATCHKEY_USER_POOL_ID`, default
     /// `<region>_latchkey`); the pool name enters every SRP verifier (COGNITO-SRP.md).
     pub user_pool_id: String,
+    /// Whether Cognito SRP sign-in is offered (`LATCHKEY_SRP`, on, and the `cognito` surface
+    /// mounted). Off: no SRP verifier is computed or kept (those stored earlier are deleted when
+    /// the service starts), since a verifier is a cheaper offline-guessing target than an
+    /// argon2id hash; [`Auth::srp_challenge`] still answers (with a stand-in) and every proof
+    /// fails.
+    pub srp: bool,
 }
 
 impl Settings {
@@ -110,6 +116,7 @@ impl Default for Settings {
             mail_queue: 1024,
             region: "local-1".into(),
             user_pool_id: "local-1_latchkey".into(),
+            srp: true,
         }
     }
 }
@@ -231,8 +238,8 @@ fn record(operation: &'static str, outcome: &'static str) {
 }
 
 impl Auth {
-    /// Builds the service: prepares the password hasher (one dummy hash) and loads or creates
-    /// the signing key ring.
+    /// Builds the service: prepares the password hasher (one dummy hash), loads or creates
+    /// the signing key ring, and deletes stored SRP verifiers when [`Settings::srp`] is off.
     ///
     /// # Errors
     /// [`Error::Internal`] when the store fails or holds keys sealed with another secret.
@@ -246,6 +253,12 @@ impl Auth {
             deps.clock.clone(),
         )
         .await?;
+        if !settings.srp {
+            let dropped = deps.store.delete_srp_verifiers().await?;
+            if dropped > 0 {
+                tracing::info!(dropped, "SRP is off: stored SRP verifiers deleted");
+            }
+        }
         Ok(Auth(Arc::new(Inner {
             store: deps.store,
             mail: MailQueue::start(deps.mailer, settings.mail_queue),

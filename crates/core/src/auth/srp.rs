@@ -4,7 +4,8 @@
 //!
 //! * **Verifiers** are computed wherever a password is set (sign-up, reset, change, passwordless
 //!   completion, re-registration of an unverified account) and on a password sign-in of a user
-//!   who has none yet. Each is sealed (XChaCha20-Poly1305, key derived from the server secret)
+//!   who has none yet; only for the default tenant (the one the `cognito` surface serves) and
+//!   only while [`Settings::srp`](super::Settings::srp) is on. Each is sealed (XChaCha20-Poly1305, key derived from the server secret)
 //!   with the pool name, tenant, user id and a hash of the user's password hash as associated
 //!   data: a verifier made for an older password, another user or another pool name does not
 //!   open, and counts as missing.
@@ -16,6 +17,7 @@
 //!   stand-in salt, id and verifier derived from a keyed hash of the login, so repeated
 //!   challenges for one address look like a real user's; their proof is checked with the same
 //!   work and refused.
+//! * **Work**: each exponentiation runs on the blocking pool, off the async threads.
 //! * **Limits** are those of [`Auth::sign_in`]: attempts per client address when the challenge
 //!   is issued, and a wrong proof counts as a failed sign-in for the login, per address and
 //!   overall.
@@ -195,12 +197,17 @@ impl Auth {
                     (record.map_or(stand_in_id, |r| r.user.id.0), false, v)
                 }
             };
-            let (b, b_pub) = loop {
-                let b = Zeroizing::new(random_bytes::<32>());
-                if let Some(b_pub) = srp::server_public(&verifier.v, &BigUint::from_bytes_be(b.as_slice())) {
-                    break (b, b_pub);
+            let v = verifier.v.clone();
+            let (b, b_pub) = tokio::task::spawn_blocking(move || {
+                loop {
+                    let b = Zeroizing::new(random_bytes::<32>());
+                    if let Some(b_pub) = srp::server_public(&v, &BigUint::from_bytes_be(b.as_slice())) {
+                        break (b, b_pub);
+                    }
                 }
-            };
+            })
+            .await
+            .map_err(Error::internal)?;
             let state = ChallengeState {
                 id: uuid::Uuid::new_v4(),
                 expires_at: (self.now() + CHALLENGE_TTL).unix_timestamp(),
@@ -318,9 +325,12 @@ impl Auth {
         let matched = verifier.is_some();
         let verifier = verifier.unwrap_or_else(|| self.stand_in(tenant, &state.login).1);
         let b = BigUint::from_bytes_be(state.b.as_slice());
+        let (a_pub, b_pub) = (state.a_pub.clone(), state.b_pub.clone());
+        let key = tokio::task::spawn_blocking(move || srp::server_key(&a_pub, &b_pub, &b, &verifier.v))
+            .await
+            .map_err(Error::internal)?;
         let pool = self.0.settings.srp_pool_name();
-        let expected = srp::server_key(&state.a_pub, &state.b_pub, &b, &verifier.v)
-            .map(|key| srp::signature(&key, pool, response.user_id_for_srp, block, response.timestamp));
+        let expected = key.map(|key| srp::signature(&key, pool, response.user_id_for_srp, block, response.timestamp));
         let proven = expected.is_some_and(|e| constant_time_eq(&e, signature));
         match record {
             Some(r) if matched && proven => Ok(r.user),
@@ -333,6 +343,9 @@ impl Auth {
     /// returned: the password is set either way, and the verifier is computed again at the
     /// next password sign-in.
     pub(super) async fn store_srp_verifier(&self, user: &User, phc: &str, password: &str) {
+        if !self.keeps_srp_verifiers(user.tenant) {
+            return;
+        }
         let salt: [u8; SALT_LEN] = random_bytes();
         let pool = self.0.settings.srp_pool_name().to_owned();
         let user_id = user.id.0.hyphenated().to_string();
@@ -355,12 +368,21 @@ impl Auth {
     /// Stores a verifier for a user who signed in with `password` and has no verifier that
     /// opens (created before SRP, by an older password hash, or under another pool name).
     pub(super) async fn ensure_srp_verifier(&self, record: &UserRecord, password: &str) -> Result<()> {
+        if !self.keeps_srp_verifiers(record.user.tenant) {
+            return Ok(());
+        }
         let Some(phc) = record.password_hash.as_deref() else { return Ok(()) };
         let sealed = self.0.store.srp_verifier(record.user.tenant, record.user.id).await?;
         if sealed.is_none_or(|s| self.open_verifier(record, &s).is_none()) {
             self.store_srp_verifier(&record.user, phc, password).await;
         }
         Ok(())
+    }
+
+    /// Whether users of `tenant` get SRP verifiers: only where the SRP flow can use them (SRP
+    /// on, and the default tenant, the only one the `cognito` surface serves).
+    fn keeps_srp_verifiers(&self, tenant: TenantId) -> bool {
+        self.0.settings.srp && tenant == TenantId::DEFAULT
     }
 
     fn open_verifier(&self, record: &UserRecord, sealed: &[u8]) -> Option<Verifier> {

@@ -228,15 +228,18 @@ impl Auth {
     /// Revokes a refresh token by ending its session, so its access and ID tokens stop working
     /// too (RFC 7009 section 2.1: revoking a refresh token ends the grant it belongs to;
     /// Cognito `RevokeToken`). Rotated tokens of the session revoke it as well. Returns whether
-    /// an active session was ended; a token this server did not issue, or of a session that
-    /// already ended, is not an error (RFC 7009 section 2.2).
+    /// an active session was ended; a token this server did not issue, the token of a bound
+    /// pair (it acts only with its bound value), or one of a session that already ended is not
+    /// an error (RFC 7009 section 2.2) and ends nothing.
     ///
     /// # Errors
     /// [`Error::Internal`] when the store fails.
     #[tracing::instrument(skip_all, fields(tenant = %tenant))]
     pub async fn revoke_refresh_token(&self, tenant: TenantId, token: &RefreshToken) -> Result<bool> {
-        let session = match self.0.refresh.session_of(token) {
-            Some(session) => Some(session),
+        let session = match self.0.refresh.issued(token) {
+            // The token of a bound pair acts only with its bound value, here too.
+            Some((_, RefreshKind::Bound)) => return Ok(false),
+            Some((session, RefreshKind::Bare)) => Some(session),
             None => self.0.store.refresh_token(tenant, &self.0.refresh.hash(token)).await?.map(|r| r.session_id),
         };
         let Some(session) = session else { return Ok(false) };

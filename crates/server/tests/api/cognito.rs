@@ -165,6 +165,7 @@ on_both_backends!(
     change_password_needs_the_current_one,
     resent_codes_replace_old_ones,
     wrong_codes_burn_and_expire,
+    wrong_codes_do_not_tell_accounts_apart,
     one_directory_with_users_and_v1,
     identity_ids_and_credentials,
     srp_challenges_do_not_reveal_accounts,
@@ -544,25 +545,68 @@ async fn wrong_codes_burn_and_expire(backend: Backend) {
     app.cognito_sign_up(email, PASSWORD).await.ok();
     let code = app.mail.next_mail(email).await.code();
     let wrong = if code == "999999" { "999998" } else { "999999" };
-    for _ in 0..4 {
+    for _ in 0..5 {
         app.cognito_confirm(email, wrong).await.exception("CodeMismatchException");
     }
-    // The fifth wrong guess burns the code; the right one no longer works.
-    app.cognito_confirm(email, wrong).await.exception("TooManyFailedAttemptsException");
-    app.cognito_confirm(email, &code).await.exception("ExpiredCodeException");
+    // The fifth wrong guess burned the code: the right one no longer works, and reads the same.
+    app.cognito_confirm(email, &code).await.exception("CodeMismatchException");
 
-    // A fresh code, expired in the store, is ExpiredCodeException.
+    // A fresh code, expired in the store, reads the same too (a new code is the way out).
     app.idp("ResendConfirmationCode", json!({"ClientId": CLIENT, "Username": email})).await.ok();
     let code = app.mail.next_mail(email).await.code();
     assert_eq!(
         app.execute("UPDATE one_time_codes SET expires_at = created_at WHERE purpose = $1", "verify_email").await,
         1
     );
-    app.cognito_confirm(email, &code).await.exception("ExpiredCodeException");
+    let message = app.cognito_confirm(email, &code).await.exception("CodeMismatchException");
+    assert!(message.contains("request a new code"), "the way out: {message}");
+    app.idp("ResendConfirmationCode", json!({"ClientId": CLIENT, "Username": email})).await.ok();
+    let code = app.mail.next_mail(email).await.code();
+    assert_eq!(app.cognito_confirm(email, &code).await.ok(), json!({}), "a new code works");
     // An unknown user's code is simply wrong.
     app.cognito_confirm("ghost@example.com", &code).await.exception("CodeMismatchException");
     app.cognito_confirm("not an email", &code).await.exception("CodeMismatchException");
     app.cognito_confirm(email, "12345").await.exception("CodeMismatchException");
+}
+
+/// The guesses an attacker makes to learn whether an address has an account: after
+/// `ForgotPassword` (or a `SignUp` left unconfirmed), a run of wrong confirmations, and one made
+/// after the code expired, must read the same for a registered and an unknown address.
+async fn wrong_codes_do_not_tell_accounts_apart(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let registered = "known@example.com";
+    app.cognito_user(registered).await;
+    let pending = "pending@example.com";
+    app.cognito_sign_up(pending, PASSWORD).await.ok();
+    app.mail.next_mail(pending).await;
+    let unknown = "unknown@example.com";
+    for address in [registered, unknown] {
+        app.idp("ForgotPassword", json!({"ClientId": CLIENT, "Username": address})).await.ok();
+    }
+    app.mail.next_mail(registered).await;
+    let answers = |op: &'static str, address: &'static str| {
+        let app = &app;
+        async move {
+            let mut seen = Vec::new();
+            for guess in ["111111", "111112", "111113", "111114", "111115", "111116"] {
+                let body = if op == "ConfirmForgotPassword" {
+                    json!({"ClientId": CLIENT, "Username": address, "ConfirmationCode": guess, "Password": "NewPassw0rd!!"})
+                } else {
+                    json!({"ClientId": CLIENT, "Username": address, "ConfirmationCode": guess})
+                };
+                let answer = app.idp(op, body).await;
+                seen.push((answer.status, answer.body["__type"].clone(), answer.body["message"].clone()));
+            }
+            seen
+        }
+    };
+    assert_eq!(answers("ConfirmForgotPassword", registered).await, answers("ConfirmForgotPassword", unknown).await);
+    assert_eq!(answers("ConfirmSignUp", pending).await, answers("ConfirmSignUp", unknown).await);
+    // After the code's lifetime.
+    app.idp("ForgotPassword", json!({"ClientId": CLIENT, "Username": registered})).await.ok();
+    app.mail.next_mail(registered).await;
+    app.execute("UPDATE one_time_codes SET expires_at = created_at WHERE purpose = $1", "reset_password").await;
+    assert_eq!(answers("ConfirmForgotPassword", registered).await, answers("ConfirmForgotPassword", unknown).await);
 }
 
 async fn one_directory_with_users_and_v1(backend: Backend) {
@@ -737,8 +781,22 @@ async fn srp_challenges_do_not_reveal_accounts(backend: Backend) {
 }
 
 async fn srp_can_be_turned_off(backend: Backend) {
-    let app = TestApp::spawn_with(backend, |c| c.surface_settings.insert("srp", "off")).await;
+    const VERIFIERS: &str = "SELECT COUNT(*) FROM srp_verifiers WHERE $1 = $1";
+    // With SRP on, a password leaves a verifier; an instance started with SRP off deletes them
+    // all and keeps none for new passwords, nor does an instance without the cognito surface.
+    let on = TestApp::spawn(backend).await;
+    on.cognito_user("before@example.com").await;
+    assert_eq!(on.count(VERIFIERS, "").await, 1);
+    let app = on.another_instance_with(|c| c.srp = false).await;
+    assert_eq!(app.count(VERIFIERS, "").await, 0, "dropped at start-up");
+    let without = on
+        .another_instance_with(|c| c.surfaces = latchkey_server::config::SurfaceSelection::Only(vec!["v1".into()]))
+        .await;
+    without.v1_verified_user("v1-only@example.com").await;
+    assert_eq!(without.count(VERIFIERS, "").await, 0, "no cognito surface, no verifiers");
+
     app.cognito_user("plain@example.com").await;
+    assert_eq!(app.count(VERIFIERS, "").await, 0, "none for new passwords either");
     let message = srp_challenge(&app, "plain@example.com").await.exception("InvalidParameterException");
     assert!(message.contains("USER_PASSWORD_AUTH"), "{message}");
     app.idp(

@@ -38,6 +38,11 @@ macro_rules! sql_srp {
                 Ok(())
             }
 
+            async fn delete_srp_verifiers(&self) -> Result<u64, StoreError> {
+                let done = sqlx::query("DELETE FROM srp_verifiers").execute(&self.pool).await.map_err(store_err)?;
+                Ok(done.rows_affected())
+            }
+
             async fn use_srp_challenge(
                 &self,
                 tenant: TenantId,

@@ -55,19 +55,16 @@ struct CognitoSettings {
     /// `LATCHKEY_CLIENT_IDS`: the app client ids (`ClientId`) accepted, default `local`.
     #[serde(deserialize_with = "de::list")]
     client_ids: Vec<String>,
-    /// `LATCHKEY_SRP`: whether `USER_SRP_AUTH` is offered, default on.
-    #[serde(deserialize_with = "de::boolean")]
-    srp: bool,
 }
 
 impl Default for CognitoSettings {
     fn default() -> Self {
-        Self { client_ids: vec!["local".into()], srp: true }
+        Self { client_ids: vec!["local".into()] }
     }
 }
 
 /// The configuration keys of this surface (see [`CognitoSettings`]).
-pub const KEYS: &[&str] = &["client_ids", "srp"];
+pub const KEYS: &[&str] = &["client_ids"];
 
 /// What the handlers use.
 #[derive(Clone, FromRef)]
@@ -206,17 +203,13 @@ mod tests {
     use crate::config::SurfaceSettings;
 
     #[test]
-    fn settings_default_to_client_local_and_srp_on() {
+    fn settings_default_to_client_local() {
         let mut raw = SurfaceSettings::default();
         let s: CognitoSettings = raw.extract().expect("defaults");
-        assert_eq!((s.client_ids, s.srp), (vec!["local".to_owned()], true));
+        assert_eq!(s.client_ids, vec!["local".to_owned()]);
         raw.insert("client_ids", "web, mobile");
-        raw.insert("srp", "off");
         let s: CognitoSettings = raw.extract().expect("valid");
-        assert_eq!((s.client_ids, s.srp), (vec!["web".to_owned(), "mobile".to_owned()], false));
-        raw.insert("srp", "sometimes");
-        let e = raw.extract::<CognitoSettings>().expect_err("not a boolean");
-        assert_eq!(e.key, "LATCHKEY_SRP");
+        assert_eq!(s.client_ids, vec!["web".to_owned(), "mobile".to_owned()]);
     }
 
     #[test]

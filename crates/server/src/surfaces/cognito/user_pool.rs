@@ -316,9 +316,10 @@ async fn initiate_auth(
     }
 }
 
-/// Refuses the SRP flow when `LATCHKEY_SRP=off`.
+/// Refuses the SRP flow when `LATCHKEY_SRP=off` (the core's setting: it then keeps no
+/// verifiers either).
 fn srp_enabled(state: &CognitoState) -> Result<(), CognitoError> {
-    if state.settings.srp {
+    if state.auth.settings().srp {
         Ok(())
     } else {
         Err(CognitoError::invalid_parameter("USER_SRP_AUTH is not enabled for this client: use USER_PASSWORD_AUTH."))

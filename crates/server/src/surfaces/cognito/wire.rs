@@ -21,8 +21,9 @@ pub const CONTENT_TYPE_AMZ_JSON: &str = "application/x-amz-json-1.1";
 /// (`NotAuthorizedException`, InitiateAuth and RespondToAuthChallenge).
 pub const INCORRECT_CREDENTIALS: &str = "Incorrect username or password.";
 
-/// Cognito's message for a wrong confirmation or reset code (`CodeMismatchException`).
-pub const CODE_MISMATCH: &str = "Invalid verification code provided, please try again.";
+/// The message of every code that is not accepted (`CodeMismatchException`): Cognito's, plus
+/// the way out, since a burnt or expired code reads the same as a wrong one.
+pub const CODE_MISMATCH: &str = "Invalid verification code provided, please try again or request a new code.";
 
 /// The exception names this surface answers with, spelled as Cognito's API reference spells
 /// them (Amazon Cognito user pools API reference, "Errors" of each operation; the identity
@@ -39,12 +40,10 @@ pub enum Exception {
     InvalidPassword,
     /// A missing, malformed or unsupported request member.
     InvalidParameter,
-    /// A wrong code (and, without revealing accounts, a code for an unknown user).
+    /// A code that is not accepted: wrong, expired, burnt by wrong guesses, or for a user
+    /// without a pending code or without an account (one answer, so that no account is told
+    /// apart).
     CodeMismatch,
-    /// An expired code, or one burnt by wrong guesses.
-    ExpiredCode,
-    /// The 5th wrong guess of a code: it no longer works.
-    TooManyFailedAttempts,
     /// A guessing or mail limit of API.md "Guessing" was reached.
     LimitExceeded,
     /// The server is too busy to try (the password hash queue is full).
@@ -71,8 +70,6 @@ impl Exception {
             Exception::InvalidPassword => "InvalidPasswordException",
             Exception::InvalidParameter => "InvalidParameterException",
             Exception::CodeMismatch => "CodeMismatchException",
-            Exception::ExpiredCode => "ExpiredCodeException",
-            Exception::TooManyFailedAttempts => "TooManyFailedAttemptsException",
             Exception::LimitExceeded => "LimitExceededException",
             Exception::TooManyRequests => "TooManyRequestsException",
             Exception::ResourceNotFound => "ResourceNotFoundException",
@@ -137,7 +134,8 @@ impl From<Error> for CognitoError {
     /// errors" on (the default of new user pools): an unknown user signs in to
     /// `NotAuthorizedException` like a wrong password, and a code for an unknown user, for a
     /// user without a pending code or for an already confirmed user is a `CodeMismatchException`
-    /// like a wrong code. `UsernameExistsException` on `SignUp` is Cognito's own behaviour.
+    /// like a wrong code, and so is an expired or burnt code (which only a real account can
+    /// have). `UsernameExistsException` on `SignUp` is Cognito's own behaviour.
     fn from(e: Error) -> Self {
         use Exception as X;
         match e {
@@ -157,15 +155,13 @@ impl From<Error> for CognitoError {
             // Only after the password (or SRP proof) matched.
             Error::NotVerified => Self::new(X::UserNotConfirmed, "User is not confirmed."),
             Error::UserDisabled => Self::new(X::NotAuthorized, "User is disabled."),
-            Error::AlreadyVerified | Error::UserNotFound | Error::NoCodePending => {
-                Self::new(X::CodeMismatch, CODE_MISMATCH)
-            }
-            Error::CodeMismatch { attempts_left: 0 } => Self::new(
-                X::TooManyFailedAttempts,
-                "Too many failed attempts: this code no longer works. Request a new code.",
-            ),
-            Error::CodeMismatch { .. } => Self::new(X::CodeMismatch, CODE_MISMATCH),
-            Error::CodeExpired => Self::new(X::ExpiredCode, "Invalid code provided, please request a code again."),
+            // Whether the code was wrong, expired or burnt, or the account has none pending or
+            // does not exist: one answer, since telling them apart tells accounts apart.
+            Error::AlreadyVerified
+            | Error::UserNotFound
+            | Error::NoCodePending
+            | Error::CodeExpired
+            | Error::CodeMismatch { .. } => Self::new(X::CodeMismatch, CODE_MISMATCH),
             Error::InvalidToken => Self::new(X::NotAuthorized, "Invalid token."),
             Error::TokenExpired => Self::new(X::NotAuthorized, "Access Token has expired"),
             Error::SessionRevoked => Self::new(X::NotAuthorized, "Token has been revoked."),
@@ -291,9 +287,9 @@ mod tests {
             (Error::AlreadyVerified, 400, X::CodeMismatch),
             (Error::UserNotFound, 400, X::CodeMismatch),
             (Error::NoCodePending, 400, X::CodeMismatch),
-            (Error::CodeExpired, 400, X::ExpiredCode),
+            (Error::CodeExpired, 400, X::CodeMismatch),
             (Error::CodeMismatch { attempts_left: 2 }, 400, X::CodeMismatch),
-            (Error::CodeMismatch { attempts_left: 0 }, 400, X::TooManyFailedAttempts),
+            (Error::CodeMismatch { attempts_left: 0 }, 400, X::CodeMismatch),
             (Error::InvalidToken, 400, X::NotAuthorized),
             (Error::TokenExpired, 400, X::NotAuthorized),
             (Error::SessionRevoked, 400, X::NotAuthorized),
