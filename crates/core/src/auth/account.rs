@@ -53,7 +53,8 @@ impl Auth {
     /// # Errors
     /// [`Error::RateLimited`], [`Error::UserNotFound`], [`Error::NoCodePending`],
     /// [`Error::CodeExpired`], [`Error::CodeMismatch`] (surfaces that must not reveal accounts
-    /// answer all but the first alike), [`Error::Overloaded`].
+    /// answer all but the first alike; the first comes after the same number of failures
+    /// whatever the account), [`Error::Overloaded`].
     #[tracing::instrument(skip_all, fields(tenant = %tenant))]
     pub async fn reset_password(
         &self,
@@ -65,8 +66,13 @@ impl Auth {
     ) -> Result<User> {
         observed("reset_password", async {
             self.limit_code_check(meta).await?;
-            let mut user = self.user_by_email(tenant, email).await?;
-            self.consume_code(&user, CodePurpose::ResetPassword, code).await?;
+            let mut user = self
+                .typed_address_budget(tenant, email, CodePurpose::ResetPassword, async {
+                    let user = self.user_by_email(tenant, email).await?;
+                    self.consume_code(&user, CodePurpose::ResetPassword, code).await?;
+                    Ok(user)
+                })
+                .await?;
             let hash = self.0.hasher.hash(new_password).await?;
             let now = self.now();
             self.0.store.set_password_hash(tenant, user.id, &hash, now).await?;

@@ -12,6 +12,7 @@ use crate::limits::{LimitKind, address_key};
 use crate::outbox::MailReceipt;
 use crate::ports::{CodeRecord, Mail};
 use crate::session::ClientMeta;
+use std::future::Future;
 
 impl Auth {
     /// Counts a code mail to `to` against its recipient quota.
@@ -25,6 +26,41 @@ impl Auth {
             Some(ip) => self.limit(LimitKind::CodeChecksPerAddress, &address_key(ip)).await,
             None => Ok(()),
         }
+    }
+
+    /// Runs a code check of the unauthenticated routes (verification, password reset,
+    /// passwordless completion, `isCodeValid`) under the daily budget of failed checks for the
+    /// address as typed, counted whether or not it has an account: a check that fails in any
+    /// way (wrong, expired or burnt code, none pending, already verified, no such account)
+    /// takes a unit, so the cut-off comes after the same number of failures for every address
+    /// and does not tell accounts apart. (The account's own budget, across reissued codes,
+    /// applies too: see `consume_code`.)
+    pub(super) async fn typed_address_budget<T>(
+        &self,
+        tenant: TenantId,
+        email: &Email,
+        purpose: CodePurpose,
+        check: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let key = [(
+            LimitKind::CodeFailuresPerAccount,
+            format!("{tenant}/email/{}/{}", email.normalized(), purpose.as_str()),
+        )];
+        self.guarded(
+            &key,
+            |e| {
+                matches!(
+                    e,
+                    Error::CodeMismatch { .. }
+                        | Error::CodeExpired
+                        | Error::NoCodePending
+                        | Error::AlreadyVerified
+                        | Error::UserNotFound
+                )
+            },
+            check,
+        )
+        .await
     }
 
     /// Mails a fresh verification code to the stored address of the user with this email; the
@@ -78,7 +114,8 @@ impl Auth {
     /// # Errors
     /// [`Error::RateLimited`], [`Error::UserNotFound`], [`Error::AlreadyVerified`],
     /// [`Error::NoCodePending`], [`Error::CodeExpired`], [`Error::CodeMismatch`]. Surfaces that
-    /// must not reveal accounts answer all but the first alike.
+    /// must not reveal accounts answer all but the first alike; the first comes after the same
+    /// number of failures whatever the account (see `typed_address_budget`).
     #[tracing::instrument(skip_all, fields(tenant = %tenant))]
     pub async fn verify_email(
         &self,
@@ -89,18 +126,21 @@ impl Auth {
     ) -> Result<User> {
         observed("verify_email", async {
             self.limit_code_check(meta).await?;
-            let mut user = self.user_by_email(tenant, email).await?;
-            if user.email_verified {
-                return Err(Error::AlreadyVerified);
-            }
-            self.consume_code(&user, CodePurpose::VerifyEmail, code).await?;
-            let now = self.now();
-            if !self.0.store.mark_email_verified(tenant, user.id, now).await? {
-                return Err(Error::AlreadyVerified);
-            }
-            user.email_verified = true;
-            user.updated_at = now;
-            Ok(user)
+            self.typed_address_budget(tenant, email, CodePurpose::VerifyEmail, async {
+                let mut user = self.user_by_email(tenant, email).await?;
+                if user.email_verified {
+                    return Err(Error::AlreadyVerified);
+                }
+                self.consume_code(&user, CodePurpose::VerifyEmail, code).await?;
+                let now = self.now();
+                if !self.0.store.mark_email_verified(tenant, user.id, now).await? {
+                    return Err(Error::AlreadyVerified);
+                }
+                user.email_verified = true;
+                user.updated_at = now;
+                Ok(user)
+            })
+            .await
         })
         .await
     }
