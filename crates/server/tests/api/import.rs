@@ -2,9 +2,11 @@
 //! libraries, sign in on the `v1` and `users` surfaces and are replaced by argon2id at the
 //! first successful sign-in.
 
-use serde_json::Value;
+use std::process::Output;
 
-use crate::helpers::{Backend, TestApp};
+use serde_json::{Value, json};
+
+use crate::helpers::{Backend, PASSWORD, TestApp, jwt_parts};
 use crate::on_both_backends;
 
 /// Hashes with their plaintexts (`crates/core/tests/fixtures/make_foreign_hashes.py`: Python
@@ -77,7 +79,108 @@ async fn a_stored_hash_of_absurd_cost_is_a_wrong_password(backend: Backend) {
     app.stop().await;
 }
 
+/// Standard output and standard error of a command, as text.
+fn texts(out: &Output) -> (String, String) {
+    (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// `latchkey import` of a dump with good rows (one per fixture hash, one without a hash) and
+/// bad ones: the bad rows are reported by line and reason, the good ones imported, the
+/// existing account untouched, a dry run stores nothing, a second run changes nothing, and
+/// the imported users sign in with the other service's passwords, keeping their ids.
+async fn import_reports_bad_rows_keeps_existing_accounts_and_is_idempotent(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    app.v1_verified_user("existing@example.com").await;
+    let existing_hash = app.stored_password_hash("existing@example.com").await;
+
+    let fixtures: Vec<Fixture> = fixtures().into_iter().filter(|f| !f.hash.contains("1000000$")).collect();
+    let kept_id = "0190a0c1-0000-7000-8000-00000000beef";
+    let mut lines: Vec<String> = fixtures
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let mut row = json!({"email": format!("user{i}@example.com"), "email_verified": true,
+                "password_hash": f.hash, "given_name": "Imported", "created_at": "2020-01-02T03:04:05Z"});
+            if i == 0 {
+                row["id"] = json!(kept_id);
+            }
+            row.to_string()
+        })
+        .collect();
+    let good = lines.len() + 1;
+    lines.push(json!({"email": "nohash@example.com", "email_verified": true}).to_string());
+    lines.push(String::new());
+    let bad = [
+        ("{not json", "not an import row"),
+        (r#"{"email": "not an email", "email_verified": true}"#, "email:"),
+        (
+            r#"{"email": "md5@example.com", "password_hash": "md5$abc$def"}"#,
+            "password_hash: unknown password hash format",
+        ),
+        (
+            r#"{"email": "costly@example.com", "password_hash": "$2b$31$EGdrhbKUv8Oc9vGiXX0HQOxSg445d458Muh7DAHskb6QbtCvdxcie"}"#,
+            "password_hash: bcrypt hash cost too high",
+        ),
+        (
+            r#"{"email": "EXISTING@example.com", "password_hash": "$2b$04$EGdrhbKUv8Oc9vGiXX0HQOxSg445d458Muh7DAHskb6QbtCvdxcie"}"#,
+            "email: a user with this email already exists",
+        ),
+        (r#"{"email": "typo@example.com", "emial_verified": true}"#, "unknown field"),
+    ];
+    let first_bad = lines.len() + 1;
+    lines.extend(bad.iter().map(|(line, _)| (*line).to_owned()));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("users.jsonl");
+    std::fs::write(&path, lines.join("\n") + "\n").expect("write");
+    let path = path.to_str().expect("utf-8 path");
+    let users = || app.count("SELECT COUNT(*) FROM users WHERE email <> $1", "existing@example.com");
+
+    // A dry run reports the same rows and stores nothing.
+    let dry = app.latchkey_cli(&["import", "--dry-run", path]);
+    let (stdout, stderr) = texts(&dry);
+    assert!(!dry.status.success(), "{stderr}");
+    assert_eq!(stdout.trim(), format!("would import {good}, unchanged 0, failed {}", bad.len()), "{stderr}");
+    assert_eq!(users().await, 0);
+
+    let out = app.latchkey_cli(&["import", path]);
+    let (stdout, stderr) = texts(&out);
+    assert!(!out.status.success(), "a failed row fails the command");
+    assert_eq!(stdout.trim(), format!("imported {good}, unchanged 0, failed {}", bad.len()), "{stderr}");
+    for (i, (_, reason)) in bad.iter().enumerate() {
+        let line = format!("line {}: ", first_bad + i);
+        let reported = stderr.lines().find(|l| l.starts_with(&line)).unwrap_or_else(|| panic!("{line} in {stderr}"));
+        assert!(reported.contains(reason), "{reported:?} should say {reason:?}");
+    }
+    assert_eq!(users().await, i64::try_from(good).expect("small"));
+    assert_eq!(app.stored_password_hash("existing@example.com").await, existing_hash, "never overwritten");
+    assert_eq!(app.v1_sign_in("existing@example.com", PASSWORD).await.status, 200);
+
+    // The same file again changes nothing.
+    let again = app.latchkey_cli(&["import", path]);
+    let (stdout, stderr) = texts(&again);
+    assert_eq!(stdout.trim(), format!("imported 0, unchanged {good}, failed {}", bad.len()), "{stderr}");
+    assert_eq!(users().await, i64::try_from(good).expect("small"));
+
+    // The imported users sign in with their old passwords; the id was kept.
+    for (i, f) in fixtures.iter().enumerate() {
+        let email = format!("user{i}@example.com");
+        let answer =
+            if i % 2 == 0 { app.v1_sign_in(&email, &f.password).await } else { app.signin(&email, &f.password).await };
+        assert_eq!(answer.status, 200, "{} {}: {}", f.format, f.hash, answer.body);
+        if i == 0 {
+            let (_, claims) = jwt_parts(answer.body["access_token"].as_str().expect("access token"));
+            assert_eq!(claims["sub"], kept_id);
+        }
+        let stored = app.stored_password_hash(&email).await.expect("hash");
+        assert!(stored.starts_with("$argon2id$"), "{stored}");
+    }
+    // Without a hash, only a password reset lets the user in.
+    assert_eq!(app.v1_sign_in("nohash@example.com", PASSWORD).await.status, 401);
+    app.stop().await;
+}
+
 on_both_backends!(
     imported_hashes_sign_in_on_v1_and_users_and_are_upgraded_once,
-    a_stored_hash_of_absurd_cost_is_a_wrong_password
+    a_stored_hash_of_absurd_cost_is_a_wrong_password,
+    import_reports_bad_rows_keeps_existing_accounts_and_is_idempotent,
 );
