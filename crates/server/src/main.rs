@@ -70,11 +70,20 @@ enum Command {
         /// The file to read, or `-` for standard input.
         file: String,
     },
+    /// Write a tenant's users to standard output in the import format (JSON Lines), with
+    /// their password hashes as stored, for `latchkey import` on another database.
+    Export {
+        /// The output format.
+        #[arg(long, value_enum, default_value = "jsonl")]
+        format: ImportFormat,
+        #[command(flatten)]
+        tenant: TenantArg,
+    },
     /// Validate the configuration, print it (secrets redacted) and exit.
     CheckConfig,
 }
 
-/// The formats `latchkey import` reads.
+/// The formats `latchkey import` reads and `latchkey export` writes.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum ImportFormat {
     /// JSON Lines: one object per line with the import row's fields.
@@ -246,6 +255,13 @@ fn main() -> ExitCode {
                 if summary.failed > 0 {
                     return Err(anyhow::anyhow!("{} rows failed (reported above)", summary.failed));
                 }
+                Ok(())
+            }
+            Command::Export { format: ImportFormat::Jsonl, tenant } => {
+                let tenant = cli::parse_tenant(&tenant.tenant)?;
+                let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout());
+                let written = import::export(&config, tenant, &mut out).await?;
+                eprintln!("exported {written}");
                 Ok(())
             }
             Command::CheckConfig => {

@@ -2,7 +2,7 @@
 //! password hash the other service stored, checked by [`crate::password::check_importable`];
 //! the first successful sign-in replaces that hash with Latchkey's argon2id.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -14,48 +14,54 @@ use crate::ports::{StoreError, UniqueKey, UserRecord};
 
 /// One user of the import format (README, "Migrating"): a JSON Lines object or a CSV record
 /// with these names. Unknown fields are refused, so that a misspelt column is not silently lost.
-#[derive(Debug, Clone, Default, Deserialize)]
+///
+/// `latchkey export` writes the same rows ([`Auth::export_page`]), absent fields left out.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ImportRow {
     /// The user's id, kept when it is a UUID (so that existing tokens' `sub` stays meaningful);
     /// a new random id otherwise.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
-    /// Email address (required).
-    pub email: String,
+    /// Email address; may be absent for a user who signs in by username only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
     /// Whether the address was verified by the other service (default false).
     #[serde(default)]
     pub email_verified: bool,
     /// The stored hash, in a format [`check_importable`] accepts; none: the user signs in only
     /// after a password reset.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_hash: Option<String>,
     /// Username, for users who sign in by username.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
     /// External id (`employee_id`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external_id: Option<String>,
     /// Profile: first name.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub given_name: Option<String>,
     /// Profile: last name.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub family_name: Option<String>,
     /// Profile: phone number, as given.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phone_number: Option<String>,
     /// Profile: one formatted address.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
     /// Profile: picture URL.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub picture: Option<String>,
     /// When the user was created, RFC 3339 (default: now). Kept for verified users only: an
     /// unverified user is created now, since the purge of never-verified accounts counts from
     /// creation and would otherwise delete an old unverified user at its next run.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_at: Option<String>,
+    /// Whether the account is disabled (default false), so that an export keeps it so.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub disabled: bool,
 }
 
 /// What importing one row did.
@@ -86,9 +92,12 @@ impl ImportRow {
     /// attribute or `created_at`, or a password hash that is unknown, malformed or too costly.
     pub fn to_record(&self, tenant: TenantId, now: OffsetDateTime) -> std::result::Result<UserRecord, RowRejected> {
         let reject = |field: &str, why: &dyn std::fmt::Display| RowRejected(format!("{field}: {why}"));
-        let email = Email::parse(self.email.trim()).map_err(|e| reject("email", &e.0))?;
+        let email = present(&self.email).map(Email::parse).transpose().map_err(|e| reject("email", &e.0))?;
         let username =
             present(&self.username).map(Username::parse).transpose().map_err(|e| reject("username", &e.0))?;
+        if email.is_none() && username.is_none() {
+            return Err(RowRejected("email: required (or a username)".into()));
+        }
         let external_id =
             present(&self.external_id).map(ExternalId::parse).transpose().map_err(|e| reject("external_id", &e.0))?;
         let attribute = |name: &str, value: &Option<String>| {
@@ -115,13 +124,13 @@ impl ImportRow {
         let user = User {
             id,
             tenant,
-            email: Some(email),
+            email,
             email_verified: self.email_verified,
             username,
             external_id,
             profile,
             has_password: password_hash.is_some(),
-            disabled: false,
+            disabled: self.disabled,
             created_at,
             updated_at: now,
         };
@@ -149,21 +158,23 @@ impl Auth {
             Ok(record) => record,
             Err(rejected) => return Ok(Err(rejected)),
         };
-        let Some(email) = record.user.email.as_ref() else {
-            return Ok(Err(RowRejected("email: missing".into())));
+        let (existing, key) = match (&record.user.email, &record.user.username) {
+            (Some(email), _) => (self.0.store.user_by_email(tenant, email).await?, "email"),
+            (None, Some(name)) => (self.0.store.user_by_username(tenant, name.as_str()).await?, "username"),
+            (None, None) => (None, "email"),
         };
-        if let Some(existing) = self.0.store.user_by_email(tenant, email).await? {
+        if let Some(existing) = existing {
             let same_id = present(&row.id).is_none_or(|_| existing.user.id == record.user.id);
             if same_id && existing.password_hash == record.password_hash {
                 return Ok(Ok(Imported::Unchanged(existing.user.id)));
             }
-            return Ok(Err(RowRejected("email: a user with this email already exists".into())));
+            return Ok(Err(RowRejected(format!("{key}: a user with this {key} already exists"))));
         }
         if self.0.store.user_by_id(tenant, record.user.id).await?.is_some() {
             return Ok(Err(RowRejected("id: a user with this id already exists".into())));
         }
         if dry_run {
-            if let Some(name) = &record.user.username
+            if let (Some(_), Some(name)) = (&record.user.email, &record.user.username)
                 && self.0.store.user_by_username(tenant, name.as_str()).await?.is_some()
             {
                 return Ok(Err(RowRejected("username: already taken".into())));
@@ -180,6 +191,46 @@ impl Auth {
             Err(StoreError::Conflict(UniqueKey::Other)) => taken("id"),
             Err(e) => Err(Error::from(e)),
         }
+    }
+}
+
+impl ImportRow {
+    /// The row describing a stored user: the password hash exactly as stored (Latchkey's
+    /// argon2id PHC string, or the imported hash of a user who has not signed in since), so
+    /// that importing it elsewhere gives a user who signs in with the same password.
+    pub fn from_record(record: &UserRecord) -> Self {
+        let user = &record.user;
+        Self {
+            id: Some(user.id.to_string()),
+            email: user.email.as_ref().map(|e| e.as_str().to_owned()),
+            email_verified: user.email_verified,
+            password_hash: record.password_hash.clone(),
+            username: user.username.as_ref().map(|u| u.as_str().to_owned()),
+            external_id: user.external_id.as_ref().map(|x| x.as_str().to_owned()),
+            given_name: user.profile.given_name.clone(),
+            family_name: user.profile.family_name.clone(),
+            phone_number: user.profile.phone_number.clone(),
+            address: user.profile.address.clone(),
+            picture: user.profile.picture.clone(),
+            created_at: user.created_at.format(&Rfc3339).ok(),
+            disabled: user.disabled,
+        }
+    }
+}
+
+impl Auth {
+    /// One page of `tenant`'s users as import rows (`latchkey export`), oldest first: at most
+    /// `limit` (1 to 1000) from `offset`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for a limit out of range, [`Error::TenantNotFound`] (or the
+    /// tenant lookup's error), [`Error::Internal`] when the database fails.
+    pub async fn export_page(&self, tenant: TenantId, limit: u32, offset: u64) -> Result<Vec<ImportRow>> {
+        if !(1..=1000).contains(&limit) {
+            return Err(Error::invalid("limit", "limit must be between 1 and 1000"));
+        }
+        self.tenant(tenant).await?;
+        Ok(self.0.store.list_users(tenant, limit, offset).await?.iter().map(ImportRow::from_record).collect())
     }
 }
 
@@ -230,5 +281,24 @@ mod tests {
             assert!(err.0.starts_with(field), "{json}: {err}");
         }
         assert!(serde_json::from_str::<ImportRow>(r#"{"email": "a@example.com", "emial": 1}"#).is_err());
+    }
+
+    #[test]
+    fn exported_rows_read_back_as_the_same_user() {
+        let now = OffsetDateTime::UNIX_EPOCH + time::Duration::days(20_000);
+        let original = row(r#"{"username": "only-a-name", "email_verified": true, "disabled": true,
+            "password_hash": "$2b$04$EGdrhbKUv8Oc9vGiXX0HQOxSg445d458Muh7DAHskb6QbtCvdxcie",
+            "picture": "https://example.com/p.png", "created_at": "2021-05-06T07:08:09Z"}"#)
+        .to_record(TenantId::DEFAULT, now)
+        .expect("a username is enough");
+        let line = serde_json::to_string(&ImportRow::from_record(&original)).expect("JSON");
+        assert!(!line.contains("null") && !line.contains("\"email\""), "absent fields are left out: {line}");
+        let again = row(&line).to_record(TenantId::DEFAULT, now).expect("reads back");
+        assert_eq!(again.user.id, original.user.id);
+        assert_eq!(again.password_hash, original.password_hash);
+        assert_eq!(again.user.created_at, original.user.created_at);
+        assert!(again.user.disabled && again.user.email.is_none());
+        assert_eq!(again.user.profile, original.user.profile);
+        assert!(row("{}").to_record(TenantId::DEFAULT, now).is_err(), "an email or a username is required");
     }
 }

@@ -179,8 +179,74 @@ async fn import_reports_bad_rows_keeps_existing_accounts_and_is_idempotent(backe
     app.stop().await;
 }
 
+/// Export, then import into an empty database: the users sign in there with the same
+/// passwords, whether their hash was upgraded to argon2id or is still the imported one, keep
+/// their ids, and a disabled user stays disabled.
+async fn export_then_import_into_an_empty_database_keeps_every_password(backend: Backend) {
+    let source = TestApp::spawn(backend).await;
+    let fixtures: Vec<Fixture> = fixtures().into_iter().filter(|f| !f.hash.contains("1000000$")).collect();
+    let dump: Vec<String> = fixtures
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            json!({"email": format!("user{i}@example.com"), "email_verified": true, "password_hash": f.hash,
+            "username": format!("user{i}"), "family_name": "Exported"})
+            .to_string()
+        })
+        .collect();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first = dir.path().join("first.jsonl");
+    std::fs::write(&first, dump.join("\n")).expect("write");
+    let imported = source.latchkey_cli(&["import", first.to_str().expect("path")]);
+    assert!(imported.status.success(), "{}", texts(&imported).1);
+    // user0 signs in (upgraded to argon2id); user1 is disabled; the others keep their hash.
+    assert_eq!(source.v1_sign_in("user0@example.com", &fixtures[0].password).await.status, 200);
+    assert!(source.latchkey_cli(&["user", "disable", "user1@example.com"]).status.success());
+
+    let exported = source.latchkey_cli(&["export"]);
+    let (stdout, stderr) = texts(&exported);
+    assert!(exported.status.success(), "{stderr}");
+    assert!(stderr.contains(&format!("exported {}", fixtures.len())), "{stderr}");
+    let rows: Vec<Value> = stdout.lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect();
+    assert_eq!(rows.len(), fixtures.len());
+    let row = |email: &str| rows.iter().find(|r| r["email"] == email).unwrap_or_else(|| panic!("{email} exported"));
+    assert!(row("user0@example.com")["password_hash"].as_str().is_some_and(|h| h.starts_with("$argon2id$")));
+    assert_eq!(row("user1@example.com")["disabled"], true);
+    for (i, f) in fixtures.iter().enumerate().skip(1) {
+        let r = row(&format!("user{i}@example.com"));
+        assert_eq!(r["password_hash"], f.hash.as_str(), "an imported hash is exported as it is");
+        assert_eq!(r["family_name"], "Exported");
+        assert_eq!(r["username"], format!("user{i}"));
+    }
+    let ids: Vec<String> = (0..fixtures.len())
+        .map(|i| row(&format!("user{i}@example.com"))["id"].as_str().expect("id").to_owned())
+        .collect();
+    source.stop().await;
+
+    let target = TestApp::spawn(backend).await;
+    let second = dir.path().join("second.jsonl");
+    std::fs::write(&second, &stdout).expect("write");
+    let out = target.latchkey_cli(&["import", second.to_str().expect("path")]);
+    let (summary, stderr) = texts(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(summary.trim(), format!("imported {}, unchanged 0, failed 0", fixtures.len()));
+    for (i, f) in fixtures.iter().enumerate() {
+        let email = format!("user{i}@example.com");
+        let answer = target.v1_sign_in(&email, &f.password).await;
+        if i == 1 {
+            assert_ne!(answer.status, 200, "still disabled: {}", answer.body);
+            continue;
+        }
+        assert_eq!(answer.status, 200, "{} {}: {}", f.format, f.hash, answer.body);
+        let (_, claims) = jwt_parts(answer.body["access_token"].as_str().expect("access token"));
+        assert_eq!(claims["sub"], ids[i].as_str(), "the id is kept");
+    }
+    target.stop().await;
+}
+
 on_both_backends!(
     imported_hashes_sign_in_on_v1_and_users_and_are_upgraded_once,
     a_stored_hash_of_absurd_cost_is_a_wrong_password,
     import_reports_bad_rows_keeps_existing_accounts_and_is_idempotent,
+    export_then_import_into_an_empty_database_keeps_every_password,
 );
