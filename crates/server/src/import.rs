@@ -1,19 +1,31 @@
-//! `latchkey import`: users from another service's dump, one JSON object per line (README,
-//! "Migrating"), streamed from a file or standard input into the configured database, whether
-//! or not a server runs. Every rule (the row's fields, the hash formats and their cost bounds,
+//! `latchkey import`: users from another service's dump, JSON Lines or CSV (README,
+//! "Migrating users from another service"), streamed from a file or standard input into the
+//! configured database, whether or not a server runs; and `latchkey export`, the same rows out. Every rule (the row's fields, the hash formats and their cost bounds,
 //! what an existing account means) is the core's ([`Auth::import_user`]); this module reads
 //! lines and reports.
 //!
 //! A bad row is reported on standard error as `line N: reason` and never stops the rest; the
 //! summary line goes to standard output; the command fails when any row failed.
 
+use std::io::{BufRead, BufReader, IsTerminal as _, Read};
+
 use anyhow::{Context, anyhow};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use latchkey_core::identity::TenantId;
 use latchkey_core::{Auth, ImportRow, Imported};
-use tokio::io::{AsyncBufRead, AsyncBufReadExt, BufReader};
 
 use crate::app::open_core;
 use crate::config::Config;
+
+/// The formats `latchkey import` reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// JSON Lines: one import row object per line.
+    Jsonl,
+    /// CSV with a header line naming the import row's fields (any order, any subset with
+    /// `email` or `username`); empty cells are absent values.
+    Csv,
+}
 
 /// What an import did, row by row.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -34,8 +46,10 @@ impl ImportSummary {
     }
 }
 
-/// Imports JSON Lines from `path` (`-`: standard input) into `tenant`, reporting each bad row
-/// to `report` as `line N: reason`. Blank lines are skipped.
+/// Imports rows of `format` from `path` (`-`: standard input) into `tenant`, reporting each
+/// bad row to `report` as `line N: reason` (N counts from 1; for CSV, the record's first
+/// line). Rows are read one at a time (memory flat in the file size); on a terminal a
+/// progress bar on standard error follows the bytes read. Blank JSON lines are skipped.
 ///
 /// # Errors
 /// The file cannot be opened or read, the tenant does not exist, or the database fails (rows
@@ -43,53 +57,130 @@ impl ImportSummary {
 pub async fn run(
     config: &Config,
     tenant: TenantId,
+    format: Format,
     path: &str,
     dry_run: bool,
     report: &mut dyn FnMut(String),
 ) -> anyhow::Result<ImportSummary> {
-    let input: Box<dyn AsyncBufRead + Unpin + Send> = if path == "-" {
-        Box::new(BufReader::new(tokio::io::stdin()))
+    let (input, length): (Box<dyn Read + Send>, Option<u64>) = if path == "-" {
+        (Box::new(std::io::stdin()), None)
     } else {
-        let file = tokio::fs::File::open(path).await.with_context(|| format!("cannot open {path}"))?;
-        Box::new(BufReader::with_capacity(1 << 16, file))
+        let file = std::fs::File::open(path).with_context(|| format!("cannot open {path}"))?;
+        let length = file.metadata().ok().map(|m| m.len());
+        (Box::new(file), length)
     };
+    let progress = progress_bar(length);
+    let input = BufReader::with_capacity(1 << 16, progress.wrap_read(input));
     let (database, auth) = open_core(config).await?;
-    let result = import_lines(&auth, tenant, input, dry_run, report).await;
+    let mut report = |line: String| progress.suspend(|| report(line));
+    let result = match format {
+        Format::Jsonl => import_lines(&auth, tenant, input, dry_run, &mut report).await,
+        Format::Csv => import_csv(&auth, tenant, input, dry_run, &mut report).await,
+    };
+    progress.finish_and_clear();
     database.close().await;
     result
+}
+
+/// A progress bar over `length` bytes (a spinner when unknown), drawn on standard error only
+/// when it is a terminal.
+fn progress_bar(length: Option<u64>) -> ProgressBar {
+    let target =
+        if std::io::stderr().is_terminal() { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() };
+    let bar = match length {
+        Some(n) => ProgressBar::with_draw_target(Some(n), target).with_style(
+            ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ),
+        None => ProgressBar::with_draw_target(None, target),
+    };
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    bar
+}
+
+/// Counts one row's outcome, reporting a failure.
+async fn import_one(
+    auth: &Auth,
+    tenant: TenantId,
+    row: &ImportRow,
+    line: u64,
+    dry_run: bool,
+    summary: &mut ImportSummary,
+    report: &mut dyn FnMut(String),
+) -> anyhow::Result<()> {
+    match auth.import_user(tenant, row, dry_run).await? {
+        Ok(Imported::Created(_)) => summary.created += 1,
+        Ok(Imported::Unchanged(_)) => summary.unchanged += 1,
+        Err(rejected) => {
+            summary.failed += 1;
+            report(format!("line {line}: {rejected}"));
+        }
+    }
+    Ok(())
 }
 
 async fn import_lines(
     auth: &Auth,
     tenant: TenantId,
-    input: Box<dyn AsyncBufRead + Unpin + Send>,
+    mut input: impl BufRead,
     dry_run: bool,
     report: &mut dyn FnMut(String),
 ) -> anyhow::Result<ImportSummary> {
     auth.tenant(tenant).await.map_err(|e| anyhow!("--tenant {tenant}: {e}"))?;
     let mut summary = ImportSummary::default();
-    let mut lines = input.lines();
+    let mut line = String::new();
     let mut number = 0u64;
-    while let Some(line) = lines.next_line().await.with_context(|| format!("reading line {}", number + 1))? {
+    loop {
+        line.clear();
+        if input.read_line(&mut line).with_context(|| format!("reading line {}", number + 1))? == 0 {
+            break;
+        }
         number += 1;
         if line.trim().is_empty() {
             continue;
         }
-        let row: ImportRow = match serde_json::from_str(&line) {
-            Ok(row) => row,
+        match serde_json::from_str::<ImportRow>(&line) {
+            Ok(row) => import_one(auth, tenant, &row, number, dry_run, &mut summary, report).await?,
             Err(e) => {
                 summary.failed += 1;
                 report(format!("line {number}: not an import row: {e}"));
-                continue;
             }
-        };
-        match auth.import_user(tenant, &row, dry_run).await? {
-            Ok(Imported::Created(_)) => summary.created += 1,
-            Ok(Imported::Unchanged(_)) => summary.unchanged += 1,
-            Err(rejected) => {
+        }
+    }
+    Ok(summary)
+}
+
+async fn import_csv(
+    auth: &Auth,
+    tenant: TenantId,
+    input: impl Read,
+    dry_run: bool,
+    report: &mut dyn FnMut(String),
+) -> anyhow::Result<ImportSummary> {
+    auth.tenant(tenant).await.map_err(|e| anyhow!("--tenant {tenant}: {e}"))?;
+    let mut summary = ImportSummary::default();
+    let mut reader = csv::ReaderBuilder::new().flexible(false).trim(csv::Trim::All).from_reader(input);
+    let headers = reader.headers().context("reading the CSV header line")?.clone();
+    let mut record = csv::StringRecord::new();
+    loop {
+        let read = reader.read_record(&mut record);
+        let line = record.position().map_or(0, csv::Position::line);
+        match read {
+            Ok(false) => break,
+            Ok(true) => match record.deserialize::<ImportRow>(Some(&headers)) {
+                Ok(row) => import_one(auth, tenant, &row, line, dry_run, &mut summary, report).await?,
+                Err(e) => {
+                    summary.failed += 1;
+                    report(format!("line {line}: not an import row: {e}"));
+                }
+            },
+            // A record with the wrong number of fields, or invalid UTF-8: that record only.
+            Err(e) if !e.is_io_error() => {
                 summary.failed += 1;
-                report(format!("line {number}: {rejected}"));
+                let line = e.position().map_or(line, csv::Position::line);
+                report(format!("line {line}: not a CSV record: {e}"));
             }
+            Err(e) => return Err(anyhow!("reading the CSV: {e}")),
         }
     }
     Ok(summary)

@@ -54,8 +54,8 @@ enum Command {
         #[command(subcommand)]
         command: SessionCommand,
     },
-    /// Import users from another service: JSON Lines, one user per line (README,
-    /// "Migrating"). Bad rows are reported as `line N: reason` and skipped; the command fails
+    /// Import users from another service: JSON Lines (one user per line) or CSV (README,
+    /// "Migrating users from another service"). Bad rows are reported as `line N: reason` and skipped; the command fails
     /// when any row failed. Existing accounts are never changed, so a second run of the same
     /// file changes nothing.
     Import {
@@ -75,7 +75,7 @@ enum Command {
     Export {
         /// The output format.
         #[arg(long, value_enum, default_value = "jsonl")]
-        format: ImportFormat,
+        format: ExportFormat,
         #[command(flatten)]
         tenant: TenantArg,
     },
@@ -83,9 +83,18 @@ enum Command {
     CheckConfig,
 }
 
-/// The formats `latchkey import` reads and `latchkey export` writes.
+/// The formats `latchkey import` reads.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum ImportFormat {
+    /// JSON Lines: one object per line with the import row's fields.
+    Jsonl,
+    /// CSV with a header line naming the import row's fields.
+    Csv,
+}
+
+/// The formats `latchkey export` writes.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ExportFormat {
     /// JSON Lines: one object per line with the import row's fields.
     Jsonl,
 }
@@ -248,16 +257,21 @@ fn main() -> ExitCode {
                 let command = cli::Command::SessionRevoke(cli::parse_tenant(&tenant.tenant)?, cli::parse_user(&user)?);
                 operate(&config, json, command).await
             }
-            Command::Import { format: ImportFormat::Jsonl, tenant, dry_run, file } => {
+            Command::Import { format, tenant, dry_run, file } => {
                 let tenant = cli::parse_tenant(&tenant.tenant)?;
-                let summary = import::run(&config, tenant, &file, dry_run, &mut |line| eprintln!("{line}")).await?;
+                let format = match format {
+                    ImportFormat::Jsonl => import::Format::Jsonl,
+                    ImportFormat::Csv => import::Format::Csv,
+                };
+                let summary =
+                    import::run(&config, tenant, format, &file, dry_run, &mut |line| eprintln!("{line}")).await?;
                 println!("{}", summary.line(dry_run));
                 if summary.failed > 0 {
                     return Err(anyhow::anyhow!("{} rows failed (reported above)", summary.failed));
                 }
                 Ok(())
             }
-            Command::Export { format: ImportFormat::Jsonl, tenant } => {
+            Command::Export { format: ExportFormat::Jsonl, tenant } => {
                 let tenant = cli::parse_tenant(&tenant.tenant)?;
                 let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout());
                 let written = import::export(&config, tenant, &mut out).await?;

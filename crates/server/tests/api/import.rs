@@ -244,9 +244,48 @@ async fn export_then_import_into_an_empty_database_keeps_every_password(backend:
     target.stop().await;
 }
 
+/// CSV: a header naming some of the fields in any order, quoted cells (a comma and a line
+/// break in an address), empty cells as absent values; bad records reported by their line.
+async fn csv_rows_import_and_sign_in(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let fixtures: Vec<Fixture> = fixtures().into_iter().filter(|f| !f.hash.contains("1000000$")).collect();
+    let mut csv = String::from("password_hash,email,email_verified,address,given_name\n");
+    for (i, f) in fixtures.iter().enumerate() {
+        // PHC strings hold commas, so the hash is quoted like the address.
+        csv.push_str(&format!("\"{}\",csv{i}@example.com,true,\"1 Main St,\nSpringfield\",\n", f.hash));
+    }
+    // After the header line and two lines (the address's line break) per row.
+    let first_bad = 2 * fixtures.len() + 2;
+    csv.push_str(",not an email,true,,\n");
+    csv.push_str("only,three,cells\n");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("users.csv");
+    std::fs::write(&path, &csv).expect("write");
+    let out = app.latchkey_cli(&["import", "--format", "csv", path.to_str().expect("path")]);
+    let (stdout, stderr) = texts(&out);
+    assert!(!out.status.success());
+    assert_eq!(stdout.trim(), format!("imported {}, unchanged 0, failed 2", fixtures.len()), "{stderr}");
+    assert!(stderr.contains(&format!("line {first_bad}: email:")), "{stderr}");
+    assert!(stderr.contains(&format!("line {}: not a CSV record", first_bad + 1)), "{stderr}");
+    for (i, f) in fixtures.iter().enumerate() {
+        let answer = app.v1_sign_in(&format!("csv{i}@example.com"), &f.password).await;
+        assert_eq!(answer.status, 200, "{} {}: {}", f.format, f.hash, answer.body);
+    }
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM users WHERE address = $1", "1 Main St,\nSpringfield").await,
+        i64::try_from(fixtures.len()).expect("small")
+    );
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM users WHERE given_name IS NULL AND email LIKE $1", "csv%").await,
+        i64::try_from(fixtures.len()).expect("small")
+    );
+    app.stop().await;
+}
+
 on_both_backends!(
     imported_hashes_sign_in_on_v1_and_users_and_are_upgraded_once,
     a_stored_hash_of_absurd_cost_is_a_wrong_password,
     import_reports_bad_rows_keeps_existing_accounts_and_is_idempotent,
     export_then_import_into_an_empty_database_keeps_every_password,
+    csv_rows_import_and_sign_in,
 );
