@@ -190,7 +190,8 @@ async fn import_csv(
 const EXPORT_PAGE: u32 = 1000;
 
 /// Writes every user of `tenant` to `out` as JSON Lines in the import format, oldest first,
-/// one page of 1000 at a time (memory flat in the number of users); returns how many.
+/// one page of 1000 at a time (memory flat in the number of users; on a terminal, a spinner on
+/// standard error counts them); returns how many.
 /// Password hashes are written exactly as stored: Latchkey's argon2id, or the imported hash of
 /// a user who has not signed in since.
 ///
@@ -204,19 +205,24 @@ pub async fn export(config: &Config, tenant: TenantId, out: &mut (dyn std::io::W
 }
 
 async fn export_rows(auth: &Auth, tenant: TenantId, out: &mut (dyn std::io::Write + Send)) -> anyhow::Result<u64> {
+    let progress = progress_bar(None);
     let mut written = 0u64;
+    let mut after = None;
     loop {
-        let page =
-            auth.export_page(tenant, EXPORT_PAGE, written).await.map_err(|e| anyhow!("--tenant {tenant}: {e}"))?;
+        let (page, next) =
+            auth.export_page(tenant, after, EXPORT_PAGE).await.map_err(|e| anyhow!("--tenant {tenant}: {e}"))?;
         for row in &page {
             serde_json::to_writer(&mut *out, row).context("writing the export")?;
             out.write_all(b"\n").context("writing the export")?;
         }
         written += page.len() as u64;
-        if page.len() < EXPORT_PAGE as usize {
-            break;
+        progress.set_position(written);
+        match next {
+            Some(cursor) => after = Some(cursor),
+            None => break,
         }
     }
+    progress.finish_and_clear();
     out.flush().context("writing the export")?;
     Ok(written)
 }

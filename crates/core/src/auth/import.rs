@@ -218,19 +218,37 @@ impl ImportRow {
     }
 }
 
+/// Where the next page of an export starts: after this user (creation time, then id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExportCursor(OffsetDateTime, UserId);
+
 impl Auth {
-    /// One page of `tenant`'s users as import rows (`latchkey export`), oldest first: at most
-    /// `limit` (1 to 1000) from `offset`.
+    /// One page of `tenant`'s users as import rows (`latchkey export`), oldest first (then by
+    /// id): at most `limit` (1 to 1000) after `after` (from the first when `None`), with the
+    /// cursor of the next page (`None` after the last). Keyset paging: every page costs the
+    /// same however many users come before it.
     ///
     /// # Errors
-    /// [`Error::InvalidInput`] for a limit out of range, [`Error::TenantNotFound`] (or the
-    /// tenant lookup's error), [`Error::Internal`] when the database fails.
-    pub async fn export_page(&self, tenant: TenantId, limit: u32, offset: u64) -> Result<Vec<ImportRow>> {
+    /// [`Error::InvalidInput`] for a limit out of range, [`Error::TenantNotFound`],
+    /// [`Error::Internal`] when the database fails.
+    pub async fn export_page(
+        &self,
+        tenant: TenantId,
+        after: Option<ExportCursor>,
+        limit: u32,
+    ) -> Result<(Vec<ImportRow>, Option<ExportCursor>)> {
         if !(1..=1000).contains(&limit) {
             return Err(Error::invalid("limit", "limit must be between 1 and 1000"));
         }
-        self.tenant(tenant).await?;
-        Ok(self.0.store.list_users(tenant, limit, offset).await?.iter().map(ImportRow::from_record).collect())
+        if after.is_none() {
+            self.tenant(tenant).await?;
+        }
+        let records = self.0.store.users_after(tenant, after.map(|ExportCursor(t, id)| (t, id)), limit).await?;
+        let next = match records.last() {
+            Some(last) if records.len() == limit as usize => Some(ExportCursor(last.user.created_at, last.user.id)),
+            _ => None,
+        };
+        Ok((records.iter().map(ImportRow::from_record).collect(), next))
     }
 }
 

@@ -282,10 +282,45 @@ async fn csv_rows_import_and_sign_in(backend: Backend) {
     app.stop().await;
 }
 
+/// An export of more users than one page holds, many created at the same instant, lists each
+/// user exactly once (keyset paging by creation time, then id).
+async fn export_pages_list_every_user_once(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let total = 2345;
+    let rows: Vec<String> = (0..total)
+        .map(|i| {
+            let created = format!("2020-01-0{}T00:00:00Z", 1 + i % 3);
+            json!({"email": format!("many{i}@example.com"), "email_verified": true, "created_at": created}).to_string()
+        })
+        .collect();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("many.jsonl");
+    std::fs::write(&path, rows.join("\n")).expect("write");
+    let out = app.latchkey_cli(&["import", path.to_str().expect("path")]);
+    assert!(out.status.success(), "{}", texts(&out).1);
+
+    let exported = app.latchkey_cli(&["export"]);
+    let (stdout, stderr) = texts(&exported);
+    assert!(exported.status.success(), "{stderr}");
+    let emails: std::collections::BTreeSet<String> = stdout
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("JSON")["email"].as_str().expect("email").to_owned())
+        .collect();
+    assert_eq!(stdout.lines().count(), total);
+    assert_eq!(emails.len(), total, "no user twice");
+    let dates: Vec<String> = stdout
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("JSON")["created_at"].as_str().expect("date").to_owned())
+        .collect();
+    assert!(dates.windows(2).all(|w| w[0] <= w[1]), "oldest first");
+    app.stop().await;
+}
+
 on_both_backends!(
     imported_hashes_sign_in_on_v1_and_users_and_are_upgraded_once,
     a_stored_hash_of_absurd_cost_is_a_wrong_password,
     import_reports_bad_rows_keeps_existing_accounts_and_is_idempotent,
     export_then_import_into_an_empty_database_keeps_every_password,
     csv_rows_import_and_sign_in,
+    export_pages_list_every_user_once,
 );
