@@ -69,8 +69,9 @@ pub struct ImportRow {
 pub enum Imported {
     /// A new user (or, in a dry run, one that would be created).
     Created(UserId),
-    /// The user is already there as this row describes it (same email, and same id and hash):
-    /// nothing changed, so importing a file twice changes nothing the second time.
+    /// The user is already there (same email, and the row's id, or without an id the same
+    /// hash): nothing changed, so importing a file twice changes nothing the second time, even
+    /// after some of its users signed in.
     Unchanged(UserId),
 }
 
@@ -141,9 +142,9 @@ impl ImportRow {
 impl Auth {
     /// Imports one user into `tenant` (or, when `dry_run`, only checks that it would be):
     /// the row is checked ([`ImportRow::to_record`]), then stored unless a user with its email,
-    /// id, username or external id exists. An existing user never changes: a row describing it
-    /// exactly (same email, id when the row has one, and hash) is [`Imported::Unchanged`], any
-    /// other clash is rejected.
+    /// id, username or external id exists. An existing user never changes: a row naming it
+    /// (same email and, when the row has an id, that id; without an id, the same hash) is
+    /// [`Imported::Unchanged`], any other clash is rejected.
     ///
     /// # Errors
     /// [`RowRejected`] with the reason (invalid field, taken email, username, external id or
@@ -164,8 +165,14 @@ impl Auth {
             (None, None) => (None, "email"),
         };
         if let Some(existing) = existing {
-            let same_id = present(&row.id).is_none_or(|_| existing.user.id == record.user.id);
-            if same_id && existing.password_hash == record.password_hash {
+            // The same account: the row names its id, or (without an id) its very hash. A user
+            // who has signed in since holds an argon2id hash, so the id is what tells an
+            // earlier import (or an export) of them.
+            let same = match present(&row.id) {
+                Some(_) => existing.user.id == record.user.id,
+                None => existing.password_hash == record.password_hash,
+            };
+            if same {
                 return Ok(Ok(Imported::Unchanged(existing.user.id)));
             }
             return Ok(Err(RowRejected(format!("{key}: a user with this {key} already exists"))));
