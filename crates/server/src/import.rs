@@ -25,6 +25,10 @@ pub enum Format {
     /// CSV with a header line naming the import row's fields (any order, any subset with
     /// `email` or `username`); empty cells are absent values.
     Csv,
+    /// The JSON output of `aws cognito-idp list-users` (one document or several in a row):
+    /// `sub` becomes the id; no password hashes (Cognito exports none). Bad users are
+    /// reported as `user N (username): reason`, counting from 1.
+    Cognito,
 }
 
 /// What an import did, row by row.
@@ -62,7 +66,7 @@ pub async fn run(
     dry_run: bool,
     report: &mut dyn FnMut(String),
 ) -> anyhow::Result<ImportSummary> {
-    let (input, length): (Box<dyn Read + Send>, Option<u64>) = if path == "-" {
+    let (input, length): (Box<dyn Read + Send + 'static>, Option<u64>) = if path == "-" {
         (Box::new(std::io::stdin()), None)
     } else {
         let file = std::fs::File::open(path).with_context(|| format!("cannot open {path}"))?;
@@ -76,6 +80,7 @@ pub async fn run(
     let result = match format {
         Format::Jsonl => import_lines(&auth, tenant, input, dry_run, &mut report).await,
         Format::Csv => import_csv(&auth, tenant, input, dry_run, &mut report).await,
+        Format::Cognito => import_cognito(&auth, tenant, input, dry_run, &mut report).await,
     };
     progress.finish_and_clear();
     database.close().await;
@@ -225,4 +230,165 @@ async fn export_rows(auth: &Auth, tenant: TenantId, out: &mut (dyn std::io::Writ
     progress.finish_and_clear();
     out.flush().context("writing the export")?;
     Ok(written)
+}
+
+/// One user of `aws cognito-idp list-users` output (Cognito `UserType`).
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct CognitoUser {
+    #[serde(default)]
+    username: Option<String>,
+    #[serde(default)]
+    attributes: Vec<CognitoAttribute>,
+    /// Epoch seconds from the API, an ISO 8601 string from the AWS CLI.
+    #[serde(default)]
+    user_create_date: Option<serde_json::Value>,
+    #[serde(default)]
+    enabled: Option<bool>,
+}
+
+/// A Cognito `AttributeType`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct CognitoAttribute {
+    name: String,
+    #[serde(default)]
+    value: Option<String>,
+}
+
+impl CognitoUser {
+    /// The import row: `sub` as the id (so tokens' subjects stay meaningful), the email and
+    /// profile attributes, `email_verified`, the creation date, `Enabled`; no password hash
+    /// (Cognito exports none: these users sign in after a password reset).
+    fn to_row(&self) -> ImportRow {
+        let attribute = |name: &str| {
+            self.attributes.iter().find(|a| a.name == name).and_then(|a| a.value.clone()).filter(|v| !v.is_empty())
+        };
+        let created_at = match &self.user_create_date {
+            Some(serde_json::Value::String(s)) => Some(s.clone()),
+            Some(serde_json::Value::Number(n)) => n
+                .as_f64()
+                .and_then(|secs| time::OffsetDateTime::from_unix_timestamp_nanos((secs * 1e9) as i128).ok())
+                .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok()),
+            _ => None,
+        };
+        ImportRow {
+            id: attribute("sub"),
+            email: attribute("email"),
+            email_verified: attribute("email_verified").is_some_and(|v| v.eq_ignore_ascii_case("true")),
+            given_name: attribute("given_name"),
+            family_name: attribute("family_name"),
+            phone_number: attribute("phone_number"),
+            address: attribute("address"),
+            picture: attribute("picture"),
+            created_at,
+            disabled: self.enabled == Some(false),
+            ..ImportRow::default()
+        }
+    }
+}
+
+/// Feeds each element of every `Users` array in a stream of `list-users` documents to a
+/// channel, one at a time (memory flat however many users one document holds).
+/// The flag is up while a document is being read, so that input ending inside one is told
+/// from input ending between documents.
+struct UsersVisitor<'s>(&'s tokio::sync::mpsc::Sender<Result<CognitoUser, String>>, &'s std::cell::Cell<bool>);
+
+impl<'de> serde::de::Visitor<'de> for UsersVisitor<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the output of `aws cognito-idp list-users`: an object with a `Users` array")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        self.1.set(true);
+        while let Some(key) = map.next_key::<String>()? {
+            if key == "Users" {
+                map.next_value_seed(UsersSeq(self.0))?;
+            } else {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+        self.1.set(false);
+        Ok(())
+    }
+}
+
+struct UsersSeq<'s>(&'s tokio::sync::mpsc::Sender<Result<CognitoUser, String>>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for UsersSeq<'_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for UsersSeq<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an array of Cognito users")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        // Each element as a JSON value first, so that one malformed user is reported and
+        // skipped rather than ending the whole document.
+        while let Some(value) = seq.next_element::<serde_json::Value>()? {
+            let user = serde_json::from_value::<CognitoUser>(value).map_err(|e| e.to_string());
+            if self.0.blocking_send(user).is_err() {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn import_cognito(
+    auth: &Auth,
+    tenant: TenantId,
+    input: impl Read + Send + 'static,
+    dry_run: bool,
+    report: &mut dyn FnMut(String),
+) -> anyhow::Result<ImportSummary> {
+    use serde::Deserializer as _;
+    auth.tenant(tenant).await.map_err(|e| anyhow!("--tenant {tenant}: {e}"))?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel(256);
+    let parser = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        let mut de = serde_json::Deserializer::from_reader(input);
+        let inside = std::cell::Cell::new(false);
+        loop {
+            // Several documents may follow one another (pages saved one after the other).
+            match de.deserialize_map(UsersVisitor(&tx, &inside)) {
+                Ok(()) => {}
+                Err(e) if e.is_eof() && !inside.get() => return Ok(()),
+                Err(e) => return Err(anyhow!("not `aws cognito-idp list-users` output: {e}")),
+            }
+        }
+    });
+    let mut summary = ImportSummary::default();
+    let mut number = 0u64;
+    while let Some(user) = rx.recv().await {
+        number += 1;
+        match user {
+            Ok(user) => {
+                let name = user.username.clone().unwrap_or_default();
+                match auth.import_user(tenant, &user.to_row(), dry_run).await? {
+                    Ok(Imported::Created(_)) => summary.created += 1,
+                    Ok(Imported::Unchanged(_)) => summary.unchanged += 1,
+                    Err(rejected) => {
+                        summary.failed += 1;
+                        report(format!("user {number} ({name}): {rejected}"));
+                    }
+                }
+            }
+            Err(e) => {
+                summary.failed += 1;
+                report(format!("user {number}: not a Cognito user: {e}"));
+            }
+        }
+    }
+    parser.await.map_err(|e| anyhow!("the Cognito parser failed: {e}"))??;
+    Ok(summary)
 }

@@ -90,6 +90,8 @@ enum ImportFormat {
     Jsonl,
     /// CSV with a header line naming the import row's fields.
     Csv,
+    /// The JSON output of `aws cognito-idp list-users`.
+    Cognito,
 }
 
 /// The formats `latchkey export` writes.
@@ -262,6 +264,7 @@ fn main() -> ExitCode {
                 let format = match format {
                     ImportFormat::Jsonl => import::Format::Jsonl,
                     ImportFormat::Csv => import::Format::Csv,
+                    ImportFormat::Cognito => import::Format::Cognito,
                 };
                 let summary =
                     import::run(&config, tenant, format, &file, dry_run, &mut |line| eprintln!("{line}")).await?;

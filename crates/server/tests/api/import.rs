@@ -322,6 +322,76 @@ async fn export_pages_list_every_user_once(backend: Backend) {
     app.stop().await;
 }
 
+/// `--format cognito`: `aws cognito-idp list-users` output (two documents in a row, dates as
+/// the CLI's ISO strings and the API's epoch seconds) imports with `sub` as the id, the
+/// verified flag and `Enabled`; a bad email and a non-object are reported; the users, who have
+/// no password, sign in after a password reset, with their Cognito `sub` as the token subject.
+async fn cognito_list_users_output_imports_with_sub_as_id(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let attrs = |sub: &str, email: &str| {
+        json!([{"Name": "sub", "Value": sub}, {"Name": "email", "Value": email},
+               {"Name": "email_verified", "Value": "true"}, {"Name": "given_name", "Value": "Cog"}])
+    };
+    let first = json!({"Users": [
+        {"Username": "ana", "Attributes": attrs("7d8a4c1e-2b3f-4a5b-8c6d-9e0f1a2b3c4d", "ana@example.com"),
+         "UserCreateDate": "2021-02-18T12:31:48.282000+00:00", "UserLastModifiedDate": "2021-02-18T12:31:48.282000+00:00",
+         "Enabled": true, "UserStatus": "CONFIRMED"},
+        {"Username": "ben", "Attributes": attrs("8e9b5d2f-3c4a-4b6c-9d7e-0f1a2b3c4d5e", "ben@example.com"),
+         "UserCreateDate": "2021-02-19T12:31:48+00:00", "Enabled": false, "UserStatus": "CONFIRMED"}
+    ], "PaginationToken": "abc"});
+    let second = json!({"Users": [
+        {"Username": "cy", "Attributes": attrs("9fac6e3a-4d5b-4c7d-8e8f-1a2b3c4d5e6f", "cy@example.com"),
+         "UserCreateDate": 1613651508.282, "Enabled": true, "UserStatus": "RESET_REQUIRED"},
+        {"Username": "bad", "Attributes": attrs("aaaaaaaa-4d5b-4c7d-8e8f-1a2b3c4d5e6f", "not an email"), "Enabled": true},
+        42
+    ]});
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("cognito.json");
+    std::fs::write(&path, format!("{first:#}\n{second}\n")).expect("write");
+    let out = app.latchkey_cli(&["import", "--format", "cognito", path.to_str().expect("path")]);
+    let (stdout, stderr) = texts(&out);
+    assert!(!out.status.success());
+    assert_eq!(stdout.trim(), "imported 3, unchanged 0, failed 2", "{stderr}");
+    assert!(stderr.contains("user 4 (bad): email:"), "{stderr}");
+    assert!(stderr.contains("user 5: not a Cognito user"), "{stderr}");
+    // Input cut inside a document fails the command (the users before the cut are kept).
+    let cut = dir.path().join("cut.json");
+    std::fs::write(&cut, r#"{"Users": [{"Username": "dee", "Attributes": []}, {"Username": "#).expect("write");
+    let out = app.latchkey_cli(&["import", "--format", "cognito", cut.to_str().expect("path")]);
+    assert!(!out.status.success());
+    assert!(texts(&out).1.contains("not `aws cognito-idp list-users` output"), "{}", texts(&out).1);
+
+    let listed = app.latchkey_cli(&["--json", "user", "list", "--tenant", "default"]);
+    let listed: Value = serde_json::from_slice(&listed.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&listed.stderr)));
+    let user = |email: &str| {
+        listed["users"]
+            .as_array()
+            .expect("users")
+            .iter()
+            .find(|u| u["email"] == email)
+            .cloned()
+            .unwrap_or_else(|| panic!("{email}: {listed}"))
+    };
+    assert_eq!(user("ana@example.com")["id"], "7d8a4c1e-2b3f-4a5b-8c6d-9e0f1a2b3c4d");
+    assert_eq!(user("ana@example.com")["email_verified"], true);
+    assert_eq!(user("ana@example.com")["created_at"], "2021-02-18T12:31:48.282Z");
+    assert_eq!(user("ben@example.com")["disabled"], true);
+    assert_eq!(user("cy@example.com")["created_at"], "2021-02-18T12:31:48.282Z");
+
+    // No password: a sign-in fails until a reset sets one.
+    assert_eq!(app.v1_sign_in("ana@example.com", PASSWORD).await.status, 401);
+    assert_eq!(app.v1_forgot_password("ana@example.com").await.status, 202);
+    let code = app.mail.next_mail("ana@example.com").await.code();
+    let reset = app.v1_reset_password("ana@example.com", code, PASSWORD).await;
+    assert_eq!(reset.status, 204, "{}", reset.body);
+    let signed_in = app.v1_sign_in("ana@example.com", PASSWORD).await;
+    assert_eq!(signed_in.status, 200, "{}", signed_in.body);
+    let (_, claims) = jwt_parts(signed_in.body["access_token"].as_str().expect("access token"));
+    assert_eq!(claims["sub"], "7d8a4c1e-2b3f-4a5b-8c6d-9e0f1a2b3c4d");
+    app.stop().await;
+}
+
 on_both_backends!(
     imported_hashes_sign_in_on_v1_and_users_and_are_upgraded_once,
     a_stored_hash_of_absurd_cost_is_a_wrong_password,
@@ -329,4 +399,5 @@ on_both_backends!(
     export_then_import_into_an_empty_database_keeps_every_password,
     csv_rows_import_and_sign_in,
     export_pages_list_every_user_once,
+    cognito_list_users_output_imports_with_sub_as_id,
 );
