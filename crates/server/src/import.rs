@@ -133,18 +133,19 @@ async fn import_lines(
 ) -> anyhow::Result<ImportSummary> {
     auth.tenant(tenant).await.map_err(|e| anyhow!("--tenant {tenant}: {e}"))?;
     let mut summary = ImportSummary::default();
-    let mut line = String::new();
+    let mut line = Vec::new();
     let mut number = 0u64;
     loop {
         line.clear();
-        if input.read_line(&mut line).with_context(|| format!("reading line {}", number + 1))? == 0 {
+        if input.read_until(b'\n', &mut line).with_context(|| format!("reading line {}", number + 1))? == 0 {
             break;
         }
         number += 1;
-        if line.trim().is_empty() {
+        if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        match serde_json::from_str::<ImportRow>(&line) {
+        // Invalid UTF-8 is that row's failure, reported like any other.
+        match serde_json::from_slice::<ImportRow>(&line) {
             Ok(row) => import_one(auth, tenant, &row, number, dry_run, &mut summary, report).await?,
             Err(e) => {
                 summary.failed += 1;

@@ -131,7 +131,11 @@ async fn import_reports_bad_rows_keeps_existing_accounts_and_is_idempotent(backe
     lines.extend(bad.iter().map(|(line, _)| (*line).to_owned()));
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("users.jsonl");
-    std::fs::write(&path, lines.join("\n") + "\n").expect("write");
+    // And a last line that is not UTF-8.
+    let mut bytes = (lines.join("\n") + "\n").into_bytes();
+    bytes.extend_from_slice(b"{\"email\": \"\xff@example.com\"}\n");
+    std::fs::write(&path, bytes).expect("write");
+    let not_utf8 = format!("line {}: not an import row", first_bad + bad.len());
     let path = path.to_str().expect("utf-8 path");
     let users = || app.count("SELECT COUNT(*) FROM users WHERE email <> $1", "existing@example.com");
 
@@ -139,13 +143,14 @@ async fn import_reports_bad_rows_keeps_existing_accounts_and_is_idempotent(backe
     let dry = app.latchkey_cli(&["import", "--dry-run", path]);
     let (stdout, stderr) = texts(&dry);
     assert!(!dry.status.success(), "{stderr}");
-    assert_eq!(stdout.trim(), format!("would import {good}, unchanged 0, failed {}", bad.len()), "{stderr}");
+    assert_eq!(stdout.trim(), format!("would import {good}, unchanged 0, failed {}", bad.len() + 1), "{stderr}");
     assert_eq!(users().await, 0);
 
     let out = app.latchkey_cli(&["import", path]);
     let (stdout, stderr) = texts(&out);
     assert!(!out.status.success(), "a failed row fails the command");
-    assert_eq!(stdout.trim(), format!("imported {good}, unchanged 0, failed {}", bad.len()), "{stderr}");
+    assert_eq!(stdout.trim(), format!("imported {good}, unchanged 0, failed {}", bad.len() + 1), "{stderr}");
+    assert!(stderr.contains(&not_utf8), "{stderr}");
     for (i, (_, reason)) in bad.iter().enumerate() {
         let line = format!("line {}: ", first_bad + i);
         let reported = stderr.lines().find(|l| l.starts_with(&line)).unwrap_or_else(|| panic!("{line} in {stderr}"));
@@ -158,7 +163,7 @@ async fn import_reports_bad_rows_keeps_existing_accounts_and_is_idempotent(backe
     // The same file again changes nothing.
     let again = app.latchkey_cli(&["import", path]);
     let (stdout, stderr) = texts(&again);
-    assert_eq!(stdout.trim(), format!("imported 0, unchanged {good}, failed {}", bad.len()), "{stderr}");
+    assert_eq!(stdout.trim(), format!("imported 0, unchanged {good}, failed {}", bad.len() + 1), "{stderr}");
     assert_eq!(users().await, i64::try_from(good).expect("small"));
 
     // The imported users sign in with their old passwords; the id was kept.
