@@ -26,6 +26,7 @@ pub mod token;
 mod auth;
 
 pub use auth::bound::RefreshPair;
+pub use auth::import::{ExportCursor, ImportRow, Imported, RowRejected};
 pub use auth::passwordless::{Registration, RegistrationFailed, RegistrationStep};
 pub use auth::presented::{PresentedTokens, ProvenSession};
 pub use auth::srp::{SrpChallenge, SrpResponse};

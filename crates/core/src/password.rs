@@ -22,6 +22,13 @@ use crate::error::{Error, Result};
 use crate::identity::{NewPassword, PresentedPassword};
 use crate::secret::constant_time_eq;
 
+mod imported;
+
+pub use imported::{
+    HashFormat, HashRejection, MAX_ARGON2_ITERATIONS, MAX_ARGON2_MEMORY_KIB, MAX_ARGON2_PARALLELISM, MAX_BCRYPT_COST,
+    MAX_PBKDF2_ITERATIONS, MAX_SCRYPT_MEMORY, MAX_SCRYPT_N, MAX_SCRYPT_P, check_importable,
+};
+
 /// Argon2id cost parameters (RFC 9106 section 3.1 names: m, t, p).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HashParams {
@@ -48,10 +55,6 @@ pub struct Verification {
     /// replaced (only meaningful when `matched`).
     pub needs_rehash: bool,
 }
-
-/// Largest memory cost a stored hash may ask for (1 GiB); a hash asking more is treated as a
-/// mismatch rather than allowed to exhaust memory.
-const MAX_MEMORY_KIB: u32 = 1 << 20;
 
 /// Salt length in bytes (RFC 9106 section 3.1 recommends 16).
 const SALT_LEN: usize = 16;
@@ -119,20 +122,15 @@ fn hash_into_phc(argon2: &Argon2<'_>, params: &Params, password: &[u8], memory: 
     Ok(phc.to_string())
 }
 
-/// Recomputes a stored PHC hash for `password` and compares in constant time. Returns
+/// Recomputes a stored argon2 PHC hash for `password` and compares in constant time. Returns
 /// whether it matched and the stored parameters; `None` when the string is not an argon2 hash
-/// Latchkey can check.
+/// Latchkey can check (malformed, or beyond the cost bounds of [`imported`]).
 fn verify_phc(stored: &str, password: &[u8], memory: &mut Vec<Block>) -> Option<(bool, PasswordHash)> {
-    let parsed = PasswordHash::new(stored).ok()?;
-    let algorithm = Algorithm::try_from(parsed.algorithm.as_str()).ok()?;
+    let (parsed, algorithm, params) = imported::parse_argon2(stored).ok()?;
     let version = match parsed.version {
         Some(v) => Version::try_from(v).ok()?,
         None => Version::default(),
     };
-    let params = Params::try_from(&parsed).ok()?;
-    if params.m_cost() > MAX_MEMORY_KIB {
-        return None;
-    }
     let (salt, expected) = (parsed.salt.as_ref()?, parsed.hash.as_ref()?);
     let mut out = vec![0u8; expected.len()];
     Argon2::new(algorithm, version, params.clone())
@@ -140,6 +138,19 @@ fn verify_phc(stored: &str, password: &[u8], memory: &mut Vec<Block>) -> Option<
         .ok()?;
     let matched = constant_time_eq(&out, expected.as_bytes());
     Some((matched, parsed))
+}
+
+/// Verifies `password` against a stored hash of any format [`check_importable`] accepts:
+/// `(matched, needs_rehash)`, where every hash but argon2id with the `current` parameters needs
+/// re-hashing; `None` when the hash is not one Latchkey can check.
+fn verify_stored(stored: &str, password: &[u8], current: HashParams, memory: &mut Vec<Block>) -> Option<(bool, bool)> {
+    if stored.starts_with("$argon2") {
+        let (matched, parsed) = verify_phc(stored, password, memory)?;
+        Some((matched, !uses_params(&parsed, current)))
+    } else {
+        let foreign = imported::Foreign::parse(stored).ok()?;
+        Some((foreign.verify(password), true))
+    }
 }
 
 /// Hashes and verifies passwords with argon2id on `concurrency` dedicated threads, with at
@@ -167,9 +178,15 @@ impl PasswordHasher {
     /// once, synchronously (one hash's time).
     ///
     /// # Errors
-    /// [`Error::Internal`] when the parameters are out of argon2's range or a thread cannot
-    /// be started.
+    /// [`Error::Internal`] when the parameters are out of argon2's range or beyond the bounds
+    /// stored hashes are verified within (`MAX_ARGON2_*`), or a thread cannot be started.
     pub fn new(params: HashParams, concurrency: usize, queue: usize) -> Result<Self> {
+        if params.memory_kib > MAX_ARGON2_MEMORY_KIB
+            || params.iterations > MAX_ARGON2_ITERATIONS
+            || params.parallelism > MAX_ARGON2_PARALLELISM
+        {
+            return Err(Error::internal(format!("argon2 parameters beyond the verifiable bounds: {params:?}")));
+        }
         let argon2_params = Params::new(params.memory_kib, params.iterations, params.parallelism, Some(OUTPUT_LEN))
             .map_err(|e| Error::internal(format!("argon2 parameters: {e}")))?;
         let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, argon2_params.clone());
@@ -217,15 +234,21 @@ impl PasswordHasher {
         .await
     }
 
-    /// Verifies a password against a PHC string, or against the dummy hash when `stored` is
-    /// `None` (unknown user, or a user without a password) so that the caller spends the same
-    /// time either way; in that case the result never matches. Hashes of any argon2 variant
-    /// and parameters verify; those that differ from the current parameters are flagged.
+    /// Verifies a password against a stored hash, or against the dummy argon2id hash when
+    /// `stored` is `None` (unknown user, or a user without a password) so that the caller
+    /// spends the same time either way; in that case the result never matches.
     ///
-    /// A stored hash that cannot be parsed counts as a mismatch (and is logged).
+    /// `stored` is a Latchkey argon2id PHC string or an imported hash of any format
+    /// [`check_importable`] accepts (bcrypt, scrypt, Werkzeug and Django PBKDF2, argon2 of any
+    /// variant and parameters), verified on the hashing threads like argon2. Every hash but
+    /// argon2id with the current parameters is flagged `needs_rehash` when it matched.
+    ///
+    /// A stored hash that cannot be parsed, or whose cost exceeds the import bounds, counts as
+    /// a mismatch (and is logged) and is not computed.
     ///
     /// # Errors
-    /// [`Error::Internal`] if the hashing threads are gone.
+    /// [`Error::Overloaded`] when the queue is full, [`Error::Internal`] if the hashing threads
+    /// are gone.
     pub async fn verify(&self, password: &PresentedPassword, stored: Option<&str>) -> Result<Verification> {
         let password = password.clone();
         let known = stored.is_some();
@@ -235,13 +258,12 @@ impl PasswordHasher {
         };
         let current = self.params;
         self.run(move |memory| {
-            let Some((matched, parsed)) = verify_phc(&hash, password.expose().as_bytes(), memory) else {
-                tracing::error!("stored password hash is not an argon2 PHC string Latchkey can check");
+            let Some((matched, outdated)) = verify_stored(&hash, password.expose().as_bytes(), current, memory) else {
+                tracing::error!("stored password hash is not one Latchkey can check (format or cost)");
                 return Ok(Verification { matched: false, needs_rehash: false });
             };
             let matched = matched && known;
-            let needs_rehash = matched && !uses_params(&parsed, current);
-            Ok(Verification { matched, needs_rehash })
+            Ok(Verification { matched, needs_rehash: matched && outdated })
         })
         .await
     }
@@ -407,6 +429,67 @@ mod tests {
             let _ = tokio::time::timeout(Duration::from_millis(1), async move { h.verify(&p, None).await }).await;
         }
         assert!(hasher.verify(&pw, None).await.is_ok(), "the queue is usable after abandoned jobs");
+    }
+
+    /// Hashes made by the original libraries (`tests/fixtures/make_foreign_hashes.py`).
+    const FOREIGN: &str = include_str!("../tests/fixtures/foreign_hashes.jsonl");
+
+    #[tokio::test]
+    async fn hashes_from_other_ecosystems_verify_and_are_flagged_for_rehashing() {
+        let hasher = PasswordHasher::new(cheap(), 2, 64).expect("params");
+        let mut formats = std::collections::BTreeSet::new();
+        for line in FOREIGN.lines() {
+            let row: serde_json::Value = serde_json::from_str(line).expect("fixture line");
+            let (format, password, hash) = (row["format"].as_str(), row["password"].as_str(), row["hash"].as_str());
+            let (Some(format), Some(password), Some(hash)) = (format, password, hash) else {
+                panic!("fixture fields: {line}");
+            };
+            let recognised = check_importable(hash).unwrap_or_else(|e| panic!("{hash}: {e}"));
+            assert_eq!(recognised.name(), format, "{hash}");
+            formats.insert(format.to_owned());
+            let right = PresentedPassword::parse(password).expect("bounded");
+            let wrong = PresentedPassword::parse(&format!("{password}?")).expect("bounded");
+            let mut shorter = password.chars();
+            shorter.next_back();
+            let first = PresentedPassword::parse(shorter.as_str()).expect("bounded");
+            assert_eq!(
+                hasher.verify(&right, Some(hash)).await.expect("verify"),
+                Verification { matched: true, needs_rehash: true },
+                "{format} ({}) {hash}",
+                row["library"]
+            );
+            // bcrypt reads the first 72 bytes only: past them, any suffix matches (as in the
+            // original libraries).
+            let truncated = format == "bcrypt" && password.len() > 72;
+            for other in [&wrong, &first] {
+                let v = hasher.verify(other, Some(hash)).await.expect("verify");
+                assert_eq!(v.matched, truncated, "{hash}");
+            }
+        }
+        assert_eq!(formats.len(), 6, "every format is covered: {formats:?}");
+    }
+
+    #[tokio::test]
+    async fn stored_hashes_beyond_the_cost_bounds_are_mismatches_and_not_computed() {
+        let hasher = PasswordHasher::new(cheap(), 1, 64).expect("params");
+        let pw = PresentedPassword::parse("whatever").expect("bounded");
+        for absurd in [
+            "$2b$31$EGdrhbKUv8Oc9vGiXX0HQOxSg445d458Muh7DAHskb6QbtCvdxcie",
+            "pbkdf2:sha256:4000000000$s$00112233445566778899aabbccddeeff",
+            "scrypt:1073741824:8:1$s$00112233445566778899aabbccddeeff",
+            "$argon2id$v=19$m=4194304,t=2,p=1$c2FsdHNhbHQ$ASNFZ4mrze8BI0VniavN7w",
+            "$argon2id$v=19$m=64,t=4000000,p=1$c2FsdHNhbHQ$ASNFZ4mrze8BI0VniavN7w",
+        ] {
+            let started = std::time::Instant::now();
+            assert!(!hasher.verify(&pw, Some(absurd)).await.expect("verify").matched, "{absurd}");
+            assert!(started.elapsed() < Duration::from_secs(1), "{absurd} was computed");
+        }
+    }
+
+    #[test]
+    fn the_hasher_refuses_parameters_it_could_not_verify() {
+        assert!(PasswordHasher::new(HashParams { iterations: 17, ..cheap() }, 1, 1).is_err());
+        assert!(PasswordHasher::new(HashParams { memory_kib: MAX_ARGON2_MEMORY_KIB + 1, ..cheap() }, 1, 1).is_err());
     }
 
     #[test]

@@ -415,6 +415,15 @@ pub trait TenantStore: Send + Sync + 'static {
     /// One page of the tenant's users, oldest first (then by id): at most `limit` after
     /// skipping `offset`.
     async fn list_users(&self, tenant: TenantId, limit: u32, offset: u64) -> Result<Vec<UserRecord>, StoreError>;
+    /// The tenant's next `limit` users in the same order, after the user created at `after`'s
+    /// time with its id (keyset paging: each page costs the same however deep); from the first
+    /// when `after` is `None`.
+    async fn users_after(
+        &self,
+        tenant: TenantId,
+        after: Option<(OffsetDateTime, UserId)>,
+        limit: u32,
+    ) -> Result<Vec<UserRecord>, StoreError>;
 }
 
 /// The profile record of the `realtime` surface (API.md `realtime`; seed

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod context;
 pub mod http;
+pub mod import;
 pub mod mail;
 pub mod problem;
 pub mod ratelimit;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use latchkey_core::identity::ApiKeyId;
 use latchkey_server::config::Config;
-use latchkey_server::{Application, app, cli, surfaces, telemetry};
+use latchkey_server::{Application, app, cli, import, surfaces, telemetry};
 
 /// Latchkey: a self-hosted authentication server with one user directory and many API
 /// surfaces.
@@ -54,8 +54,51 @@ enum Command {
         #[command(subcommand)]
         command: SessionCommand,
     },
+    /// Import users from another service: JSON Lines (one user per line) or CSV (README,
+    /// "Migrating users from another service"). Bad rows are reported as `line N: reason` and skipped; the command fails
+    /// when any row failed. Existing accounts are never changed, so a second run of the same
+    /// file changes nothing.
+    Import {
+        /// The file's format.
+        #[arg(long, value_enum, default_value = "jsonl")]
+        format: ImportFormat,
+        #[command(flatten)]
+        tenant: TenantArg,
+        /// Check every row and report, but store nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// The file to read, or `-` for standard input.
+        file: String,
+    },
+    /// Write a tenant's users to standard output in the import format (JSON Lines), with
+    /// their password hashes as stored, for `latchkey import` on another database.
+    Export {
+        /// The output format.
+        #[arg(long, value_enum, default_value = "jsonl")]
+        format: ExportFormat,
+        #[command(flatten)]
+        tenant: TenantArg,
+    },
     /// Validate the configuration, print it (secrets redacted) and exit.
     CheckConfig,
+}
+
+/// The formats `latchkey import` reads.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ImportFormat {
+    /// JSON Lines: one object per line with the import row's fields.
+    Jsonl,
+    /// CSV with a header line naming the import row's fields.
+    Csv,
+    /// The JSON output of `aws cognito-idp list-users`.
+    Cognito,
+}
+
+/// The formats `latchkey export` writes.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ExportFormat {
+    /// JSON Lines: one object per line with the import row's fields.
+    Jsonl,
 }
 
 /// The tenant a command acts on: its id (UUID), `default` or `project-owners`.
@@ -215,6 +258,28 @@ fn main() -> ExitCode {
             Command::Session { command: SessionCommand::Revoke { user, tenant } } => {
                 let command = cli::Command::SessionRevoke(cli::parse_tenant(&tenant.tenant)?, cli::parse_user(&user)?);
                 operate(&config, json, command).await
+            }
+            Command::Import { format, tenant, dry_run, file } => {
+                let tenant = cli::parse_tenant(&tenant.tenant)?;
+                let format = match format {
+                    ImportFormat::Jsonl => import::Format::Jsonl,
+                    ImportFormat::Csv => import::Format::Csv,
+                    ImportFormat::Cognito => import::Format::Cognito,
+                };
+                let summary =
+                    import::run(&config, tenant, format, &file, dry_run, &mut |line| eprintln!("{line}")).await?;
+                println!("{}", summary.line(dry_run));
+                if summary.failed > 0 {
+                    return Err(anyhow::anyhow!("{} rows failed (reported above)", summary.failed));
+                }
+                Ok(())
+            }
+            Command::Export { format: ExportFormat::Jsonl, tenant } => {
+                let tenant = cli::parse_tenant(&tenant.tenant)?;
+                let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout());
+                let written = import::export(&config, tenant, &mut out).await?;
+                eprintln!("exported {written}");
+                Ok(())
             }
             Command::CheckConfig => {
                 println!("{config:#?}");

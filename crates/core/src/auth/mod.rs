@@ -16,6 +16,7 @@ mod account;
 pub(crate) mod bound;
 mod codes;
 mod identities;
+pub(crate) mod import;
 pub(crate) mod passwordless;
 pub(crate) mod presented;
 mod sessions;

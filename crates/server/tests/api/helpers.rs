@@ -527,6 +527,45 @@ impl TestApp {
         }
     }
 
+    /// Replaces the stored password hash of the user with `email` (as an import would have
+    /// stored it); returns the rows changed.
+    pub async fn store_password_hash(&self, email: &str, hash: &str) -> u64 {
+        let sql = "UPDATE users SET password_hash = $1 WHERE email = $2";
+        match self.backend {
+            Backend::Sqlite => {
+                let mut conn = sqlx::SqliteConnection::connect(&self.database_url).await.expect("sqlite");
+                let done = sqlx::query(sql).bind(hash).bind(email).execute(&mut conn).await.expect("update");
+                let _ = conn.close().await;
+                done.rows_affected()
+            }
+            Backend::Postgres => {
+                let mut conn = sqlx::PgConnection::connect(&self.database_url).await.expect("postgres");
+                let done = sqlx::query(sql).bind(hash).bind(email).execute(&mut conn).await.expect("update");
+                let _ = conn.close().await;
+                done.rows_affected()
+            }
+        }
+    }
+
+    /// The stored password hash of the user with `email`.
+    pub async fn stored_password_hash(&self, email: &str) -> Option<String> {
+        let sql = "SELECT password_hash FROM users WHERE email = $1";
+        match self.backend {
+            Backend::Sqlite => {
+                let mut conn = sqlx::SqliteConnection::connect(&self.database_url).await.expect("sqlite");
+                let hash: Option<String> = sqlx::query_scalar(sql).bind(email).fetch_one(&mut conn).await.expect("row");
+                let _ = conn.close().await;
+                hash
+            }
+            Backend::Postgres => {
+                let mut conn = sqlx::PgConnection::connect(&self.database_url).await.expect("postgres");
+                let hash: Option<String> = sqlx::query_scalar(sql).bind(email).fetch_one(&mut conn).await.expect("row");
+                let _ = conn.close().await;
+                hash
+            }
+        }
+    }
+
     /// Runs a query returning one integer on the test database.
     pub async fn count(&self, sql: &'static str, bind: &str) -> i64 {
         match self.backend {

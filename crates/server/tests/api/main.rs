@@ -11,6 +11,7 @@ mod cognito;
 mod graphql;
 mod hardening;
 mod helpers;
+mod import;
 mod limits;
 mod ops;
 mod projects;

@@ -154,6 +154,35 @@ macro_rules! sql_tenants {
                 Ok(())
             }
 
+            async fn users_after(
+                &self,
+                tenant: TenantId,
+                after: Option<(OffsetDateTime, UserId)>,
+                limit: u32,
+            ) -> Result<Vec<UserRecord>, StoreError> {
+                let query = match after {
+                    None => sqlx::query(concat!(
+                        "SELECT ",
+                        user_columns!(),
+                        " FROM users u WHERE u.tenant_id = $1 ORDER BY u.created_at, u.id LIMIT $2"
+                    ))
+                    .bind(tenant.0)
+                    .bind(i64::from(limit)),
+                    Some((created, id)) => sqlx::query(concat!(
+                        "SELECT ",
+                        user_columns!(),
+                        " FROM users u WHERE u.tenant_id = $1 AND (u.created_at > $3 OR (u.created_at = $3 AND u.id > $4)) \
+                         ORDER BY u.created_at, u.id LIMIT $2"
+                    ))
+                    .bind(tenant.0)
+                    .bind(i64::from(limit))
+                    .bind(millis(created))
+                    .bind(id.0),
+                };
+                let rows = query.fetch_all(&self.pool).await.map_err(store_err)?;
+                rows.iter().map(Self::user_from_row).collect::<Result<_, _>>().map_err(store_err)
+            }
+
             async fn list_users(
                 &self,
                 tenant: TenantId,
