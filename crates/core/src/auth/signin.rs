@@ -49,16 +49,27 @@ impl Auth {
                     self.check_password(tenant, login, password),
                 )
                 .await?;
-            if user.disabled {
-                return Err(Error::UserDisabled);
-            }
-            if user.email.is_some() && !user.email_verified && self.requires_verification(tenant).await? {
-                return Err(Error::NotVerified);
-            }
-            let session = self.start_session(&user, meta).await?;
-            Ok(SignedIn { user, session })
+            self.admit(tenant, user, meta).await
         })
         .await
+    }
+
+    /// The state checks that follow a proven credential (password or SRP proof), then the new
+    /// session: only a user who proved the credential learns that the account is disabled or
+    /// unverified.
+    ///
+    /// # Errors
+    /// [`Error::UserDisabled`], [`Error::NotVerified`] (when the tenant requires verification),
+    /// [`Error::Internal`].
+    pub(super) async fn admit(&self, tenant: TenantId, user: User, meta: &ClientMeta) -> Result<SignedIn> {
+        if user.disabled {
+            return Err(Error::UserDisabled);
+        }
+        if user.email.is_some() && !user.email_verified && self.requires_verification(tenant).await? {
+            return Err(Error::NotVerified);
+        }
+        let session = self.start_session(&user, meta).await?;
+        Ok(SignedIn { user, session })
     }
 
     /// Verifies a password for a login, re-hashing it if the parameters changed, and computing

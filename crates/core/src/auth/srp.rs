@@ -286,14 +286,7 @@ impl Auth {
                     self.check_proof(tenant, &state, &block, response, &signature),
                 )
                 .await?;
-            if user.disabled {
-                return Err(Error::UserDisabled);
-            }
-            if user.email.is_some() && !user.email_verified && self.requires_verification(tenant).await? {
-                return Err(Error::NotVerified);
-            }
-            let session = self.start_session(&user, meta).await?;
-            Ok(SignedIn { user, session })
+            self.admit(tenant, user, meta).await
         })
         .await
     }
