@@ -5,6 +5,7 @@
 //! Parse errors are plain messages ([`ParseError`]); the surface attaches its own field name.
 
 use std::fmt;
+use std::sync::LazyLock;
 
 use secrecy::{ExposeSecret, SecretString};
 use time::OffsetDateTime;
@@ -238,18 +239,39 @@ impl Default for PasswordPolicy {
 }
 
 impl PasswordPolicy {
-    /// Parses a new password (sign-up, reset, change) against this policy.
+    /// Parses a new password (sign-up, reset, change) against this policy: NFKC-normalised,
+    /// then its length checked, then refused when it is one of the 30,000 most common
+    /// passwords (`crates/core/data/common-passwords.txt`, zxcvbn's list), compared
+    /// case-insensitively, since an online guesser tries those first.
     ///
     /// # Errors
-    /// A [`ParseError`] naming the allowed length range.
+    /// A [`ParseError`] naming the allowed length range, or saying the password is too common.
     pub fn parse(&self, raw: &str) -> Result<NewPassword, ParseError> {
         let secret = normalize(raw);
         let len = secret.expose_secret().chars().count();
         if len < self.min_length || len > self.max_length {
             return Err(ParseError(format!("must be between {} and {} characters", self.min_length, self.max_length)));
         }
+        if is_common_password(secret.expose_secret()) {
+            return Err(ParseError(
+                "is one of the most common passwords; choose one that is harder to guess".to_owned(),
+            ));
+        }
         Ok(NewPassword(secret))
     }
+}
+
+/// The common-password list, sorted once for binary search (about 240 KB).
+static COMMON_PASSWORDS: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
+    let mut list: Vec<&'static str> = include_str!("../data/common-passwords.txt").lines().collect();
+    list.sort_unstable();
+    list
+});
+
+/// Whether `password` (already normalised) is on the common-password list, ignoring case.
+fn is_common_password(password: &str) -> bool {
+    let lower = password.to_lowercase();
+    COMMON_PASSWORDS.binary_search(&lower.as_str()).is_ok()
 }
 
 /// NFKC normalisation (API.md, "Passwords"), straight into a secret.
@@ -425,7 +447,7 @@ mod tests {
     fn password_policy_counts_scalar_values_after_nfkc() {
         let policy = PasswordPolicy::default();
         assert!(policy.parse("1234567").is_err());
-        assert!(policy.parse("12345678").is_ok());
+        assert!(policy.parse("k7#mq2vz").is_ok());
         // Eight two-byte characters are eight characters, not sixteen.
         assert!(policy.parse("éééééééé").is_ok());
         assert!(policy.parse(&"x".repeat(128)).is_ok());
@@ -440,6 +462,21 @@ mod tests {
         assert!(PresentedPassword::parse(&"x".repeat(30_000)).is_err());
         let strict = PasswordPolicy { min_length: 12, max_length: 128 };
         assert!(strict.parse("12345678901").is_err());
+    }
+
+    #[test]
+    fn common_passwords_are_refused_in_any_case() {
+        let policy = PasswordPolicy::default();
+        for common in ["password123", "qwertyuiop", "iloveyou123", "12345678", "PassWord123", "QWERTYUIOP"] {
+            let err = policy.parse(common).expect_err(common);
+            assert!(err.0.contains("most common passwords"), "{common}: {}", err.0);
+        }
+        // NFKC first: fullwidth digits are the common "12345678".
+        assert!(policy.parse("１２３４５６７８").is_err());
+        // The length rule still answers first.
+        assert!(policy.parse("123456").expect_err("short").0.contains("between"));
+        assert!(policy.parse("correct horse battery staple").is_ok());
+        assert!(COMMON_PASSWORDS.len() > 29_000 && COMMON_PASSWORDS.windows(2).all(|w| w[0] < w[1]));
     }
 
     #[test]
