@@ -45,6 +45,11 @@ pub enum Error {
     /// Unknown login or wrong password. Deliberately does not say which.
     #[error("incorrect login or password")]
     InvalidCredentials,
+    /// The user has no password (imported without a hash) and signs in only after a password
+    /// reset. Only surfaces whose wire contract has this answer (`v1`, `cognito`) reveal it;
+    /// the others answer it as [`Error::InvalidCredentials`].
+    #[error("password reset required")]
+    PasswordResetRequired,
     /// The password matched but the email address has not been verified yet.
     #[error("email address not verified")]
     NotVerified,
@@ -125,6 +130,7 @@ impl Error {
             Error::UsernameTaken => "username_taken",
             Error::ExternalIdTaken => "external_id_taken",
             Error::InvalidCredentials => "invalid_credentials",
+            Error::PasswordResetRequired => "password_reset_required",
             Error::NotVerified => "email_not_verified",
             Error::AlreadyVerified => "already_verified",
             Error::UserNotFound => "user_not_found",

@@ -5,7 +5,15 @@ use super::{Auth, SignedIn, observed};
 use crate::error::{Error, Result};
 use crate::identity::{Login, PresentedPassword, TenantId, User};
 use crate::limits::{LimitKind, address_key};
+use crate::ports::UserRecord;
 use crate::session::ClientMeta;
+
+/// Whether `record` can sign in only after a password reset: a verified user with no password
+/// (brought by `latchkey import` without a hash, e.g. from a Cognito pool, which exports none).
+/// An unverified user without one is a pending passwordless sign-up, told apart elsewhere.
+pub(super) fn needs_reset(record: &UserRecord) -> bool {
+    record.password_hash.is_none() && record.user.email_verified
+}
 
 impl Auth {
     /// Signs in with a login and password and creates a session.
@@ -21,7 +29,9 @@ impl Auth {
     ///
     /// # Errors
     /// [`Error::RateLimited`], [`Error::Overloaded`] (hash queue full),
-    /// [`Error::InvalidCredentials`], then [`Error::UserDisabled`] or [`Error::NotVerified`].
+    /// [`Error::InvalidCredentials`], [`Error::PasswordResetRequired`] (a verified user with no
+    /// password, imported without a hash: whatever the password, after the same hash work, and
+    /// counted as a failure), then [`Error::UserDisabled`] or [`Error::NotVerified`].
     #[tracing::instrument(skip_all, fields(tenant = %tenant))]
     pub async fn sign_in(
         &self,
@@ -45,7 +55,7 @@ impl Auth {
             let user = self
                 .guarded(
                     &limits,
-                    |e| matches!(e, Error::InvalidCredentials),
+                    |e| matches!(e, Error::InvalidCredentials | Error::PasswordResetRequired),
                     self.check_password(tenant, login, password),
                 )
                 .await?;
@@ -86,6 +96,9 @@ impl Auth {
         };
         let stored = record.as_ref().and_then(|r| r.password_hash.as_deref());
         let verification = self.0.hasher.verify(password, stored).await?;
+        if record.as_ref().is_some_and(needs_reset) {
+            return Err(Error::PasswordResetRequired);
+        }
         let Some(record) = record.filter(|_| verification.matched) else {
             return Err(Error::InvalidCredentials);
         };

@@ -236,8 +236,9 @@ impl Auth {
     /// # Errors
     /// [`Error::InvalidInput`] when the timestamp or signature is malformed;
     /// [`Error::InvalidCredentials`] for a wrong proof, an unknown user, or a secret block that
-    /// is forged, expired, used or issued to another user or client; [`Error::RateLimited`];
-    /// after a valid proof, [`Error::UserDisabled`] or [`Error::NotVerified`].
+    /// is forged, expired, used or issued to another user or client;
+    /// [`Error::PasswordResetRequired`] for any proof of a user who has no password (imported
+    /// without a hash), counted as a failure; [`Error::RateLimited`]; after a valid proof, [`Error::UserDisabled`] or [`Error::NotVerified`].
     #[tracing::instrument(skip_all, fields(tenant = %tenant))]
     pub async fn srp_sign_in(
         &self,
@@ -282,7 +283,7 @@ impl Auth {
             let user = self
                 .guarded(
                     &limits,
-                    |e| matches!(e, Error::InvalidCredentials),
+                    |e| matches!(e, Error::InvalidCredentials | Error::PasswordResetRequired),
                     self.check_proof(tenant, &state, &block, response, &signature),
                 )
                 .await?;
@@ -309,7 +310,9 @@ impl Auth {
         }
         // The same two reads whether or not the user is known, so both paths cost the same.
         let user_id = UserId(state.user_id);
-        let record = self.0.store.user_by_id(tenant, user_id).await?.filter(|_| state.known);
+        let stored = self.0.store.user_by_id(tenant, user_id).await?;
+        let reset_required = stored.as_ref().is_some_and(super::signin::needs_reset);
+        let record = stored.filter(|_| state.known);
         let sealed = self.0.store.srp_verifier(tenant, user_id).await?;
         let verifier = match (&record, sealed) {
             (Some(r), Some(sealed)) => self.open_verifier(r, &sealed),
@@ -327,6 +330,8 @@ impl Auth {
         let proven = expected.is_some_and(|e| constant_time_eq(&e, signature));
         match record {
             Some(r) if matched && proven => Ok(r.user),
+            // No password to prove: whatever the proof, only a reset lets this user in.
+            _ if reset_required => Err(Error::PasswordResetRequired),
             _ => Err(Error::InvalidCredentials),
         }
     }

@@ -220,7 +220,10 @@ impl From<Error> for AuthError {
             Error::UsernameTaken => Self::new(S::BAD_REQUEST, "V1011", "Username already taken"),
             Error::EmailTaken => Self::new(S::BAD_REQUEST, "V1011", "Email address already registered"),
             // Disabled accounts read like wrong passwords, as on every surface.
-            Error::InvalidCredentials | Error::UserDisabled | Error::UserNotFound => Self::invalid_credentials(),
+            // So does a user imported without a password: this seed has no other answer.
+            Error::InvalidCredentials | Error::PasswordResetRequired | Error::UserDisabled | Error::UserNotFound => {
+                Self::invalid_credentials()
+            }
             // Only after the password matched; users of this surface have no email.
             Error::NotVerified => Self::new(S::BAD_REQUEST, "V1009", "Email address not verified"),
             // This surface has no code routes; these cannot arise here.
@@ -520,6 +523,7 @@ mod tests {
             (Error::UsernameTaken, 400, "V1011"),
             (Error::ExternalIdTaken, 400, "V1010"),
             (Error::InvalidCredentials, 400, "V1009"),
+            (Error::PasswordResetRequired, 400, "V1009"),
             (Error::NotVerified, 400, "V1009"),
             (Error::AlreadyVerified, 400, "V1001"),
             (Error::UserNotFound, 400, "V1009"),

@@ -269,14 +269,19 @@ fn outcome(op: Op, error: Error) -> Result<Exit, Refusal> {
     let exit = match &error {
         Error::InvalidInput(fields) if op == Op::VerifyCode => {
             let why = fields.first().map_or("must be between 8 and 128 characters", |f| f.message.as_str());
-            Exit { code: 4, msg: format!("Password too short: the password {why}") }
+            // The seed's exit 4 is "Password too short"; a common password is refused under the
+            // same code, with its own reason.
+            let what = if why.starts_with("must be between") { "too short" } else { "too weak" };
+            Exit { code: 4, msg: format!("Password {what}: the password {why}") }
         }
         Error::InvalidInput(_) => return unexpected(&error),
         Error::EmailTaken | Error::UsernameTaken | Error::ExternalIdTaken => match op {
             Op::RegisterEmail(_) => Exit::new(3, "Email already belongs to a full user"),
             _ => return unexpected(&error),
         },
-        Error::InvalidCredentials | Error::UserDisabled => match op {
+        // A user imported without a password reads like a wrong password: this seed has no
+        // other answer.
+        Error::InvalidCredentials | Error::PasswordResetRequired | Error::UserDisabled => match op {
             Op::LoginUser => Exit::new(3, "Incorrect password"),
             Op::LogoutUser => Exit::new(2, "Token not found"),
             _ => return unexpected(&error),
@@ -588,6 +593,7 @@ mod tests {
         assert_eq!(verify(Error::NoCodePending), Ok(500));
         assert_eq!(verify(Error::CodeMismatch { attempts_left: 3 }), Ok(3));
         assert_eq!(outcome(Op::LoginUser, Error::InvalidCredentials).map(|e| e.code), Ok(3));
+        assert_eq!(outcome(Op::LoginUser, Error::PasswordResetRequired).map(|e| e.code), Ok(3));
         assert_eq!(outcome(Op::LoginUser, Error::UserNotFound).map(|e| e.code), Ok(200));
         assert_eq!(outcome(Op::LogoutUser, Error::SessionRevoked).map(|e| e.code), Ok(2));
         assert_eq!(outcome(Op::Me, Error::EmailTaken).map_err(|r| r.code), Err("INTERNAL_SERVER_ERROR"));

@@ -117,7 +117,11 @@ impl From<Error> for ProjectsError {
             Error::EmailTaken | Error::UsernameTaken | Error::ExternalIdTaken => {
                 Self::new(S::CONFLICT, "email already registered")
             }
-            Error::InvalidCredentials => Self::new(S::UNAUTHORIZED, "wrong email or password"),
+            // A user imported without a password reads like a wrong password: this seed has no
+            // other answer.
+            Error::InvalidCredentials | Error::PasswordResetRequired => {
+                Self::new(S::UNAUTHORIZED, "wrong email or password")
+            }
             Error::UserDisabled => Self::new(S::UNAUTHORIZED, "account disabled"),
             Error::NotVerified => Self::new(S::UNAUTHORIZED, "email address not verified"),
             Error::InvalidToken | Error::TokenExpired | Error::SessionRevoked | Error::RefreshTokenReused => {
@@ -403,6 +407,7 @@ mod tests {
             (Error::UsernameTaken, 409),
             (Error::ExternalIdTaken, 409),
             (Error::InvalidCredentials, 401),
+            (Error::PasswordResetRequired, 401),
             (Error::UserDisabled, 401),
             (Error::NotVerified, 401),
             (Error::AlreadyVerified, 422),

@@ -322,6 +322,11 @@ impl FrameError {
 impl From<Error> for FrameError {
     /// The one mapping from core outcomes to this surface's errors; every variant is named.
     fn from(e: Error) -> Self {
+        // A user without a password reads like a wrong password: this seed has no other answer.
+        let e = match e {
+            Error::PasswordResetRequired => Error::InvalidCredentials,
+            e => e,
+        };
         let code = e.code();
         let message = match &e {
             Error::InvalidToken => "The tokens are not valid tokens of this user's session",
@@ -333,6 +338,7 @@ impl From<Error> for FrameError {
             Error::Overloaded { .. } => "The server is busy; try again shortly",
             Error::InvalidInput(_) => "Some fields are invalid",
             Error::InvalidCredentials
+            | Error::PasswordResetRequired
             | Error::EmailTaken
             | Error::UsernameTaken
             | Error::ExternalIdTaken

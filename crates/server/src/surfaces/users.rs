@@ -121,7 +121,9 @@ impl From<Error> for UsersError {
                 "EXISTING_USER",
                 "Signup Fail, User Already Exist, Please use another email",
             ),
-            Error::InvalidCredentials | Error::UserDisabled => {
+            // A user imported without a password reads like a wrong password too: this seed has
+            // no other answer.
+            Error::InvalidCredentials | Error::PasswordResetRequired | Error::UserDisabled => {
                 Self::new(S::UNAUTHORIZED, "NOT_AUTHERIZED", "Login fail: wrong email or password")
             }
             Error::NotVerified => Self::new(S::UNAUTHORIZED, "NOT_ACTIVATED_ACCOUNT", "Account is not activated"),
@@ -404,6 +406,7 @@ mod tests {
             (Error::UsernameTaken, 422, "EXISTING_USER"),
             (Error::ExternalIdTaken, 422, "EXISTING_USER"),
             (Error::InvalidCredentials, 401, "NOT_AUTHERIZED"),
+            (Error::PasswordResetRequired, 401, "NOT_AUTHERIZED"),
             (Error::UserDisabled, 401, "NOT_AUTHERIZED"),
             (Error::NotVerified, 401, "NOT_ACTIVATED_ACCOUNT"),
             (Error::AlreadyVerified, 422, "ALREADY_ACTIVATED_ACCOUNT"),

@@ -34,6 +34,9 @@ pub enum Exception {
     NotAuthorized,
     /// The password matched but the account's email is not confirmed.
     UserNotConfirmed,
+    /// The user has no password (imported from a pool, which exports none) and must reset it
+    /// with `ForgotPassword` first, as Cognito answers for a user in `RESET_REQUIRED`.
+    PasswordResetRequired,
     /// Sign-up with an address that already has an account.
     UsernameExists,
     /// A new password that breaks the password policy.
@@ -66,6 +69,7 @@ impl Exception {
         match self {
             Exception::NotAuthorized => "NotAuthorizedException",
             Exception::UserNotConfirmed => "UserNotConfirmedException",
+            Exception::PasswordResetRequired => "PasswordResetRequiredException",
             Exception::UsernameExists => "UsernameExistsException",
             Exception::InvalidPassword => "InvalidPasswordException",
             Exception::InvalidParameter => "InvalidParameterException",
@@ -152,6 +156,7 @@ impl From<Error> for CognitoError {
             }
             Error::ExternalIdTaken => Self::new(X::AliasExists, "An account with the given alias already exists."),
             Error::InvalidCredentials => Self::incorrect_credentials(),
+            Error::PasswordResetRequired => Self::new(X::PasswordResetRequired, "Password reset required for the user"),
             // Only after the password (or SRP proof) matched.
             Error::NotVerified => Self::new(X::UserNotConfirmed, "User is not confirmed."),
             Error::UserDisabled => Self::new(X::NotAuthorized, "User is disabled."),
@@ -283,6 +288,7 @@ mod tests {
             (Error::UsernameTaken, 400, X::UsernameExists),
             (Error::ExternalIdTaken, 400, X::AliasExists),
             (Error::InvalidCredentials, 400, X::NotAuthorized),
+            (Error::PasswordResetRequired, 400, X::PasswordResetRequired),
             (Error::NotVerified, 400, X::UserNotConfirmed),
             (Error::AlreadyVerified, 400, X::CodeMismatch),
             (Error::UserNotFound, 400, X::CodeMismatch),

@@ -99,6 +99,9 @@ impl From<Error> for Problem {
             Error::UsernameTaken => (S::CONFLICT, "That username is taken."),
             Error::ExternalIdTaken => (S::CONFLICT, "That external id is already registered."),
             Error::InvalidCredentials => (S::UNAUTHORIZED, "Incorrect login or password."),
+            Error::PasswordResetRequired => {
+                (S::FORBIDDEN, "This account has no password yet; reset it with a code sent by email.")
+            }
             Error::NotVerified => (S::FORBIDDEN, "The email address has not been verified yet."),
             Error::AlreadyVerified => (S::CONFLICT, "The email address is already verified."),
             Error::UserNotFound => (S::NOT_FOUND, "No such user."),
@@ -317,6 +320,7 @@ mod tests {
             (Error::UsernameTaken, 409),
             (Error::ExternalIdTaken, 409),
             (Error::InvalidCredentials, 401),
+            (Error::PasswordResetRequired, 403),
             (Error::NotVerified, 403),
             (Error::AlreadyVerified, 409),
             (Error::UserNotFound, 404),

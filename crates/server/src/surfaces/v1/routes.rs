@@ -256,7 +256,7 @@ fn token_response(
     responses(
         (status = 200, body = TokenResponse),
         (status = 401, description = "`invalid_credentials`", body = ProblemDocument, content_type = "application/problem+json"),
-        (status = 403, description = "`email_not_verified` (the password was right), `user_disabled`", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 403, description = "`email_not_verified` (the password was right), `user_disabled`, `password_reset_required` (the account has no password yet, imported without one: reset it with `/password/forgot` first)", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 422, body = ProblemDocument, content_type = "application/problem+json"),
         (status = 429, body = ProblemDocument, content_type = "application/problem+json"),
     ))]
