@@ -207,7 +207,28 @@ pub trait UserStore: Send + Sync + 'static {
     /// unverified, atomically with that check; returns false (and changes nothing) when the
     /// user is verified or gone. `Conflict(Username)` if the new username is taken.
     async fn replace_unverified_user(&self, user: &UserRecord) -> Result<bool, StoreError>;
+    /// The users of `tenant` holding any of these normalised email addresses
+    /// ([`Email::normalized`]), usernames or external ids, in one query (`latchkey import`
+    /// checks a batch of rows at once). At most [`BATCH_LIMIT`] values in each list.
+    async fn users_matching(
+        &self,
+        tenant: TenantId,
+        emails: &[String],
+        usernames: &[String],
+        external_ids: &[String],
+    ) -> Result<Vec<UserRecord>, StoreError>;
+    /// Which of `ids` (at most [`BATCH_LIMIT`]) belong to a user, of any tenant.
+    async fn existing_user_ids(&self, ids: &[UserId]) -> Result<Vec<UserId>, StoreError>;
+    /// Inserts `users` (at most [`BATCH_LIMIT`]) in one statement, skipping every one that
+    /// would break a unique rule (id, or email, username or external id in its tenant);
+    /// returns the ids inserted, in no particular order.
+    async fn insert_users(&self, users: &[UserRecord]) -> Result<Vec<UserId>, StoreError>;
 }
+
+/// The most values one batched store operation takes ([`UserStore::users_matching`],
+/// [`UserStore::existing_user_ids`], [`UserStore::insert_users`]): 1000 users of 16 columns
+/// stay under both backends' limits on bound parameters (SQLite 32,766, PostgreSQL 65,535).
+pub const BATCH_LIMIT: usize = 1000;
 
 /// One-time codes: at most one pending code per user and purpose.
 #[async_trait]

@@ -2,6 +2,8 @@
 //! password hash the other service stored, checked by [`crate::password::check_importable`];
 //! the first successful sign-in replaces that hash with Latchkey's argon2id.
 
+use std::collections::{HashMap, HashSet};
+
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -10,7 +12,7 @@ use super::Auth;
 use crate::error::{Error, Result};
 use crate::identity::{Email, ExternalId, Profile, TenantId, User, UserId, Username};
 use crate::password::check_importable;
-use crate::ports::{StoreError, UniqueKey, UserRecord};
+use crate::ports::{BATCH_LIMIT, StoreError, UniqueKey, UserRecord};
 
 /// One user of the import format (README, "Migrating"): a JSON Lines object or a CSV record
 /// with these names. Unknown fields are refused, so that a misspelt column is not silently lost.
@@ -140,64 +142,156 @@ impl ImportRow {
 }
 
 impl Auth {
-    /// Imports one user into `tenant` (or, when `dry_run`, only checks that it would be):
-    /// the row is checked ([`ImportRow::to_record`]), then stored unless a user with its email,
-    /// id, username or external id exists. An existing user never changes: a row naming it
-    /// (same email and, when the row has an id, that id; without an id, the same hash) is
-    /// [`Imported::Unchanged`], any other clash is rejected.
+    /// Imports a batch of rows (at most [`BATCH_LIMIT`]) into `tenant`, or, when `dry_run`,
+    /// only checks that they would be; one outcome per row, in order. Each row is checked
+    /// ([`ImportRow::to_record`]), then stored unless a user with its email, id, username or
+    /// external id exists, counting the rows before it in the batch as existing: the outcome
+    /// is the one importing the rows one by one would give. An existing user never changes: a
+    /// row naming it (same email, or without an email the same username, and, when the row
+    /// has an id, that id; without an id, the same hash) is [`Imported::Unchanged`], any other
+    /// clash is rejected.
+    ///
+    /// The whole batch costs three reads and one multi-row insert, whatever its size; a row
+    /// that still clashes at insert time (a user created meanwhile) is retried alone for its
+    /// reason.
     ///
     /// # Errors
-    /// [`RowRejected`] with the reason (invalid field, taken email, username, external id or
-    /// id); [`Error`] when the database fails, which should stop the import.
-    pub async fn import_user(
+    /// [`Error::InvalidInput`] for more than [`BATCH_LIMIT`] rows; [`Error::Internal`] when
+    /// the database fails, which should stop the import (earlier batches stay). Rejected rows
+    /// are outcomes, not errors: [`RowRejected`] with the reason (invalid field, taken email,
+    /// username, external id or id).
+    pub async fn import_batch(
         &self,
         tenant: TenantId,
-        row: &ImportRow,
+        rows: &[ImportRow],
         dry_run: bool,
-    ) -> Result<std::result::Result<Imported, RowRejected>> {
-        let record = match row.to_record(tenant, self.now()) {
-            Ok(record) => record,
-            Err(rejected) => return Ok(Err(rejected)),
-        };
-        let (existing, key) = match (&record.user.email, &record.user.username) {
-            (Some(email), _) => (self.0.store.user_by_email(tenant, email).await?, "email"),
-            (None, Some(name)) => (self.0.store.user_by_username(tenant, name.as_str()).await?, "username"),
+    ) -> Result<Vec<std::result::Result<Imported, RowRejected>>> {
+        if rows.len() > BATCH_LIMIT {
+            return Err(Error::invalid("rows", format!("at most {BATCH_LIMIT} rows per batch")));
+        }
+        let now = self.now();
+        let records: Vec<_> = rows.iter().map(|row| row.to_record(tenant, now)).collect();
+        let valid = || records.iter().filter_map(|r| r.as_ref().ok());
+        let emails: Vec<String> = valid().filter_map(|r| r.user.email.as_ref().map(Email::normalized)).collect();
+        let usernames: Vec<String> =
+            valid().filter_map(|r| r.user.username.as_ref().map(|u| u.as_str().to_owned())).collect();
+        let external_ids: Vec<String> =
+            valid().filter_map(|r| r.user.external_id.as_ref().map(|x| x.as_str().to_owned())).collect();
+        let ids: Vec<UserId> = valid().map(|r| r.user.id).collect();
+
+        // What exists, as the rows before each one will have left it.
+        let mut taken = Taken::default();
+        for existing in self.0.store.users_matching(tenant, &emails, &usernames, &external_ids).await? {
+            taken.add(&existing);
+        }
+        taken.ids.extend(self.0.store.existing_user_ids(&ids).await?);
+
+        let mut outcomes = Vec::with_capacity(rows.len());
+        let mut to_insert = Vec::new();
+        for (row, record) in rows.iter().zip(records) {
+            let record = match record {
+                Ok(record) => record,
+                Err(rejected) => {
+                    outcomes.push(Err(rejected));
+                    continue;
+                }
+            };
+            let outcome = taken.check(row, &record);
+            if matches!(outcome, Ok(Imported::Created(_))) {
+                taken.add(&record);
+                if !dry_run {
+                    to_insert.push(record);
+                }
+            }
+            outcomes.push(outcome);
+        }
+        if to_insert.is_empty() {
+            return Ok(outcomes);
+        }
+
+        let inserted: HashSet<UserId> = self.0.store.insert_users(&to_insert).await?.into_iter().collect();
+        for record in to_insert.iter().filter(|r| !inserted.contains(&r.user.id)) {
+            // Created by someone else since the reads: this row alone, for its reason.
+            let reason = match self.0.store.insert_user(record).await {
+                Ok(()) => continue,
+                Err(StoreError::Conflict(UniqueKey::Email)) => "email",
+                Err(StoreError::Conflict(UniqueKey::Username)) => "username",
+                Err(StoreError::Conflict(UniqueKey::ExternalId)) => "external_id",
+                Err(StoreError::Conflict(UniqueKey::Other)) => "id",
+                Err(e) => return Err(Error::from(e)),
+            };
+            let position = outcomes
+                .iter()
+                .position(|o| matches!(o, Ok(Imported::Created(id)) if *id == record.user.id))
+                .ok_or_else(|| Error::internal("an inserted row without its outcome"))?;
+            outcomes[position] = Err(RowRejected(format!("{reason}: already taken")));
+        }
+        Ok(outcomes)
+    }
+}
+
+/// The emails, usernames, external ids and ids already taken, by stored users and by the rows
+/// of the batch accepted so far.
+#[derive(Default)]
+struct Taken {
+    /// Normalised email → the user's id and hash.
+    emails: HashMap<String, (UserId, Option<String>)>,
+    /// Username → the user's id and hash.
+    usernames: HashMap<String, (UserId, Option<String>)>,
+    external_ids: HashSet<String>,
+    ids: HashSet<UserId>,
+}
+
+impl Taken {
+    fn add(&mut self, record: &UserRecord) {
+        let user = &record.user;
+        let entry = (user.id, record.password_hash.clone());
+        if let Some(email) = &user.email {
+            self.emails.insert(email.normalized(), entry.clone());
+        }
+        if let Some(name) = &user.username {
+            self.usernames.insert(name.as_str().to_owned(), entry);
+        }
+        if let Some(external) = &user.external_id {
+            self.external_ids.insert(external.as_str().to_owned());
+        }
+        self.ids.insert(user.id);
+    }
+
+    /// What importing `record` (read from `row`) does, given what is taken.
+    fn check(&self, row: &ImportRow, record: &UserRecord) -> std::result::Result<Imported, RowRejected> {
+        let user = &record.user;
+        let (existing, key) = match (&user.email, &user.username) {
+            (Some(email), _) => (self.emails.get(&email.normalized()), "email"),
+            (None, Some(name)) => (self.usernames.get(name.as_str()), "username"),
             (None, None) => (None, "email"),
         };
-        if let Some(existing) = existing {
+        if let Some((id, hash)) = existing {
             // The same account: the row names its id, or (without an id) its very hash. A user
             // who has signed in since holds an argon2id hash, so the id is what tells an
             // earlier import (or an export) of them.
             let same = match present(&row.id) {
-                Some(_) => existing.user.id == record.user.id,
-                None => existing.password_hash == record.password_hash,
+                Some(_) => *id == user.id,
+                None => *hash == record.password_hash,
             };
-            if same {
-                return Ok(Ok(Imported::Unchanged(existing.user.id)));
-            }
-            return Ok(Err(RowRejected(format!("{key}: a user with this {key} already exists"))));
+            return if same {
+                Ok(Imported::Unchanged(*id))
+            } else {
+                Err(RowRejected(format!("{key}: a user with this {key} already exists")))
+            };
         }
-        if self.0.store.user_by_id(tenant, record.user.id).await?.is_some() {
-            return Ok(Err(RowRejected("id: a user with this id already exists".into())));
+        if self.ids.contains(&user.id) {
+            return Err(RowRejected("id: a user with this id already exists".into()));
         }
-        if dry_run {
-            if let (Some(_), Some(name)) = (&record.user.email, &record.user.username)
-                && self.0.store.user_by_username(tenant, name.as_str()).await?.is_some()
-            {
-                return Ok(Err(RowRejected("username: already taken".into())));
-            }
-            return Ok(Ok(Imported::Created(record.user.id)));
+        if let (Some(_), Some(name)) = (&user.email, &user.username)
+            && self.usernames.contains_key(name.as_str())
+        {
+            return Err(RowRejected("username: already taken".into()));
         }
-        let taken = |what: &str| Ok(Err(RowRejected(format!("{what}: already taken"))));
-        match self.0.store.insert_user(&record).await {
-            Ok(()) => Ok(Ok(Imported::Created(record.user.id))),
-            Err(StoreError::Conflict(UniqueKey::Email)) => taken("email"),
-            Err(StoreError::Conflict(UniqueKey::Username)) => taken("username"),
-            Err(StoreError::Conflict(UniqueKey::ExternalId)) => taken("external_id"),
-            // The id, used by a user of another tenant.
-            Err(StoreError::Conflict(UniqueKey::Other)) => taken("id"),
-            Err(e) => Err(Error::from(e)),
+        if user.external_id.as_ref().is_some_and(|x| self.external_ids.contains(x.as_str())) {
+            return Err(RowRejected("external_id: already taken".into()));
         }
+        Ok(Imported::Created(user.id))
     }
 }
 

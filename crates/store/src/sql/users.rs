@@ -139,6 +139,80 @@ macro_rules! sql_users {
                 Ok(done.rows_affected() == 1)
             }
 
+            async fn users_matching(
+                &self,
+                tenant: TenantId,
+                emails: &[String],
+                usernames: &[String],
+                external_ids: &[String],
+            ) -> Result<Vec<UserRecord>, StoreError> {
+                let mut query =
+                    sqlx::QueryBuilder::<$db>::new(concat!("SELECT ", user_columns!(), " FROM users u WHERE u.tenant_id = "));
+                query.push_bind(tenant.0).push(" AND (FALSE");
+                for (column, values) in
+                    [("u.email_normalized", emails), ("u.username", usernames), ("u.external_id", external_ids)]
+                {
+                    if values.is_empty() {
+                        continue;
+                    }
+                    query.push(" OR ").push(column).push(" IN (");
+                    let mut list = query.separated(", ");
+                    for value in values {
+                        list.push_bind(value.as_str());
+                    }
+                    list.push_unseparated(")");
+                }
+                query.push(")");
+                let rows = query.build().fetch_all(&self.pool).await.map_err(store_err)?;
+                rows.iter().map(Self::user_from_row).collect::<Result<_, _>>().map_err(store_err)
+            }
+
+            async fn existing_user_ids(&self, ids: &[UserId]) -> Result<Vec<UserId>, StoreError> {
+                if ids.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let mut query = sqlx::QueryBuilder::<$db>::new("SELECT id FROM users WHERE id IN (");
+                let mut list = query.separated(", ");
+                for id in ids {
+                    list.push_bind(id.0);
+                }
+                list.push_unseparated(")");
+                let rows = query.build().fetch_all(&self.pool).await.map_err(store_err)?;
+                rows.iter().map(|row| row.try_get("id").map(UserId)).collect::<Result<_, _>>().map_err(store_err)
+            }
+
+            async fn insert_users(&self, users: &[UserRecord]) -> Result<Vec<UserId>, StoreError> {
+                if users.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let mut query = sqlx::QueryBuilder::<$db>::new(
+                    "INSERT INTO users (id, tenant_id, email, email_normalized, email_verified, username, external_id, \
+                     password_hash, given_name, family_name, phone_number, address, picture, disabled, created_at, updated_at) ",
+                );
+                query.push_values(users, |mut row, r| {
+                    let u = &r.user;
+                    row.push_bind(u.id.0)
+                        .push_bind(u.tenant.0)
+                        .push_bind(u.email.as_ref().map(|e| e.as_str().to_owned()))
+                        .push_bind(u.email.as_ref().map(Email::normalized))
+                        .push_bind(u.email_verified)
+                        .push_bind(u.username.as_ref().map(|n| n.as_str().to_owned()))
+                        .push_bind(u.external_id.as_ref().map(|x| x.as_str().to_owned()))
+                        .push_bind(r.password_hash.clone())
+                        .push_bind(u.profile.given_name.clone())
+                        .push_bind(u.profile.family_name.clone())
+                        .push_bind(u.profile.phone_number.clone())
+                        .push_bind(u.profile.address.clone())
+                        .push_bind(u.profile.picture.clone())
+                        .push_bind(u.disabled)
+                        .push_bind(millis(u.created_at))
+                        .push_bind(millis(u.updated_at));
+                });
+                query.push(" ON CONFLICT DO NOTHING RETURNING id");
+                let rows = query.build().fetch_all(&self.pool).await.map_err(store_err)?;
+                rows.iter().map(|row| row.try_get("id").map(UserId)).collect::<Result<_, _>>().map_err(store_err)
+            }
+
             async fn delete_user(&self, tenant: TenantId, id: UserId) -> Result<bool, StoreError> {
                 let done = sqlx::query("DELETE FROM users WHERE tenant_id = $1 AND id = $2")
                     .bind(tenant.0)
