@@ -401,8 +401,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_queue_refuses_at_once_and_abandoned_jobs_are_not_hashed() {
-        // One slow thread and room for two waiting jobs.
-        let slow = HashParams { memory_kib: 8 * 1024, iterations: 4, parallelism: 1 };
+        // One slow thread and room for two waiting jobs. Each job takes long enough (tenths of
+        // a second) that the hashing thread cannot drain the queue while the flood arrives,
+        // even on a loaded machine.
+        let slow = HashParams { memory_kib: 64 * 1024, iterations: 8, parallelism: 1 };
         let hasher = PasswordHasher::new(slow, 1, 2).expect("params");
         let pw = PresentedPassword::parse("flooding password").expect("bounded");
         let mut set = tokio::task::JoinSet::new();

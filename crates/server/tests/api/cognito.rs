@@ -260,6 +260,8 @@ async fn sign_up_refusals(backend: Backend) {
     assert_eq!(message, "An account with the given email already exists.");
     let message = app.cognito_sign_up("short@example.com", "short").await.exception("InvalidPasswordException");
     assert!(message.starts_with("Password did not conform with policy"), "{message}");
+    let message = app.cognito_sign_up("short@example.com", "iloveyou123").await.exception("InvalidPasswordException");
+    assert!(message.contains("most common passwords"), "{message}");
     app.cognito_sign_up("short@example.com", &"x".repeat(129)).await.exception("InvalidPasswordException");
     let message = app.cognito_sign_up("not-an-email", PASSWORD).await.exception("InvalidParameterException");
     assert_eq!(message, "Username should be an email.");
@@ -942,7 +944,46 @@ impl SrpClient {
     }
 }
 
+/// A user imported without a password (as every user of a Cognito pool export is): both
+/// sign-in flows answer `PasswordResetRequiredException`, as Cognito does for a user in
+/// `RESET_REQUIRED`, whatever the password; `ForgotPassword` then lets the user in. Those
+/// answers count as failed sign-ins.
+async fn imported_users_without_a_password_must_reset_it(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| c.rate_limit = true).await;
+    let tenant = latchkey_core::identity::TenantId::DEFAULT;
+    let (email, other) = ("imported@example.com", "imported-too@example.com");
+    let rows: Vec<latchkey_core::ImportRow> = [email, other]
+        .iter()
+        .map(|e| serde_json::from_value(json!({"email": e, "email_verified": true})).expect("row"))
+        .collect();
+    let imported = app.auth.import_batch(tenant, &rows, false).await.expect("import");
+    assert!(imported.iter().all(|r| matches!(r, Ok(latchkey_core::Imported::Created(_)))), "{imported:?}");
+
+    let message = app.cognito_sign_in(email, PASSWORD).await.exception("PasswordResetRequiredException");
+    assert_eq!(message, "Password reset required for the user");
+    SrpClient::new().sign_in(&app, email, PASSWORD).await.exception("PasswordResetRequiredException");
+    // Unknown users still read as wrong passwords.
+    assert_eq!(
+        app.cognito_sign_in("nobody@example.com", PASSWORD).await.exception("NotAuthorizedException"),
+        INCORRECT
+    );
+
+    app.idp("ForgotPassword", json!({"ClientId": CLIENT, "Username": email})).await.ok();
+    let code = app.mail.next_mail(email).await.code();
+    let confirm = json!({"ClientId": CLIENT, "Username": email, "ConfirmationCode": code, "Password": PASSWORD});
+    assert_eq!(app.idp("ConfirmForgotPassword", confirm).await.ok(), json!({}));
+    app.cognito_tokens(email, PASSWORD).await;
+    Tokens::from(&SrpClient::new().sign_in(&app, email, PASSWORD).await.ok());
+
+    // Ten answers, then the account's failure limit, as for wrong passwords.
+    for _ in 0..10 {
+        app.cognito_sign_in(other, PASSWORD).await.exception("PasswordResetRequiredException");
+    }
+    app.cognito_sign_in(other, PASSWORD).await.exception("LimitExceededException");
+}
+
 on_both_backends!(
+    imported_users_without_a_password_must_reset_it,
     srp_signs_in_with_a_single_use_challenge,
     srp_verifiers_follow_every_password_change,
     srp_wrong_proofs_count_as_failed_sign_ins,

@@ -123,6 +123,9 @@ async fn the_seed_flow_from_registration_to_logout(backend: Backend) {
 
     let short = verify_code(&app, email, &code, "short").await;
     assert_eq!((exit(&short), &short["token"]), (4, &Value::Null), "{short}");
+    let common = verify_code(&app, email, &code, "password123").await;
+    assert_eq!((exit(&common), &common["token"]), (4, &Value::Null), "{common}");
+    assert!(common["msg"].as_str().is_some_and(|m| m.contains("most common")), "{common}");
     let incorrect = verify_code(&app, email, wrong(&code), PASSWORD).await;
     assert_eq!((exit(&incorrect), &incorrect["token"]), (3, &Value::Null));
     let verified = verify_code(&app, email, &code, PASSWORD).await;

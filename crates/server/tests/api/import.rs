@@ -179,8 +179,14 @@ async fn import_reports_bad_rows_keeps_existing_accounts_and_is_idempotent(backe
         let stored = app.stored_password_hash(&email).await.expect("hash");
         assert!(stored.starts_with("$argon2id$"), "{stored}");
     }
-    // Without a hash, only a password reset lets the user in.
-    assert_eq!(app.v1_sign_in("nohash@example.com", PASSWORD).await.status, 401);
+    // Without a hash, only a password reset lets the user in; `v1` says so.
+    let nohash = app.v1_sign_in("nohash@example.com", PASSWORD).await;
+    assert_eq!(
+        (nohash.status, nohash.body["code"].as_str()),
+        (403, Some("password_reset_required")),
+        "{}",
+        nohash.body
+    );
     app.stop().await;
 }
 
@@ -384,8 +390,14 @@ async fn cognito_list_users_output_imports_with_sub_as_id(backend: Backend) {
     assert_eq!(user("ben@example.com")["disabled"], true);
     assert_eq!(user("cy@example.com")["created_at"], "2021-02-18T12:31:48.282Z");
 
-    // No password: a sign-in fails until a reset sets one.
-    assert_eq!(app.v1_sign_in("ana@example.com", PASSWORD).await.status, 401);
+    // No password: a sign-in is told to reset it, until a reset sets one.
+    let before = app.v1_sign_in("ana@example.com", PASSWORD).await;
+    assert_eq!(
+        (before.status, before.body["code"].as_str()),
+        (403, Some("password_reset_required")),
+        "{}",
+        before.body
+    );
     assert_eq!(app.v1_forgot_password("ana@example.com").await.status, 202);
     let code = app.mail.next_mail("ana@example.com").await.code();
     let reset = app.v1_reset_password("ana@example.com", code, PASSWORD).await;
@@ -397,7 +409,103 @@ async fn cognito_list_users_output_imports_with_sub_as_id(backend: Backend) {
     app.stop().await;
 }
 
+/// A verified user imported without a hash: `v1` answers `password_reset_required` (its wire
+/// contract has it), the seed surfaces their wrong-password answer, byte for byte the one a
+/// wrong password of an existing user gets; a reset lets the user in everywhere.
+async fn users_without_a_hash_are_told_to_reset_only_where_the_wire_contract_says_so(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (email, password) = ("hashless@example.com", "k7#mq2vz-Tern-81");
+    app.v1_verified_user("has-one@example.com").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("users.jsonl");
+    std::fs::write(&path, json!({"email": email, "email_verified": true}).to_string()).expect("write");
+    let out = app.latchkey_cli(&["import", path.to_str().expect("utf-8 path")]);
+    assert!(out.status.success(), "{:?}", texts(&out));
+
+    let v1 = app.v1_sign_in(email, password).await;
+    assert_eq!(v1.status, 403, "{}", v1.body);
+    assert_eq!(v1.body["code"], "password_reset_required");
+    assert_eq!(v1.header("content-type"), Some("application/problem+json"));
+    // `users`, `projects` and `graphql` read as a wrong password of an existing user does.
+    let wrong = app.signin("has-one@example.com", password).await;
+    let users = app.signin(email, password).await;
+    assert_eq!((users.status, &users.body), (401, &wrong.body));
+    assert_eq!(users.body["errorType"], "NOT_AUTHERIZED");
+    let wrong = app.projects_login("has-one@example.com", password).await;
+    let projects = app.projects_login(email, password).await;
+    assert_eq!((projects.status, &projects.body), (401, &wrong.body));
+    let app = &app;
+    let login = |who: &str| {
+        let document =
+            format!("mutation {{ loginUser(email: \"{who}\", password: \"{password}\") {{ exitcode msg }} }}");
+        let body = json!({ "query": document });
+        async move { app.send_json(reqwest::Method::POST, "/graphql", &body).await }
+    };
+    let (wrong, graphql) = (login("has-one@example.com").await, login(email).await);
+    assert_eq!(graphql.body["data"]["loginUser"], wrong.body["data"]["loginUser"], "{}", graphql.body);
+    assert_eq!(graphql.body["data"]["loginUser"]["exitcode"], 3);
+
+    // A reset sets the password; then every surface signs in.
+    assert_eq!(app.v1_forgot_password(email).await.status, 202);
+    let code = app.mail.next_mail(email).await.code();
+    assert_eq!(app.v1_reset_password(email, code, password).await.status, 204);
+    assert_eq!(app.v1_sign_in(email, password).await.status, 200);
+    assert_eq!(app.signin(email, password).await.status, 200);
+    assert!(app.stored_password_hash(email).await.is_some_and(|h| h.starts_with("$argon2id$")));
+}
+
+/// More rows than one batch holds, with clashes inside a batch and across batches: the
+/// outcome and the report are those of importing the rows one by one, in order.
+async fn batches_import_like_rows_one_by_one(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    app.v1_verified_user("already@example.com").await;
+    let hash = "$2b$04$EGdrhbKUv8Oc9vGiXX0HQOxSg445d458Muh7DAHskb6QbtCvdxcie";
+    let mut lines: Vec<Value> = (0..1203)
+        .map(|i| {
+            json!({"email": format!("bulk{i}@example.com"), "email_verified": true, "password_hash": hash,
+                        "username": format!("bulk-{i}"), "external_id": format!("E{i}")})
+        })
+        .collect();
+    // Clashes (line = index + 1): within the first batch, across batches, and with a stored user.
+    lines[9] = json!({"email": "BULK3@example.com", "password_hash": hash}); // same email and hash as line 4
+    lines[19] = json!({"email": "other19@example.com", "username": "bulk-5"}); // username of line 6
+    lines[699] = json!({"email": "other699@example.com", "username": "bulk-1"}); // across batches
+    lines[1099] = json!({"email": "other1099@example.com", "external_id": "E2"}); // across batches
+    lines[1100] = json!({"email": "already@example.com"}); // a stored user, another hash
+    lines[1101] = json!({"email": "bulk1102@example.com", "email_verified": true, "password_hash": hash,
+                         "username": "bulk-1102", "external_id": "E1102"}); // line 1103 repeats it
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bulk.jsonl");
+    let text: Vec<String> = lines.iter().map(Value::to_string).collect();
+    std::fs::write(&path, text.join("\n")).expect("write");
+    let path = path.to_str().expect("utf-8 path");
+
+    let out = app.latchkey_cli(&["import", path]);
+    let (stdout, stderr) = texts(&out);
+    let expected = [
+        "line 20: username: already taken",
+        "line 700: username: already taken",
+        "line 1100: external_id: already taken",
+        "line 1101: email: a user with this email already exists",
+    ];
+    assert_eq!(stdout.trim(), "imported 1197, unchanged 2, failed 4", "{stderr}");
+    let reported: Vec<&str> = stderr.lines().filter(|l| l.starts_with("line ")).collect();
+    assert_eq!(reported, expected);
+    assert_eq!(app.count("SELECT COUNT(*) FROM users WHERE email LIKE $1", "bulk%").await, 1197);
+    assert_eq!(app.count("SELECT COUNT(*) FROM users WHERE username = $1", "bulk-5").await, 1);
+
+    // Again: nothing changes, the same rows fail.
+    let again = app.latchkey_cli(&["import", path]);
+    let (stdout, stderr) = texts(&again);
+    assert_eq!(stdout.trim(), "imported 0, unchanged 1199, failed 4", "{stderr}");
+    assert_eq!(stderr.lines().filter(|l| l.starts_with("line ")).collect::<Vec<_>>(), expected);
+    assert_eq!(app.count("SELECT COUNT(*) FROM users WHERE email LIKE $1", "bulk%").await, 1197);
+    app.stop().await;
+}
+
 on_both_backends!(
+    users_without_a_hash_are_told_to_reset_only_where_the_wire_contract_says_so,
+    batches_import_like_rows_one_by_one,
     imported_hashes_sign_in_on_v1_and_users_and_are_upgraded_once,
     a_stored_hash_of_absurd_cost_is_a_wrong_password,
     import_reports_bad_rows_keeps_existing_accounts_and_is_idempotent,

@@ -100,6 +100,8 @@ async fn every_error_row(backend: Backend) {
     assert_error(&app.projects_signup("OWNER@example.com", "another password").await, 409);
     assert_error(&app.projects_signup("not-an-email", PASSWORD).await, 422);
     assert_error(&app.projects_signup("short@example.com", "verte").await, 422);
+    assert_error(&app.projects_signup("common@example.com", "iloveyou123").await, 422);
+    assert_eq!(app.count("SELECT COUNT(*) FROM users WHERE email = $1", "common@example.com").await, 0);
     assert_error(
         &app.send_json(Method::POST, "/projects/api/users/signup", &json!({"email": "x@example.com"})).await,
         422,

@@ -64,6 +64,20 @@ async fn signup_reports_every_invalid_field(backend: Backend) {
     assert_eq!(app.count("SELECT COUNT(*) FROM users WHERE address = $1", "x").await, 0);
     assert_eq!(app.mail.unread("not-an-email"), 0);
 
+    // One of the most common passwords is refused, with a message saying so.
+    let mut body = users_signup_body("common@example.com");
+    body["password"] = json!("password123");
+    let rejected = app.signup(&body).await;
+    assert_eq!(rejected.status, 422);
+    assert_error(&rejected.body, "INPUT_VALIDATION_ERROR");
+    assert_eq!(rejected.body["errors"][0]["field"], "password");
+    assert!(
+        rejected.body["errors"][0]["message"].as_str().is_some_and(|m| m.contains("most common")),
+        "{}",
+        rejected.body
+    );
+    assert_eq!(app.count("SELECT COUNT(*) FROM users WHERE email = $1", "common@example.com").await, 0);
+
     // Too long a password is rejected, never truncated.
     let mut body = users_signup_body("long@example.com");
     body["password"] = json!("x".repeat(129));

@@ -92,6 +92,11 @@ async fn sign_up_does_not_reveal_registered_addresses(backend: Backend) {
     let fields: Vec<&str> =
         invalid.body["errors"].as_array().expect("errors").iter().filter_map(|e| e["field"].as_str()).collect();
     assert_eq!(fields, ["email", "password"]);
+    let common = app.v1_signup(&json!({"email": "common@example.com", "password": "qwertyuiop"})).await;
+    assert_problem(&common.body, 422, "invalid_input");
+    assert_eq!(common.body["errors"][0]["field"], "password");
+    assert!(common.body["errors"][0]["message"].as_str().is_some_and(|m| m.contains("most common")), "{}", common.body);
+    assert_eq!(app.count("SELECT COUNT(*) FROM users WHERE email = $1", "common@example.com").await, 0);
 }
 
 async fn refresh_rotates_and_reuse_revokes_the_session(backend: Backend) {
@@ -204,6 +209,8 @@ async fn password_reset_revokes_every_session(backend: Backend) {
     let too_short = app.v1_reset_password("amy@example.com", &code, "short").await;
     assert_eq!(too_short.status, 422);
     assert_eq!(too_short.body["errors"][0]["field"], "new_password");
+    let common = app.v1_reset_password("amy@example.com", &code, "12345678").await;
+    assert_eq!((common.status, &common.body["errors"][0]["field"]), (422, &json!("new_password")), "{}", common.body);
     let reset = app.v1_reset_password("amy@example.com", &code, "a brand new passphrase").await;
     assert_eq!(reset.status, 204, "{}", reset.body);
     assert_eq!(app.v1_me(&before.access).await.status, 401, "every session ended");
