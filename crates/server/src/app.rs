@@ -13,8 +13,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::header::{
+    ACCEPT, AUTHORIZATION, CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, REFERRER_POLICY, RETRY_AFTER,
+    STRICT_TRANSPORT_SECURITY, WWW_AUTHENTICATE, X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
+};
+use axum::http::{HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -30,16 +33,18 @@ use latchkey_store::{Backend, Database, Options, PgRevocationBus};
 use metrics_exporter_prometheus::PrometheusHandle;
 use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use tracing::Span;
 use utoipa::openapi::{InfoBuilder, OpenApi, OpenApiBuilder};
-use utoipa_scalar::Servable as _;
+use utoipa_swagger_ui::SwaggerUi;
 
 use crate::config::{Config, ConfigError};
 use crate::context::{Shutdown, Surface, SurfaceContext};
-use crate::http::{ClientAddressPolicy, CookiePolicy, MAX_BODY_BYTES};
+use crate::http::origin::{API_CSP, PAGE_CSP, hsts};
+use crate::http::{ClientAddressPolicy, CookiePolicy, MAX_BODY_BYTES, OriginPolicy};
 use crate::mail::ServerMailer;
 use crate::problem::Problem;
 use crate::ratelimit::RedisRateLimiter;
@@ -128,6 +133,7 @@ impl Application {
             auth: auth.clone(),
             cookies: CookiePolicy { secure: public_url.starts_with("https://") },
             clients: ClientAddressPolicy { trust_forwarded_for: config.trust_forwarded_for },
+            origins: OriginPolicy::new(&config.allowed_origins, &public_url, config.trust_forwarded_for),
             public_url: public_url.clone().into(),
             settings: config.surface_settings.clone(),
             shutdown: Shutdown::new(shutdown.subscribe()),
@@ -441,9 +447,18 @@ fn router(
     };
     let mut app = Router::new();
     let mut openapi: Option<OpenApi> = None;
+    let cors = cors(&context.origins);
     for surface in selected {
         let mounted = (surface.mount)(context).with_context(|| format!("mounting the {} surface", surface.name))?;
-        app = app.merge(mounted.router);
+        app = app.merge(match &cors {
+            // `cognito` answers its own CORS, as API.md lists it (any origin, no cookies).
+            // The 405 fallback is set before the layer so that preflights (`OPTIONS`) of routes
+            // without an `OPTIONS` handler reach it too.
+            Some(cors) if surface.name != "cognito" => {
+                mounted.router.method_not_allowed_fallback(method_not_allowed).layer(cors.clone())
+            }
+            _ => mounted.router,
+        });
         openapi = match (openapi, mounted.openapi) {
             (Some(mut doc), Some(part)) => {
                 doc.merge(part);
@@ -468,16 +483,35 @@ fn router(
             get(move || async move { ([(CONTENT_TYPE, "application/json")], openapi_json.to_string()) }),
         )
         .with_state(state);
+    // Swagger UI, its files embedded in the binary (utoipa-swagger-ui `vendored`), reading the
+    // document above; no validator badge (it would load from validator.swagger.io).
+    let docs: Router = Router::from(
+        SwaggerUi::new("/docs").config(utoipa_swagger_ui::Config::from("/openapi.json").validator_url("none")),
+    )
+    .layer(SetResponseHeaderLayer::overriding(CONTENT_SECURITY_POLICY, HeaderValue::from_static(PAGE_CSP)));
+    let hsts_policy = context.origins.clone();
     let app = app
         .merge(always_on)
-        .merge(utoipa_scalar::Scalar::with_url("/docs", openapi))
+        .merge(docs)
         .fallback(not_found)
-        .method_not_allowed_fallback(|| async {
-            Problem::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "This route does not take that method.")
-        })
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(record_metrics))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(SetResponseHeaderLayer::if_not_present(CACHE_CONTROL, HeaderValue::from_static("no-store")))
+        .layer(SetResponseHeaderLayer::if_not_present(CONTENT_SECURITY_POLICY, HeaderValue::from_static(API_CSP)))
+        .layer(SetResponseHeaderLayer::overriding(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
+        .layer(SetResponseHeaderLayer::overriding(REFERRER_POLICY, HeaderValue::from_static("no-referrer")))
+        .layer(SetResponseHeaderLayer::overriding(X_FRAME_OPTIONS, HeaderValue::from_static("DENY")))
+        .layer(middleware::from_fn(move |req: Request, next: Next| {
+            let hsts = hsts(&hsts_policy, req.headers());
+            async move {
+                let mut response = next.run(req).await;
+                if let Some(value) = hsts {
+                    response.headers_mut().insert(STRICT_TRANSPORT_SECURITY, value);
+                }
+                response
+            }
+        }))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, Duration::from_secs(30)))
         .layer(
             TraceLayer::new_for_http()
@@ -503,6 +537,25 @@ fn router(
     Ok((app, selected.iter().map(|s| s.name).collect()))
 }
 
+/// CORS (tower-http) for `LATCHKEY_ALLOWED_ORIGINS`: those origins, and no other, may read
+/// answers and send credentials (`Access-Control-Allow-Credentials: true`); `None` when no
+/// origin is allowed, so that no CORS header is ever sent.
+fn cors(origins: &OriginPolicy) -> Option<CorsLayer> {
+    if origins.allowed.is_empty() {
+        return None;
+    }
+    let allowed: Vec<HeaderValue> = origins.allowed.iter().filter_map(|o| HeaderValue::from_str(o).ok()).collect();
+    Some(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(allowed))
+            .allow_credentials(true)
+            .allow_methods([Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE])
+            .allow_headers([AUTHORIZATION, CONTENT_TYPE, ACCEPT])
+            .expose_headers([RETRY_AFTER, WWW_AUTHENTICATE])
+            .max_age(Duration::from_secs(600)),
+    )
+}
+
 /// Counts requests and observes latency per method, matched route and status.
 async fn record_metrics(req: Request, next: Next) -> Response {
     let route = req.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
@@ -514,6 +567,12 @@ async fn record_metrics(req: Request, next: Next) -> Response {
     metrics::counter!("latchkey_http_requests_total", &labels).increment(1);
     metrics::histogram!("latchkey_http_request_duration_seconds", &labels).record(start.elapsed().as_secs_f64());
     response
+}
+
+/// Known routes asked with a method they do not take, outside surfaces with their own answer:
+/// 405 as RFC 9457 problem+json.
+async fn method_not_allowed() -> Problem {
+    Problem::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "This route does not take that method.")
 }
 
 /// Unknown routes outside every surface: 404 as RFC 9457 problem+json.

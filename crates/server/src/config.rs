@@ -170,6 +170,12 @@ pub const KEYS: &[Key] = &[
         },
     },
     Key {
+        env: "LATCHKEY_ALLOWED_ORIGINS",
+        help: "Comma-separated origins (https://app.example.com) of other sites' pages that may call the API with the user's cookies (CORS with credentials)",
+        when_unset: "(none: same origin only)",
+        render: |c| (!c.allowed_origins.is_empty()).then(|| c.allowed_origins.join(",")),
+    },
+    Key {
         env: "LATCHKEY_REQUIRE_EMAIL_VERIFICATION",
         help: "Whether the default tenant requires a verified email to sign in",
         when_unset: "",
@@ -501,6 +507,11 @@ pub struct Config {
     /// `/metrics`.
     #[serde(deserialize_with = "networks")]
     pub metrics_allow: Vec<ipnet::IpNet>,
+    /// `LATCHKEY_ALLOWED_ORIGINS`: origins (`scheme://host[:port]`, lower case, without the
+    /// scheme's default port) whose pages may send cookie-authenticated requests and read the
+    /// answers (CORS with credentials); empty: the server's own origin only.
+    #[serde(deserialize_with = "origins")]
+    pub allowed_origins: Vec<String>,
     /// `LATCHKEY_REQUIRE_EMAIL_VERIFICATION`.
     #[serde(deserialize_with = "de::boolean")]
     pub require_email_verification: bool,
@@ -556,6 +567,7 @@ impl Default for Config {
             user_pool_id: None,
             srp: true,
             metrics_allow: Vec::new(),
+            allowed_origins: Vec::new(),
             require_email_verification: true,
             jwt_alg: SigningAlgorithm::EdDSA,
             surfaces: SurfaceSelection::All,
@@ -629,6 +641,56 @@ fn networks<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<ipnet::IpNet>,
             )
         })
         .collect()
+}
+
+fn origins<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    de::list(d)?.iter().map(|item| origin(item).map_err(serde::de::Error::custom)).collect()
+}
+
+/// A web origin as browsers send it in `Origin` (RFC 6454 section 6.1): `http` or `https`, a
+/// host, an optional port, nothing else; lower-cased, the scheme's default port dropped.
+fn origin(item: &str) -> Result<String, String> {
+    let refuse = || format!("{item:?} is not an origin like https://app.example.com (scheme://host[:port], no path)");
+    let lower = item.trim().to_ascii_lowercase();
+    let (scheme, authority) = lower.split_once("://").ok_or_else(refuse)?;
+    if !matches!(scheme, "http" | "https") {
+        return Err(refuse());
+    }
+    let (host, port) = match authority.strip_prefix('[') {
+        // An IPv6 literal: `[::1]` or `[::1]:8443`.
+        Some(rest) => {
+            let (inside, after) = rest.split_once(']').ok_or_else(refuse)?;
+            if inside.is_empty() || !inside.bytes().all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.') {
+                return Err(refuse());
+            }
+            (
+                &authority[..inside.len() + 2],
+                if after.is_empty() { None } else { Some(after.strip_prefix(':').ok_or_else(refuse)?) },
+            )
+        }
+        None => {
+            let (host, port) = match authority.split_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (authority, None),
+            };
+            let name_ok = !host.is_empty()
+                && host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+                && !host.starts_with('.')
+                && !host.ends_with('.');
+            if !name_ok {
+                return Err(refuse());
+            }
+            (host, port)
+        }
+    };
+    if port.is_some_and(|p| p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) || p.parse::<u16>().is_err()) {
+        return Err(refuse());
+    }
+    let default = if scheme == "https" { "443" } else { "80" };
+    Ok(match port {
+        Some(p) if p != default => format!("{scheme}://{host}:{p}"),
+        _ => format!("{scheme}://{host}"),
+    })
 }
 
 fn database_url<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SecretUrl, D::Error> {
@@ -1206,6 +1268,23 @@ mod tests {
     }
 
     #[test]
+    fn allowed_origins_are_exact_origins_normalised_as_browsers_send_them() {
+        let (c, _) = Config::from_map(&map(&[(
+            "allowed_origins",
+            "https://App.Example.com, http://localhost:3000,https://admin.example.com:443, http://[::1]:8080",
+        )]))
+        .expect("origins");
+        assert_eq!(
+            c.allowed_origins,
+            ["https://app.example.com", "http://localhost:3000", "https://admin.example.com", "http://[::1]:8080"]
+        );
+        let (c, _) = Config::from_map(&map(&[])).expect("default");
+        assert!(c.allowed_origins.is_empty(), "none unless configured");
+        let e = Config::from_map(&map(&[("allowed_origins", "https://app.example.com/")])).expect_err("path");
+        assert!(e.to_string().contains("no path"), "{e}");
+    }
+
+    #[test]
     fn a_bad_value_names_its_key_in_one_line() {
         for (key, value, env) in [
             ("code_ttl", "ten minutes", "LATCHKEY_CODE_TTL"),
@@ -1232,6 +1311,15 @@ mod tests {
             ("unverified_account_ttl", "1000d", "LATCHKEY_UNVERIFIED_ACCOUNT_TTL"),
             ("hash_queue", "0", "LATCHKEY_HASH_QUEUE"),
             ("metrics_allow", "10.0.0.0/33", "LATCHKEY_METRICS_ALLOW"),
+            ("allowed_origins", "https://app.example.com/", "LATCHKEY_ALLOWED_ORIGINS"),
+            ("allowed_origins", "https://app.example.com/path", "LATCHKEY_ALLOWED_ORIGINS"),
+            ("allowed_origins", "app.example.com", "LATCHKEY_ALLOWED_ORIGINS"),
+            ("allowed_origins", "ftp://app.example.com", "LATCHKEY_ALLOWED_ORIGINS"),
+            ("allowed_origins", "https://app.example.com:99999", "LATCHKEY_ALLOWED_ORIGINS"),
+            ("allowed_origins", "https://user@app.example.com", "LATCHKEY_ALLOWED_ORIGINS"),
+            ("allowed_origins", "https://*.example.com", "LATCHKEY_ALLOWED_ORIGINS"),
+            ("allowed_origins", "*", "LATCHKEY_ALLOWED_ORIGINS"),
+            ("allowed_origins", "https://app.example.com?x=1", "LATCHKEY_ALLOWED_ORIGINS"),
             ("region", "EU West", "LATCHKEY_REGION"),
             ("user_pool_id", "latchkey", "LATCHKEY_USER_POOL_ID"),
             ("user_pool_id", "eu-1_pool-name", "LATCHKEY_USER_POOL_ID"),

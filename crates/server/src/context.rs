@@ -12,7 +12,7 @@ use axum::extract::FromRef;
 use latchkey_core::Auth;
 
 use crate::config::SurfaceSettings;
-use crate::http::{ClientAddressPolicy, CookiePolicy};
+use crate::http::{ClientAddressPolicy, CookiePolicy, OriginPolicy};
 
 /// Everything a surface may use.
 #[derive(Clone)]
@@ -23,6 +23,9 @@ pub struct SurfaceContext {
     pub cookies: CookiePolicy,
     /// Where client addresses come from.
     pub clients: ClientAddressPolicy,
+    /// Which origins cookie-authenticated requests may come from: the surface guards its
+    /// cookie routes with it ([`crate::http::OriginGuard`]).
+    pub origins: OriginPolicy,
     /// The external base URL, without a trailing slash (the token issuer).
     pub public_url: Arc<str>,
     /// The configuration keys no core setting claims: a surface extracts its own typed
@@ -68,6 +71,12 @@ impl FromRef<SurfaceContext> for CookiePolicy {
 impl FromRef<SurfaceContext> for ClientAddressPolicy {
     fn from_ref(ctx: &SurfaceContext) -> Self {
         ctx.clients
+    }
+}
+
+impl FromRef<SurfaceContext> for OriginPolicy {
+    fn from_ref(ctx: &SurfaceContext) -> Self {
+        ctx.origins.clone()
     }
 }
 

@@ -10,6 +10,9 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+/// The code (and `type` suffix) of [`Problem::cross_origin`].
+pub const CROSS_ORIGIN: &str = "cross_origin";
+
 /// One invalid field of a request.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct InvalidField {
@@ -90,6 +93,18 @@ impl Problem {
         self
     }
 
+    /// `403 cross_origin`: a cookie-authenticated request that another site's page sent (its
+    /// `Origin` or `Sec-Fetch-Site` says so; see [`crate::http::origin`]). Refused before the
+    /// route runs, so nothing changed; the same request from the site itself, from an origin in
+    /// `LATCHKEY_ALLOWED_ORIGINS` or with a bearer token is accepted.
+    pub fn cross_origin() -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            CROSS_ORIGIN,
+            "Cross-origin request refused: this request carries the session cookie but comes from another site.",
+        )
+    }
+
     /// The document, for inspection.
     pub fn document(&self) -> &ProblemDocument {
         &self.0
@@ -146,5 +161,14 @@ mod tests {
         assert_eq!(doc["status"], 404);
         assert_eq!(doc["code"], "not_found");
         assert!(doc.get("errors").is_none() && doc.get("attempts_left").is_none());
+    }
+
+    #[test]
+    fn cross_origin_is_a_403_with_its_own_type() {
+        let problem = Problem::cross_origin();
+        let doc = serde_json::to_value(problem.document()).expect("json");
+        assert_eq!(doc["type"], "urn:latchkey:problem:cross_origin");
+        assert_eq!((doc["status"].as_u64(), doc["code"].as_str()), (Some(403), Some("cross_origin")));
+        assert!(problem.into_response().headers().get(WWW_AUTHENTICATE).is_none());
     }
 }

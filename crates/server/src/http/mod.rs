@@ -8,13 +8,17 @@
 //!   into domain types.
 //! - [`cookies`]: cookie attributes, reading cookies, and the credential lookup order.
 //! - [`client`]: the client's address and user agent.
+//! - [`origin`]: the refusal of cross-site cookie-authenticated requests (CSRF), switched on
+//!   per route, and the request's own scheme.
 
 pub mod body;
 pub mod client;
 pub mod cookies;
 pub mod input;
+pub mod origin;
 
 pub use body::{BodyError, MAX_BODY_BYTES, read_json};
 pub use client::{Client, ClientAddressPolicy};
 pub use cookies::{CookiePolicy, credential};
 pub use input::{Checked, CodeInput, FieldProblem, Lenient, Validator};
+pub use origin::{Methods, OriginGuard, OriginPolicy};

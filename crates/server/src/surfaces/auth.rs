@@ -35,7 +35,8 @@ use time::macros::format_description;
 use crate::context::{Mounted, SurfaceContext};
 use crate::http::cookies::cookie;
 use crate::http::{
-    BodyError, Client, ClientAddressPolicy, CookiePolicy, FieldProblem, Lenient, Validator, credential, read_json,
+    BodyError, Client, ClientAddressPolicy, CookiePolicy, FieldProblem, Lenient, Methods, OriginGuard, Validator,
+    credential, origin, read_json,
 };
 
 /// The surface's mount prefix.
@@ -73,11 +74,20 @@ struct AuthState {
 /// None; the signature is the surface contract's.
 pub fn mount(ctx: &SurfaceContext) -> anyhow::Result<Mounted> {
     let state = AuthState { auth: ctx.auth.clone(), cookies: ctx.cookies, clients: ctx.clients };
+    // Sign-out (a GET, as the seed has it) and refresh act on the session cookies: same-origin
+    // (or an allowed origin) only, whatever the method.
+    let guard = OriginGuard::new(
+        ctx.origins.clone(),
+        &[ACCESS_COOKIE, REFRESH_COOKIE, ID_REFRESH_COOKIE],
+        Methods::All,
+        cross_origin,
+    );
+    let guarded = || axum::middleware::from_fn_with_state(guard.clone(), origin::check);
     let routes = Router::new()
         .route("/signup", post(signup))
         .route("/signin", post(signin))
-        .route("/signout", get(signout))
-        .route("/session/refresh", post(refresh))
+        .route("/signout", get(signout).layer(guarded()))
+        .route("/session/refresh", post(refresh).layer(guarded()))
         .route("/user", get(current_user))
         .fallback(not_found)
         .method_not_allowed_fallback(|| async {
@@ -87,6 +97,14 @@ pub fn mount(ctx: &SurfaceContext) -> anyhow::Result<Mounted> {
     // `/auth/` is not reached by the nested fallback; it is an unknown route of this surface too.
     let router = Router::new().nest(PREFIX, routes).route(&format!("{PREFIX}/"), any(not_found));
     Ok(Mounted::routes(router))
+}
+
+/// A cookie-authenticated request from another site's page (see [`crate::http::origin`]):
+/// `403 V1001`. The seed has no code for it; V1001 ("the request is not understood", i.e. not
+/// accepted as sent) is the closest, and unlike V1008 it does not tell the client that its
+/// session is gone (it is not: nothing is revoked).
+fn cross_origin() -> Response {
+    AuthError::bad_request(StatusCode::FORBIDDEN, "Cross-origin request refused").into_response()
 }
 
 /// Unknown routes under `/auth`: `404 V1001`.

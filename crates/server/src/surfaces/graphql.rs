@@ -1,5 +1,7 @@
 //! The `graphql` surface: `POST /graphql`, seed `003_1fe24f0756f9cc04.txt` as pinned down by
-//! API.md `graphql`; `GET /graphql` serves GraphiQL.
+//! API.md `graphql`; `GET /graphql` serves GraphiQL, from files embedded in the binary
+//! (`crates/server/assets/graphiql/`, served under `/graphql/assets/`), so the page loads
+//! nothing from another origin.
 //!
 //! The seed's six mutations (`registerEmail`, `requestNewCode`, `isCodeValid`, `verifyCode`,
 //! `loginUser`, `logoutUser`) answer `{exitcode, msg}` (plus `token` or `isvalid`) with the
@@ -23,8 +25,8 @@ use async_graphql::{
     Schema, SchemaBuilder, SimpleObject, Variables,
 };
 use async_graphql_axum::GraphQLResponse;
-use axum::extract::{FromRef, Request, State};
-use axum::http::header::{ACCEPT, CONTENT_TYPE, RETRY_AFTER};
+use axum::extract::{FromRef, Path, Request, State};
+use axum::http::header::{ACCEPT, CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, RETRY_AFTER};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
@@ -36,6 +38,7 @@ use latchkey_core::{Auth, Delivery, Error, Registration, RegistrationStep};
 use serde::Deserialize;
 
 use crate::context::{Mounted, SurfaceContext};
+use crate::http::origin::PAGE_CSP;
 use crate::http::{BodyError, Client, ClientAddressPolicy, read_json};
 
 /// The audience (`aud`) of the tokens this surface issues and accepts.
@@ -66,16 +69,64 @@ fn schema_builder() -> SchemaBuilder<Query, Mutation, EmptySubscription> {
     Schema::build(Query, Mutation, EmptySubscription).limit_depth(MAX_DEPTH).limit_complexity(MAX_COMPLEXITY)
 }
 
-/// `POST /graphql` (GraphQL requests) and `GET /graphql` (GraphiQL).
+/// `POST /graphql` (GraphQL requests), `GET /graphql` (GraphiQL) and `GET
+/// /graphql/assets/{file}` (GraphiQL's scripts and styles).
 pub fn mount(ctx: &SurfaceContext) -> anyhow::Result<Mounted> {
     let state = GraphqlState { schema: schema_builder().data(ctx.auth.clone()).finish(), clients: ctx.clients };
-    Ok(Mounted::routes(Router::new().route(PATH, get(graphiql).post(execute)).with_state(state)))
+    Ok(Mounted::routes(
+        Router::new()
+            .route(PATH, get(graphiql).post(execute))
+            .route(&format!("{PATH}/assets/{{file}}"), get(asset))
+            .with_state(state),
+    ))
 }
 
-/// `GET /graphql`: the GraphiQL IDE, pointed at this endpoint. async-graphql's page loads
-/// GraphiQL and React from unpkg.com.
-async fn graphiql() -> Html<String> {
-    Html(async_graphql::http::GraphiQLSource::build().endpoint(PATH).title("Latchkey GraphQL").finish())
+/// The GraphiQL page and its files, embedded at build time: `(name, content type, bytes)`.
+/// Versions and origin are in `assets/graphiql/README.md`.
+const ASSETS: &[(&str, &str, &[u8])] = &[
+    ("graphiql.min.js", "text/javascript; charset=utf-8", include_bytes!("../../assets/graphiql/graphiql.min.js")),
+    ("graphiql.min.css", "text/css; charset=utf-8", include_bytes!("../../assets/graphiql/graphiql.min.css")),
+    (
+        "react.production.min.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../assets/graphiql/react.production.min.js"),
+    ),
+    (
+        "react-dom.production.min.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../assets/graphiql/react-dom.production.min.js"),
+    ),
+    ("graphiql-boot.js", "text/javascript; charset=utf-8", include_bytes!("../../assets/graphiql/graphiql-boot.js")),
+    ("graphiql-page.css", "text/css; charset=utf-8", include_bytes!("../../assets/graphiql/graphiql-page.css")),
+];
+
+/// `GET /graphql`: the GraphiQL IDE, pointed at this endpoint; it refers only to
+/// `/graphql/assets/*`, and its policy ([`PAGE_CSP`]) lets it load nothing else.
+async fn graphiql() -> Response {
+    let mut response = Html(include_str!("../../assets/graphiql/index.html")).into_response();
+    response.headers_mut().insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(PAGE_CSP));
+    response
+}
+
+/// `GET /graphql/assets/{file}`: one of [`ASSETS`] with its content type, cacheable for a day
+/// (they change only with the binary); any other name is a 404 with the surface's error body.
+async fn asset(Path(file): Path<String>) -> Response {
+    match ASSETS.iter().find(|(name, _, _)| *name == file) {
+        Some((_, content_type, bytes)) => (
+            [
+                (CONTENT_TYPE, HeaderValue::from_static(content_type)),
+                (CACHE_CONTROL, HeaderValue::from_static("public, max-age=86400")),
+                (CONTENT_SECURITY_POLICY, HeaderValue::from_static(PAGE_CSP)),
+            ],
+            *bytes,
+        )
+            .into_response(),
+        None => {
+            let body =
+                serde_json::json!({ "errors": [{ "message": "No such file", "extensions": { "code": "NOT_FOUND" } }] });
+            (StatusCode::NOT_FOUND, Json(body)).into_response()
+        }
+    }
 }
 
 /// Whether the client accepts `application/graphql-response+json` (GraphQL over HTTP): then

@@ -21,8 +21,8 @@ use serde_json::Value;
 
 use crate::context::{Mounted, SurfaceContext};
 use crate::http::{
-    BodyError, Client, ClientAddressPolicy, CodeInput, CookiePolicy, FieldProblem, Lenient, Validator, credential,
-    read_json,
+    BodyError, Client, ClientAddressPolicy, CodeInput, CookiePolicy, FieldProblem, Lenient, Methods, OriginGuard,
+    Validator, credential, origin, read_json,
 };
 
 /// The audience (`aud`) of the session JWTs this surface issues and accepts.
@@ -44,19 +44,28 @@ struct UsersState {
 /// methods too.
 pub fn mount(ctx: &SurfaceContext) -> anyhow::Result<Mounted> {
     let state = UsersState { auth: ctx.auth.clone(), cookies: ctx.cookies, clients: ctx.clients };
+    // Sign-out changes state on the strength of the `session` cookie: same-origin (or an
+    // allowed origin) only.
+    let guard = OriginGuard::new(ctx.origins.clone(), &[COOKIE], Methods::All, cross_origin);
     let routes = Router::new()
         .route("/signup", post(signup))
         .route("/signin", post(signin))
         .route("/requestactivation", patch(request_activation))
         .route("/activate", patch(activate))
         .route("/currentuser", get(current_user))
-        .route("/signout", post(signout))
+        .route("/signout", post(signout).layer(axum::middleware::from_fn_with_state(guard, origin::check)))
         .fallback(|| async { UsersError::new(StatusCode::NOT_FOUND, "NOT_FOUND", "Route not found") })
         .method_not_allowed_fallback(|| async {
             UsersError::new(StatusCode::METHOD_NOT_ALLOWED, "NOT_FOUND", "Method not allowed on this route")
         })
         .with_state(state);
     Ok(Mounted::routes(Router::new().nest(PREFIX, routes)))
+}
+
+/// A cookie-authenticated request from another site's page (see [`crate::http::origin`]):
+/// `403 NOT_AUTHERIZED`, the seed's constant for a request it does not allow.
+fn cross_origin() -> Response {
+    UsersError::new(StatusCode::FORBIDDEN, "NOT_AUTHERIZED", "Cross-origin request refused").into_response()
 }
 
 /// A JSON body read into the DTO `T`; every rejection is a [`UsersError`].

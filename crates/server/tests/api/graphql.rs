@@ -350,7 +350,7 @@ async fn protocol_errors_are_graphql_errors_never_5xx(backend: Backend) {
     let page = ApiResponse::text(app.request(Method::GET, "/graphql").send().await.expect("GET")).await;
     assert_eq!(page.status, 200);
     assert!(page.header("content-type").is_some_and(|c| c.starts_with("text/html")));
-    assert!(page.text.contains("graphiql"), "the GraphiQL page");
+    assert!(page.text.contains("/graphql/assets/graphiql.min.js"), "the GraphiQL page, from this server");
 }
 
 /// GraphiQL's introspection query (graphql-js `getIntrospectionQuery()`).

@@ -6,6 +6,7 @@
 //! imports from another.
 
 mod auth;
+mod browser;
 mod cli;
 mod cognito;
 mod graphql;

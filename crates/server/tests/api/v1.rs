@@ -362,9 +362,11 @@ async fn openapi_describes_every_route(backend: Backend) {
     }
     assert!(doc["components"]["schemas"]["Problem"].is_object());
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
-    let docs = app.docs().await;
+    let docs = app.docs("").await;
     assert_eq!(docs.status, 200);
-    assert!(docs.text.contains("Latchkey v1"), "the viewer embeds the document");
+    assert!(docs.text.contains("swagger-ui-bundle.js"), "the viewer's page: {}", docs.text);
+    let boot = app.docs("swagger-initializer.js").await;
+    assert!(boot.text.contains("\"url\": \"/openapi.json\""), "the viewer reads this document: {}", boot.text);
 }
 
 async fn bad_input_gets_problem_documents(backend: Backend) {

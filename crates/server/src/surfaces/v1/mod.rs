@@ -5,6 +5,9 @@
 //! `unsupported_media_type`, `payload_too_large`, `missing_token`, `not_found`,
 //! `method_not_allowed` for problems found before the core is reached. Authenticated routes take
 //! `Authorization: Bearer <access token>` (RFC 6750) or, in cookie mode, the `lk_access` cookie.
+//! In cookie mode, a request that changes state (any method but `GET`/`HEAD`/`OPTIONS`) and
+//! carries a `v1` cookie but no bearer token must come from the server's own origin or one of
+//! `LATCHKEY_ALLOWED_ORIGINS`, else it is `403 cross_origin` ([`crate::http::origin`]).
 //!
 //! The API does not reveal which addresses have accounts: sign-up, code requests and password
 //! reset requests answer `202 Accepted` whether or not the address is registered.
@@ -28,8 +31,10 @@ use utoipa::{Modify, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::context::{Mounted, SurfaceContext};
-use crate::http::{BodyError, ClientAddressPolicy, CookiePolicy, FieldProblem, credential, read_json};
-use crate::problem::{InvalidField, Problem};
+use crate::http::{
+    BodyError, ClientAddressPolicy, CookiePolicy, FieldProblem, Methods, OriginGuard, credential, origin, read_json,
+};
+use crate::problem::{CROSS_ORIGIN, InvalidField, Problem};
 
 /// The audience (`aud`) of tokens issued through `v1`. Resource servers verifying `v1` access
 /// tokens check `iss` = `LATCHKEY_PUBLIC_URL` and `aud` = `v1`.
@@ -70,6 +75,46 @@ impl Modify for BearerAuth {
     }
 }
 
+/// Documents `403 cross_origin` on every operation that changes state: in cookie mode it
+/// answers those when another site's page sends them.
+struct CrossOrigin;
+
+impl Modify for CrossOrigin {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let line = format!(
+            "`{CROSS_ORIGIN}`: in cookie mode, the request carries a `v1` cookie and no bearer token and comes from another site's page (not this origin, not in `LATCHKEY_ALLOWED_ORIGINS`); nothing was changed"
+        );
+        for item in openapi.paths.paths.values_mut() {
+            for operation in [&mut item.post, &mut item.put, &mut item.patch, &mut item.delete].into_iter().flatten() {
+                let responses = &mut operation.responses.responses;
+                match responses.get_mut("403") {
+                    Some(utoipa::openapi::RefOr::T(existing)) => {
+                        existing.description = format!("{}; {line}", existing.description);
+                    }
+                    Some(utoipa::openapi::RefOr::Ref(_)) => {}
+                    None => {
+                        let response = utoipa::openapi::ResponseBuilder::new()
+                            .description(line.clone())
+                            .content(
+                                "application/problem+json",
+                                utoipa::openapi::ContentBuilder::new()
+                                    .schema(Some(utoipa::openapi::Ref::from_schema_name("Problem")))
+                                    .build(),
+                            )
+                            .build();
+                        responses.insert("403".to_owned(), utoipa::openapi::RefOr::T(response));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A cookie-mode request from another site's page: `403 cross_origin`.
+fn cross_origin() -> axum::response::Response {
+    axum::response::IntoResponse::into_response(Problem::cross_origin())
+}
+
 /// What the handlers use.
 #[derive(Clone, FromRef)]
 struct V1State {
@@ -82,8 +127,12 @@ struct V1State {
 /// `/v1` paths fall through to the application's RFC 9457 `not_found`.
 pub fn mount(ctx: &SurfaceContext) -> anyhow::Result<Mounted> {
     let state = V1State { auth: ctx.auth.clone(), cookies: ctx.cookies, clients: ctx.clients };
-    let (router, openapi) =
+    let (router, mut openapi) =
         OpenApiRouter::with_openapi(ApiDoc::openapi()).nest("/v1", routes::router()).split_for_parts();
+    // The paths are collected by the router, after `ApiDoc`'s modifiers ran.
+    CrossOrigin.modify(&mut openapi);
+    let guard = OriginGuard::new(ctx.origins.clone(), &[ACCESS_COOKIE, REFRESH_COOKIE], Methods::Unsafe, cross_origin);
+    let router = router.route_layer(axum::middleware::from_fn_with_state(guard, origin::check));
     Ok(Mounted { router: router.with_state(state), openapi: Some(openapi) })
 }
 

@@ -38,9 +38,11 @@ impl TestApp {
         self.get("/openapi.json").await
     }
 
-    /// `GET /docs`: the HTML viewer of the OpenAPI document (in [`ApiResponse::text`]).
-    pub async fn docs(&self) -> ApiResponse {
-        ApiResponse::text(self.request(Method::GET, "/docs").send().await.expect("request")).await
+    /// `GET /docs/<file>`: Swagger UI, the viewer of the OpenAPI document (`""` for its page,
+    /// `swagger-initializer.js` for the script that points it at `/openapi.json`), in
+    /// [`ApiResponse::text`].
+    pub async fn docs(&self, file: &str) -> ApiResponse {
+        ApiResponse::text(self.request(Method::GET, &format!("/docs/{file}")).send().await.expect("request")).await
     }
 
     /// Runs `latchkey <args>` on this server's database with its secret, as an operator would
