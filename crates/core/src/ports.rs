@@ -223,6 +223,10 @@ pub trait UserStore: Send + Sync + 'static {
     /// would break a unique rule (id, or email, username or external id in its tenant);
     /// returns the ids inserted, in no particular order.
     async fn insert_users(&self, users: &[UserRecord]) -> Result<Vec<UserId>, StoreError>;
+    /// Refreshes the query planner's statistics of the users table after a bulk insert, so that
+    /// its plans follow the table's new size (PostgreSQL `ANALYZE users`; nothing on SQLite,
+    /// whose plans for these lookups do not depend on statistics).
+    async fn refresh_user_statistics(&self) -> Result<(), StoreError>;
 }
 
 /// The most values one batched store operation takes ([`UserStore::users_matching`],

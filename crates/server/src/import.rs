@@ -117,11 +117,13 @@ struct Pending<'a> {
     entries: Vec<(String, Result<ImportRow, String>)>,
     rows: usize,
     summary: ImportSummary,
+    /// Users created when the store's statistics were last refreshed.
+    analyzed_at: u64,
 }
 
 impl<'a> Pending<'a> {
     fn new(auth: &'a Auth, tenant: TenantId, dry_run: bool) -> Self {
-        Self { auth, tenant, dry_run, entries: Vec::new(), rows: 0, summary: ImportSummary::default() }
+        Self { auth, tenant, dry_run, entries: Vec::new(), rows: 0, summary: ImportSummary::default(), analyzed_at: 0 }
     }
 
     /// Queues a row, importing the batch once it is full.
@@ -158,6 +160,12 @@ impl<'a> Pending<'a> {
             }
         }
         self.rows = 0;
+        // Each time the users created double (from one batch on), the planner learns the
+        // table's new size: about twenty refreshes for a million rows.
+        if self.summary.created >= (2 * self.analyzed_at).max(IMPORT_BATCH as u64) {
+            self.auth.refresh_user_statistics().await?;
+            self.analyzed_at = self.summary.created;
+        }
         Ok(())
     }
 

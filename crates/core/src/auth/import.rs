@@ -230,6 +230,19 @@ impl Auth {
     }
 }
 
+impl Auth {
+    /// Tells the store that many users were just imported, so that its query planner's
+    /// statistics follow (`latchkey import` calls it each time the users it created double):
+    /// on PostgreSQL, a batch's lookups planned on the statistics of a much smaller table
+    /// filter every user of the tenant instead of probing the unique indexes.
+    ///
+    /// # Errors
+    /// [`Error::Internal`] when the database fails.
+    pub async fn refresh_user_statistics(&self) -> Result<()> {
+        Ok(self.0.store.refresh_user_statistics().await?)
+    }
+}
+
 /// The emails, usernames, external ids and ids already taken, by stored users and by the rows
 /// of the batch accepted so far.
 #[derive(Default)]

@@ -146,23 +146,32 @@ macro_rules! sql_users {
                 usernames: &[String],
                 external_ids: &[String],
             ) -> Result<Vec<UserRecord>, StoreError> {
-                let mut query =
-                    sqlx::QueryBuilder::<$db>::new(concat!("SELECT ", user_columns!(), " FROM users u WHERE u.tenant_id = "));
-                query.push_bind(tenant.0).push(" AND (FALSE");
+                // One indexed lookup per column, joined by UNION: a single WHERE with an OR of
+                // IN lists gets a generic plan on PostgreSQL that filters every user of the
+                // tenant through the lists.
+                let mut query = sqlx::QueryBuilder::<$db>::new("");
+                let mut first = true;
                 for (column, values) in
                     [("u.email_normalized", emails), ("u.username", usernames), ("u.external_id", external_ids)]
                 {
                     if values.is_empty() {
                         continue;
                     }
-                    query.push(" OR ").push(column).push(" IN (");
+                    if !first {
+                        query.push(" UNION ");
+                    }
+                    first = false;
+                    query.push(concat!("SELECT ", user_columns!(), " FROM users u WHERE u.tenant_id = "));
+                    query.push_bind(tenant.0).push(" AND ").push(column).push(" IN (");
                     let mut list = query.separated(", ");
                     for value in values {
                         list.push_bind(value.as_str());
                     }
                     list.push_unseparated(")");
                 }
-                query.push(")");
+                if first {
+                    return Ok(Vec::new());
+                }
                 let rows = query.build().fetch_all(&self.pool).await.map_err(store_err)?;
                 rows.iter().map(Self::user_from_row).collect::<Result<_, _>>().map_err(store_err)
             }
@@ -211,6 +220,13 @@ macro_rules! sql_users {
                 query.push(" ON CONFLICT DO NOTHING RETURNING id");
                 let rows = query.build().fetch_all(&self.pool).await.map_err(store_err)?;
                 rows.iter().map(|row| row.try_get("id").map(UserId)).collect::<Result<_, _>>().map_err(store_err)
+            }
+
+            async fn refresh_user_statistics(&self) -> Result<(), StoreError> {
+                if <$db as sqlx::Database>::NAME == "PostgreSQL" {
+                    sqlx::query("ANALYZE users").execute(&self.pool).await.map_err(store_err)?;
+                }
+                Ok(())
             }
 
             async fn delete_user(&self, tenant: TenantId, id: UserId) -> Result<bool, StoreError> {
