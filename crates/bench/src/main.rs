@@ -9,7 +9,8 @@
 //! table and can write JSON, Markdown and a complete `BENCHMARKS.md`.
 //!
 //! `latchkey-bench sockets` measures instead what idle WebSockets of the `realtime` surface
-//! cost the server in memory.
+//! cost the server in memory, and `latchkey-bench migration` what bringing users from another
+//! service costs: `latchkey import` of a large dump, and imported users' first sign-ins.
 //!
 //! Modules: [`server`] starts and stops Latchkey, [`smtp`] swallows its mail, [`seed`] makes
 //! and fills the database, [`load`] runs workloads, [`ceilings`] measures the ceilings,
@@ -17,6 +18,7 @@
 
 mod ceilings;
 mod load;
+mod migration;
 mod report;
 mod seed;
 mod server;
@@ -154,6 +156,37 @@ enum Internal {
         #[arg(long, value_name = "PATH")]
         markdown: Option<PathBuf>,
     },
+    /// Migration from another service: `latchkey import` of a generated dump of --rows users
+    /// (SQLite, then PostgreSQL unless --no-postgres), imported twice (new, then unchanged),
+    /// with rows/s and the importer's peak RSS; then, per foreign hash format, first sign-ins
+    /// of --users imported users (`POST /v1/sessions`: the foreign hash verified at its
+    /// imported cost, then replaced with argon2id) against the argon2id ceiling.
+    Migration {
+        /// Rows in the generated dump.
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: u64,
+        /// Users seeded per foreign hash format.
+        #[arg(long, default_value_t = 2_000)]
+        users: u64,
+        /// Clients signing in at once.
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+        /// Measurement window per format, e.g. 10s.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        duration: Duration,
+        /// Skip the PostgreSQL import.
+        #[arg(long)]
+        no_postgres: bool,
+        /// PostgreSQL server to create (and drop) the databases on.
+        #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+        postgres_url: String,
+        /// The latchkey binary (default: the one built beside this benchmark).
+        #[arg(long, env = "LATCHKEY_BIN")]
+        latchkey_bin: Option<PathBuf>,
+        /// Write the tables as Markdown to this file.
+        #[arg(long, value_name = "PATH")]
+        markdown: Option<PathBuf>,
+    },
     /// Serve the bare HTTP ceiling's `GET /` (run by the bench itself).
     #[command(hide = true)]
     BareHttp {
@@ -239,6 +272,19 @@ fn main() -> ExitCode {
             Some(Internal::Sockets { count, postgres, postgres_url, latchkey_bin, markdown }) => {
                 run_sockets(count, postgres.then_some(postgres_url), latchkey_bin, markdown).await
             }
+            Some(Internal::Migration {
+                rows,
+                users,
+                concurrency,
+                duration,
+                no_postgres,
+                postgres_url,
+                latchkey_bin,
+                markdown,
+            }) => {
+                let postgres = (!no_postgres).then_some(postgres_url);
+                run_migration(rows, users, concurrency, duration, postgres, latchkey_bin, markdown).await
+            }
             _ => run(cli).await,
         }
     };
@@ -279,6 +325,58 @@ async fn run_sockets(
             report::shell_words(std::env::args().skip(1).map(|a| report::redact_url(&a)))
         );
         std::fs::write(&path, sockets::markdown(&r, &command))
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// `latchkey-bench migration`: import throughput and imported users' first sign-ins.
+async fn run_migration(
+    rows: u64,
+    users: u64,
+    concurrency: usize,
+    duration: Duration,
+    postgres: Option<String>,
+    latchkey_bin: Option<PathBuf>,
+    markdown: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(rows > 0 && users > 0 && concurrency > 0, "--rows, --users and --concurrency must be at least 1");
+    let binary = server::find_binary(latchkey_bin.as_deref())?;
+    eprintln!("latchkey binary: {}", binary.display());
+    let mut imports = Vec::new();
+    for backend in std::iter::once(None).chain(postgres.as_deref().map(Some)) {
+        eprintln!("==> latchkey import of {rows} rows on {}", if backend.is_some() { "PostgreSQL" } else { "SQLite" });
+        let run = migration::import(&binary, rows, backend).await?;
+        println!(
+            "{}: {} rows in {:.1} s ({:.0} rows/s), again in {:.1} s ({:.0} rows/s), peak RSS {:.1} MiB",
+            run.backend,
+            run.rows,
+            run.seconds,
+            run.rows_per_s,
+            run.again_seconds,
+            run.again_rows_per_s,
+            run.peak_rss_mib
+        );
+        imports.push(run);
+    }
+    eprintln!("==> argon2id ceiling");
+    let ceiling = tokio::task::spawn_blocking(|| ceilings::argon2(Duration::from_secs(5))).await??;
+    println!("argon2id ceiling: {:.1} hashes/s on {} threads", ceiling.hashes_per_s, ceiling.threads);
+    eprintln!("==> first sign-ins of imported users, per foreign format (SQLite)");
+    let foreign = migration::foreign_sign_ins(&binary, users, concurrency, duration, None).await?;
+    for r in &foreign {
+        println!(
+            "{} {}: {:.1} first sign-ins/s ({:.2}x the argon2id ceiling), {} errors",
+            r.format,
+            r.parameters,
+            r.per_s,
+            r.per_s / ceiling.hashes_per_s,
+            r.errors
+        );
+    }
+    if let Some(path) = markdown {
+        std::fs::write(&path, migration::markdown(&imports, &foreign, ceiling.hashes_per_s))
             .with_context(|| format!("writing {}", path.display()))?;
         eprintln!("wrote {}", path.display());
     }
