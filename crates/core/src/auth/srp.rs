@@ -32,6 +32,7 @@ use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use super::{Auth, SignedIn, observed};
+use crate::audit::AuditKind;
 use crate::error::{Error, Result};
 use crate::identity::{Email, TenantId, User, UserId};
 use crate::limits::{LimitKind, address_key};
@@ -327,7 +328,14 @@ impl Auth {
         let proven = expected.is_some_and(|e| constant_time_eq(&e, signature));
         match record {
             Some(r) if matched && proven => Ok(r.user),
-            _ => Err(Error::InvalidCredentials),
+            other => {
+                let detail = if other.is_some() { "wrong_proof" } else { "unknown_user" };
+                let user_id = other.as_ref().map(|r| r.user.id);
+                let email =
+                    other.as_ref().and_then(|r| r.user.email.as_ref()).map_or(state.login.as_str(), |e| e.as_str());
+                self.audit(AuditKind::SignInFailed, tenant, user_id, Some(email.to_owned()), Some(detail.into()));
+                Err(Error::InvalidCredentials)
+            }
         }
     }
 

@@ -4,6 +4,7 @@
 use time::OffsetDateTime;
 
 use super::{Auth, ExtraClaims, TokenSet, observed};
+use crate::audit::AuditKind;
 use crate::error::{Error, Result};
 use crate::identity::{SessionId, TenantId, User};
 use crate::limits::LimitKind;
@@ -222,6 +223,7 @@ impl Auth {
                 rotated_at: None,
             })
             .await?;
+        self.audit_user(AuditKind::Refresh, &user.user, None);
         Ok((user.user, session, successor))
     }
 
@@ -255,7 +257,10 @@ impl Auth {
             return Ok(false);
         };
         tracing::warn!(session = %session.id, "refresh token reused; revoking the session");
-        self.sign_out(&session).await?;
+        if self.0.store.revoke_session(tenant, session.id, self.now()).await? {
+            self.announce(tenant, session.user_id, [session.id]).await;
+        }
+        self.audit(AuditKind::RefreshReuse, tenant, Some(session.user_id), None, None);
         Ok(true)
     }
 
@@ -286,7 +291,9 @@ impl Auth {
     /// [`Error::Internal`] when the store fails.
     #[tracing::instrument(skip_all)]
     pub async fn rotate_signing_key(&self) -> Result<String> {
-        self.0.keys.rotate().await
+        let kid = self.0.keys.rotate().await?;
+        self.audit(AuditKind::KeyCreated, TenantId::DEFAULT, None, None, Some(format!("signing_key {kid}")));
+        Ok(kid)
     }
 
     /// The JWS algorithm of the current signing key (`alg`), for discovery documents.
