@@ -197,10 +197,7 @@ impl Auth {
             self.end_sessions(tenant, user, None).await?;
         }
         let kind = if disabled { AuditKind::AccountDisabled } else { AuditKind::AccountEnabled };
-        match self.0.store.user_by_id(tenant, user).await? {
-            Some(r) => self.audit_user(kind, &r.user, None),
-            None => self.audit(kind, tenant, Some(user), None, None),
-        }
+        self.audit_user_id(kind, tenant, user, None).await;
         Ok(())
     }
 

@@ -385,6 +385,13 @@ impl Auth {
         }
     }
 
+    /// Records a security event about the user `id` of `tenant`, with the address their account
+    /// stores (one lookup; none when it fails or the user is gone).
+    async fn audit_user_id(&self, kind: AuditKind, tenant: TenantId, id: UserId, detail: Option<String>) {
+        let email = self.0.store.user_by_id(tenant, id).await.ok().flatten().and_then(|r| r.user.email);
+        self.audit(kind, tenant, Some(id), email.map(|e| e.as_str().to_owned()), detail);
+    }
+
     /// Records a security event about `user`, with the address their account stores.
     fn audit_user(&self, kind: AuditKind, user: &User, detail: Option<String>) {
         self.audit(kind, user.tenant, Some(user.id), user.email.as_ref().map(|e| e.as_str().to_owned()), detail);

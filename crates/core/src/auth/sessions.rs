@@ -90,7 +90,7 @@ impl Auth {
         let revoked = self.0.store.revoke_session(session.tenant, session.id, self.now()).await?;
         if revoked {
             self.announce(session.tenant, session.user_id, [session.id]).await;
-            self.audit(AuditKind::SignOut, session.tenant, Some(session.user_id), None, None);
+            self.audit_user_id(AuditKind::SignOut, session.tenant, session.user_id, None).await;
         }
         record("sign_out", "ok");
         Ok(revoked)
@@ -105,7 +105,7 @@ impl Auth {
     #[tracing::instrument(skip_all, fields(tenant = %tenant, user = %user))]
     pub async fn sign_out_everywhere(&self, tenant: TenantId, user: UserId, keep: Option<SessionId>) -> Result<usize> {
         let n = self.end_sessions(tenant, user, keep).await?;
-        self.audit(AuditKind::SignOut, tenant, Some(user), None, Some("all_sessions".into()));
+        self.audit_user_id(AuditKind::SignOut, tenant, user, Some("all_sessions".into())).await;
         Ok(n)
     }
 

@@ -253,14 +253,14 @@ impl Auth {
 
     /// Revokes a session whose refresh token was replayed; returns whether the session exists.
     async fn revoke_for_reuse(&self, tenant: TenantId, session: SessionId) -> Result<bool> {
-        let Some((session, _)) = self.0.store.session_with_user(tenant, session).await? else {
+        let Some((session, record)) = self.0.store.session_with_user(tenant, session).await? else {
             return Ok(false);
         };
         tracing::warn!(session = %session.id, "refresh token reused; revoking the session");
         if self.0.store.revoke_session(tenant, session.id, self.now()).await? {
             self.announce(tenant, session.user_id, [session.id]).await;
         }
-        self.audit(AuditKind::RefreshReuse, tenant, Some(session.user_id), None, None);
+        self.audit_user(AuditKind::RefreshReuse, &record.user, None);
         Ok(true)
     }
 
