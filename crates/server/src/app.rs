@@ -13,12 +13,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, USER_AGENT};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use latchkey_core::audit::RequestContext;
 use latchkey_core::clock::SystemClock;
 use latchkey_core::identity::PasswordPolicy;
 use latchkey_core::limits::{MemoryRateLimiter, RateLimiter, Unlimited};
@@ -193,6 +194,7 @@ impl Application {
             );
         }
         purge.abort();
+        self.auth.flush_audit().await;
         if !self.auth.flush_mail(MAIL_FLUSH_TIMEOUT).await {
             tracing::error!("shutting down with undelivered mail: it is lost (see the mail-lost log lines)");
         }
@@ -211,6 +213,7 @@ fn core_settings(config: &Config, issuer: String) -> Settings {
         session_ttl: config.session_ttl,
         refresh_reuse_window: config.refresh_reuse_window,
         unverified_account_ttl: config.unverified_account_ttl,
+        audit_retention: config.audit_retention,
         hash_queue: config.hash_queue,
         require_email_verification: config.require_email_verification,
         password_policy: PasswordPolicy { min_length: config.password_min_length, ..PasswordPolicy::default() },
@@ -284,7 +287,8 @@ pub async fn open_core(config: &Config) -> anyhow::Result<(Database, Auth)> {
 /// When the database fails or holds keys sealed with another secret.
 pub async fn rotate_keys(config: &Config) -> anyhow::Result<String> {
     let (database, auth) = open_core(config).await?;
-    let kid = auth.rotate_signing_key().await?;
+    let kid = RequestContext::cli().scope(auth.rotate_signing_key()).await?;
+    auth.flush_audit().await;
     database.close().await;
     Ok(kid)
 }
@@ -411,6 +415,11 @@ async fn purge_loop(auth: Auth) {
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "purge of ended sessions and codes failed"),
         }
+        match auth.purge_audit().await {
+            Ok(0) => {}
+            Ok(events) => tracing::info!(events, "purged audit events older than LATCHKEY_AUDIT_RETENTION"),
+            Err(e) => tracing::warn!(error = %e, "purge of old audit events failed"),
+        }
     }
 }
 
@@ -443,7 +452,12 @@ fn router(
     let mut openapi: Option<OpenApi> = None;
     for surface in selected {
         let mounted = (surface.mount)(context).with_context(|| format!("mounting the {} surface", surface.name))?;
-        app = app.merge(mounted.router);
+        let (name, clients) = (surface.name, context.clients);
+        app = app.merge(
+            mounted
+                .router
+                .layer(middleware::from_fn(move |req: Request, next: Next| request_context(name, clients, req, next))),
+        );
         openapi = match (openapi, mounted.openapi) {
             (Some(mut doc), Some(part)) => {
                 doc.merge(part);
@@ -501,6 +515,16 @@ fn router(
                 .on_failure(()),
         );
     Ok((app, selected.iter().map(|s| s.name).collect()))
+}
+
+/// Runs a request to `surface` with its [`RequestContext`] (the surface's name, the client
+/// address by `clients`, the user agent), which the core's audit events read.
+async fn request_context(surface: &'static str, clients: ClientAddressPolicy, req: Request, next: Next) -> Response {
+    let (parts, body) = req.into_parts();
+    let ip = clients.address(&parts).map(|ip| ip.to_string());
+    let user_agent = parts.headers.get(USER_AGENT).and_then(|v| v.to_str().ok());
+    let context = RequestContext::new(surface, ip, user_agent);
+    context.scope(next.run(Request::from_parts(parts, body))).await
 }
 
 /// Counts requests and observes latency per method, matched route and status.
