@@ -8,7 +8,7 @@ use latchkey_core::identity::TenantId;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::helpers::{Backend, TestApp, send};
+use crate::helpers::{Backend, TestApp, login_frame, send};
 use crate::on_both_backends;
 
 const PASSWORD: &str = "k7#mq2vz-Tern-81";
@@ -150,6 +150,16 @@ async fn events_carry_their_surface_address_and_agent(backend: Backend) {
         assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
         assert!(stderr.contains(args[1]), "{stderr}");
     }
+
+    // A sign-out over a realtime socket, served in a task of its own, is the realtime
+    // surface's.
+    let tokens = app.v1_signed_in_with(V1_EMAIL, PASSWORD).await;
+    let mut socket = app.ws_connect().await;
+    let reply = socket.request(&login_frame("user-logout", V1_EMAIL, &tokens)).await;
+    assert_eq!(reply["action"], "user-logout", "{reply}");
+    app.auth.flush_audit().await;
+    let out = lines(&app.latchkey_cli(&["audit", "--json", "--kind", "sign_out", "--user", &user_id, "--limit", "1"]));
+    assert_eq!((out[0]["surface"].as_str(), out[0]["ip"].as_str()), (Some("realtime"), Some("127.0.0.1")), "{out:#?}");
 
     // Metrics: counted by kind and surface, never by account or address.
     let metrics = app.metrics().await.text;
