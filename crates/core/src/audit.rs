@@ -342,7 +342,8 @@ pub fn event(
         kind,
         surface: context.as_ref().map_or(NO_SURFACE, |c| c.surface).to_owned(),
         ip: context.as_ref().and_then(|c| c.ip.clone()),
-        user_agent: context.and_then(|c| c.user_agent),
+        // Truncated here too: the context's fields are public.
+        user_agent: context.and_then(|c| c.user_agent).map(|ua| ua.chars().take(USER_AGENT_MAX_CHARS).collect()),
         detail,
     }
 }
@@ -369,6 +370,11 @@ mod tests {
         assert_eq!(ctx.user_agent.as_deref().map(str::len), Some(USER_AGENT_MAX_CHARS));
         let seen = ctx.clone().scope(async { RequestContext::current() }).await;
         assert_eq!(seen, Some(ctx));
+        let built = RequestContext { surface: "v1", ip: None, user_agent: Some(long) };
+        let e = built
+            .scope(async { event(AuditKind::SignIn, OffsetDateTime::now_utc(), TenantId::DEFAULT, None, None, None) })
+            .await;
+        assert_eq!(e.user_agent.map(|ua| ua.chars().count()), Some(USER_AGENT_MAX_CHARS));
         let e = event(AuditKind::SignIn, OffsetDateTime::now_utc(), TenantId::DEFAULT, None, None, None);
         assert_eq!(e.surface, NO_SURFACE);
         assert_eq!(label("users"), "users");
