@@ -6,8 +6,10 @@
 //! their wire errors; they hold no rules of their own.
 //!
 //! The core knows nothing of HTTP, SQL or SMTP. What it needs from outside is in [`ports`]
-//! ([`ports::Store`], [`ports::Mailer`]) and [`clock`] ([`clock::Clock`]).
+//! ([`ports::Store`], [`ports::Mailer`]) and [`clock`] ([`clock::Clock`]). Security events are
+//! recorded in [`audit`].
 
+pub mod audit;
 pub mod clock;
 pub mod code;
 pub mod error;

@@ -11,6 +11,7 @@
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
+use crate::audit::{AuditEvent, AuditQuery};
 use crate::code::CodePurpose;
 use crate::identity::{ApiKeyId, Email, SessionId, TenantId, User, UserId};
 use crate::session::{Revocation, Session};
@@ -142,16 +143,16 @@ pub struct Purged {
     pub srp_challenges: u64,
 }
 
-/// Persistence of the user directory, codes, sessions, refresh tokens, keys, SRP state, tenants
-/// and realtime profiles: one trait per aggregate ([`UserStore`], [`CodeStore`],
-/// [`SessionStore`], [`KeyStore`], [`SrpStore`], [`TenantStore`], [`RealtimeProfileStore`]),
-/// joined here.
+/// Persistence of the user directory, codes, sessions, refresh tokens, keys, SRP state, tenants,
+/// realtime profiles and the audit trail: one trait per aggregate ([`UserStore`], [`CodeStore`],
+/// [`SessionStore`], [`KeyStore`], [`SrpStore`], [`TenantStore`], [`RealtimeProfileStore`],
+/// [`AuditStore`]), joined here.
 ///
 /// Every method is scoped to one tenant. Implementations must map unique-constraint
 /// violations to [`StoreError::Conflict`] with the right [`UniqueKey`].
 #[async_trait]
 pub trait Store:
-    UserStore + CodeStore + SessionStore + KeyStore + SrpStore + TenantStore + RealtimeProfileStore
+    UserStore + CodeStore + SessionStore + KeyStore + SrpStore + TenantStore + RealtimeProfileStore + AuditStore
 {
     /// Checks that the backend answers.
     async fn ping(&self) -> Result<(), StoreError>;
@@ -479,4 +480,18 @@ pub trait RealtimeProfileStore: Send + Sync + 'static {
     async fn realtime_profile(&self, tenant: TenantId, user: UserId) -> Result<Option<RealtimeProfile>, StoreError>;
     /// Creates or replaces the record of `profile.user_id`, in one statement.
     async fn put_realtime_profile(&self, profile: &RealtimeProfile) -> Result<(), StoreError>;
+}
+
+/// The audit trail (table `audit_events`, migration 0005): security events, kept until the
+/// retention (`LATCHKEY_AUDIT_RETENTION`) purges them. Rows name users and tenants without
+/// foreign keys, so an account's events outlive the account.
+#[async_trait]
+pub trait AuditStore: Send + Sync + 'static {
+    /// Stores `events` (in one statement or transaction per call).
+    async fn insert_audit_events(&self, events: &[AuditEvent]) -> Result<(), StoreError>;
+    /// The events matching `query`, newest first, at most `query.limit`.
+    async fn audit_events(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError>;
+    /// Deletes events that happened before `before`, in batches of at most 1000 rows; returns
+    /// how many were deleted.
+    async fn purge_audit_events(&self, before: OffsetDateTime) -> Result<u64, StoreError>;
 }

@@ -15,13 +15,14 @@ use anyhow::Context;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::header::{
     ACCEPT, AUTHORIZATION, CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, REFERRER_POLICY, RETRY_AFTER,
-    STRICT_TRANSPORT_SECURITY, WWW_AUTHENTICATE, X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
+    STRICT_TRANSPORT_SECURITY, USER_AGENT, WWW_AUTHENTICATE, X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
 };
 use axum::http::{HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use latchkey_core::audit::RequestContext;
 use latchkey_core::clock::SystemClock;
 use latchkey_core::identity::PasswordPolicy;
 use latchkey_core::limits::{MemoryRateLimiter, RateLimiter, Unlimited};
@@ -199,6 +200,7 @@ impl Application {
             );
         }
         purge.abort();
+        self.auth.flush_audit().await;
         if !self.auth.flush_mail(MAIL_FLUSH_TIMEOUT).await {
             tracing::error!("shutting down with undelivered mail: it is lost (see the mail-lost log lines)");
         }
@@ -217,6 +219,7 @@ fn core_settings(config: &Config, issuer: String) -> Settings {
         session_ttl: config.session_ttl,
         refresh_reuse_window: config.refresh_reuse_window,
         unverified_account_ttl: config.unverified_account_ttl,
+        audit_retention: config.audit_retention,
         hash_queue: config.hash_queue,
         require_email_verification: config.require_email_verification,
         password_policy: PasswordPolicy { min_length: config.password_min_length, ..PasswordPolicy::default() },
@@ -290,7 +293,8 @@ pub async fn open_core(config: &Config) -> anyhow::Result<(Database, Auth)> {
 /// When the database fails or holds keys sealed with another secret.
 pub async fn rotate_keys(config: &Config) -> anyhow::Result<String> {
     let (database, auth) = open_core(config).await?;
-    let kid = auth.rotate_signing_key().await?;
+    let kid = RequestContext::cli().scope(auth.rotate_signing_key()).await?;
+    auth.flush_audit().await;
     database.close().await;
     Ok(kid)
 }
@@ -417,6 +421,11 @@ async fn purge_loop(auth: Auth) {
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "purge of ended sessions and codes failed"),
         }
+        match auth.purge_audit().await {
+            Ok(0) => {}
+            Ok(events) => tracing::info!(events, "purged audit events older than LATCHKEY_AUDIT_RETENTION"),
+            Err(e) => tracing::warn!(error = %e, "purge of old audit events failed"),
+        }
     }
 }
 
@@ -450,7 +459,8 @@ fn router(
     let cors = cors(&context.origins);
     for surface in selected {
         let mounted = (surface.mount)(context).with_context(|| format!("mounting the {} surface", surface.name))?;
-        app = app.merge(match &cors {
+        let (name, clients) = (surface.name, context.clients);
+        let router = match &cors {
             // `cognito` answers its own CORS, as API.md lists it (any origin, no cookies).
             // The 405 fallback is set before the layer so that preflights (`OPTIONS`) of routes
             // without an `OPTIONS` handler reach it too.
@@ -458,7 +468,11 @@ fn router(
                 mounted.router.method_not_allowed_fallback(method_not_allowed).layer(cors.clone())
             }
             _ => mounted.router,
-        });
+        };
+        app = app.merge(
+            router
+                .layer(middleware::from_fn(move |req: Request, next: Next| request_context(name, clients, req, next))),
+        );
         openapi = match (openapi, mounted.openapi) {
             (Some(mut doc), Some(part)) => {
                 doc.merge(part);
@@ -554,6 +568,16 @@ fn cors(origins: &OriginPolicy) -> Option<CorsLayer> {
             .expose_headers([RETRY_AFTER, WWW_AUTHENTICATE])
             .max_age(Duration::from_secs(600)),
     )
+}
+
+/// Runs a request to `surface` with its [`RequestContext`] (the surface's name, the client
+/// address by `clients`, the user agent), which the core's audit events read.
+async fn request_context(surface: &'static str, clients: ClientAddressPolicy, req: Request, next: Next) -> Response {
+    let (parts, body) = req.into_parts();
+    let ip = clients.address(&parts).map(|ip| ip.to_string());
+    let user_agent = parts.headers.get(USER_AGENT).and_then(|v| v.to_str().ok());
+    let context = RequestContext::new(surface, ip, user_agent);
+    context.scope(next.run(Request::from_parts(parts, body))).await
 }
 
 /// Counts requests and observes latency per method, matched route and status.

@@ -10,6 +10,7 @@
 use std::fmt::Write as _;
 
 use anyhow::{Context, anyhow};
+use latchkey_core::audit::{AuditEvent, AuditKind, AuditQuery, RequestContext};
 use latchkey_core::identity::{ApiKeyId, Email, TenantId, User, UserId};
 use latchkey_core::tenant::{ApiKeyRecord, Tenant, TenantSettings};
 use latchkey_core::{Auth, Error, NewApiKey};
@@ -142,9 +143,116 @@ pub enum Command {
 /// One line: the unknown tenant, user or key, invalid input, or the database failure.
 pub async fn run(config: &Config, command: Command) -> anyhow::Result<Report> {
     let (database, auth) = open_core(config).await?;
-    let result = execute(&auth, command).await;
+    let result = RequestContext::cli().scope(execute(&auth, command)).await;
+    auth.flush_audit().await;
     database.close().await;
     result
+}
+
+/// A moment named on the command line: RFC 3339 (`2026-01-31T12:00:00Z`), or a duration ago
+/// in humantime syntax (`1h`, `7d`, `30m`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeArg {
+    /// This moment.
+    At(OffsetDateTime),
+    /// This long before the command runs.
+    Ago(std::time::Duration),
+}
+
+impl TimeArg {
+    /// The moment, with durations counted back from `now`.
+    pub fn resolve(self, now: OffsetDateTime) -> OffsetDateTime {
+        match self {
+            TimeArg::At(t) => t,
+            TimeArg::Ago(d) => now - d,
+        }
+    }
+}
+
+/// Parses a [`TimeArg`] (a clap value parser for `--since` and `--until`).
+///
+/// # Errors
+/// One line saying what is accepted.
+pub fn parse_time(raw: &str) -> Result<TimeArg, String> {
+    let raw = raw.trim();
+    if let Ok(t) = OffsetDateTime::parse(raw, &Rfc3339) {
+        return Ok(TimeArg::At(t));
+    }
+    match humantime::parse_duration(raw) {
+        Ok(d) => Ok(TimeArg::Ago(d)),
+        Err(_) => {
+            Err(format!("{raw:?} is neither an RFC 3339 time (2026-01-31T12:00:00Z) nor a duration ago (1h, 7d)"))
+        }
+    }
+}
+
+/// Parses an audit event kind (a clap value parser for `--kind`).
+///
+/// # Errors
+/// One line listing the kinds.
+pub fn parse_kind(raw: &str) -> Result<AuditKind, String> {
+    raw.parse::<AuditKind>().map_err(|e| {
+        let names: Vec<&str> = AuditKind::ALL.iter().map(|k| k.as_str()).collect();
+        format!("{e}; expected one of {}", names.join(", "))
+    })
+}
+
+/// The stored audit events matching `query`, newest first (`latchkey audit`), from the
+/// configured database, whether or not a server is running.
+///
+/// # Errors
+/// When the database cannot be opened or read.
+pub async fn audit(config: &Config, query: &AuditQuery) -> anyhow::Result<Vec<AuditEvent>> {
+    let (database, auth) = open_core(config).await?;
+    let result = auth.audit_events(query).await.context("reading the audit trail");
+    database.close().await;
+    result
+}
+
+/// One audit event as a JSON object (a line of `latchkey audit --json`).
+pub fn audit_json(e: &AuditEvent) -> Value {
+    json!({
+        "id": e.id.to_string(),
+        "at": time_text(e.at),
+        "tenant": e.tenant.to_string(),
+        "user_id": e.user_id.map(|u| u.to_string()),
+        "email": e.email,
+        "kind": e.kind.as_str(),
+        "surface": e.surface,
+        "ip": e.ip,
+        "user_agent": e.user_agent,
+        "detail": e.detail,
+    })
+}
+
+/// Audit events as `latchkey audit` prints them: JSON Lines (one object per event) with
+/// `json`, else an aligned table (time, kind, surface, tenant, user, ip, detail) where the
+/// user is the address, or the id when there is none.
+pub fn render_audit(events: &[AuditEvent], json: bool) -> String {
+    if json {
+        return events.iter().map(|e| format!("{}\n", audit_json(e))).collect();
+    }
+    let dash = |v: Option<&str>| v.unwrap_or("-").to_owned();
+    Report {
+        columns: vec!["time", "kind", "surface", "tenant", "user", "ip", "detail"],
+        rows: events
+            .iter()
+            .map(|e| {
+                vec![
+                    time_text(e.at),
+                    e.kind.as_str().to_owned(),
+                    e.surface.clone(),
+                    e.tenant.to_string(),
+                    e.email.clone().or_else(|| e.user_id.map(|u| u.to_string())).unwrap_or_else(|| "-".into()),
+                    dash(e.ip.as_deref()),
+                    dash(e.detail.as_deref()),
+                ]
+            })
+            .collect(),
+        json: Value::Null,
+        note: None,
+    }
+    .render(false)
 }
 
 /// A core error as one line: invalid input names what is wrong.
@@ -369,6 +477,18 @@ mod tests {
         };
         assert_eq!(report.render(false), "id  name\n1   Acme\n22  B\n");
         assert_eq!(serde_json::from_str::<Value>(&report.render(true)).expect("json"), json!([{"id": 1}]));
+    }
+
+    #[test]
+    fn audit_times_are_rfc3339_or_a_duration_ago() {
+        let now = OffsetDateTime::now_utc();
+        let t = parse_time("2026-01-31T12:00:00Z").expect("rfc 3339");
+        assert_eq!(t.resolve(now), OffsetDateTime::parse("2026-01-31T12:00:00Z", &Rfc3339).expect("time"));
+        assert_eq!(parse_time("1h").expect("ago").resolve(now), now - std::time::Duration::from_secs(3600));
+        assert!(parse_time("yesterday").is_err());
+        assert_eq!(parse_kind("sign_in_failed"), Ok(AuditKind::SignInFailed));
+        let e = parse_kind("login").expect_err("unknown kind");
+        assert!(e.contains("sign_in_failed"), "{e}");
     }
 
     #[test]

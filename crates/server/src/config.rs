@@ -137,6 +137,12 @@ pub const KEYS: &[Key] = &[
         render: |c| Some(de::format_duration(c.unverified_account_ttl)),
     },
     Key {
+        env: "LATCHKEY_AUDIT_RETENTION",
+        help: "How long audit events are kept before they are deleted (1h to 3650d)",
+        when_unset: "",
+        render: |c| Some(de::format_duration(c.audit_retention)),
+    },
+    Key {
         env: "LATCHKEY_HASH_QUEUE",
         help: "Password hashes that may wait for a hashing thread; beyond that, requests get 503 (1-100000)",
         when_unset: "",
@@ -487,6 +493,9 @@ pub struct Config {
     /// is kept, at most 400 days.
     #[serde(deserialize_with = "lifetime")]
     pub unverified_account_ttl: Duration,
+    /// `LATCHKEY_AUDIT_RETENTION`: how long audit events are kept, from an hour to 3650 days.
+    #[serde(deserialize_with = "audit_retention")]
+    pub audit_retention: Duration,
     /// `LATCHKEY_HASH_QUEUE`: password hashes that may wait for a hashing thread (1 to
     /// 100000); when full, requests get 503 with `Retry-After`.
     #[serde(deserialize_with = "hash_queue")]
@@ -562,6 +571,7 @@ impl Default for Config {
             session_ttl: Duration::from_secs(30 * 86_400),
             refresh_reuse_window: Duration::from_secs(10),
             unverified_account_ttl: Duration::from_secs(7 * 86_400),
+            audit_retention: Duration::from_secs(90 * 86_400),
             hash_queue: 256,
             region: "local-1".into(),
             user_pool_id: None,
@@ -606,6 +616,14 @@ fn lifetime<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error
 
 fn reuse_window<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     bounded(d, Duration::from_secs(3600), "an hour")
+}
+
+fn audit_retention<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let value = bounded(d, 3650 * DAY, "3650 days")?;
+    if value < Duration::from_secs(3600) {
+        return Err(serde::de::Error::custom(format!("{} is shorter than an hour", de::format_duration(value))));
+    }
+    Ok(value)
 }
 
 fn hash_queue<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
@@ -1192,6 +1210,7 @@ mod tests {
         assert_eq!(c.access_token_ttl, Duration::from_secs(900));
         assert_eq!(c.session_ttl, Duration::from_secs(30 * 86_400));
         assert_eq!(c.refresh_reuse_window, Duration::from_secs(10));
+        assert_eq!(c.audit_retention, Duration::from_secs(90 * 86_400));
         assert!(c.require_email_verification && c.rate_limit);
         // The Cognito client ids (default `local`) are the cognito surface's setting now.
         assert_eq!(c.surface_settings.keys().count(), 0);
@@ -1285,6 +1304,21 @@ mod tests {
     }
 
     #[test]
+    fn audit_retention_is_between_an_hour_and_ten_years() {
+        for (value, expected) in [("1h", 3600), ("3650d", 3650 * 86_400), ("2w", 14 * 86_400), ("36h", 36 * 3600)] {
+            let (c, _) = Config::from_map(&map(&[("audit_retention", value)])).expect(value);
+            assert_eq!(c.audit_retention, Duration::from_secs(expected), "{value}");
+        }
+        let e = Config::from_map(&map(&[("audit_retention", "30m")])).expect_err("too short");
+        assert!(
+            e.to_string().contains("LATCHKEY_AUDIT_RETENTION") && e.to_string().contains("shorter than an hour"),
+            "{e}"
+        );
+        let e = Config::from_map(&map(&[("audit_retention", "3651d")])).expect_err("too long");
+        assert!(e.to_string().contains("longer than 3650 days"), "{e}");
+    }
+
+    #[test]
     fn a_bad_value_names_its_key_in_one_line() {
         for (key, value, env) in [
             ("code_ttl", "ten minutes", "LATCHKEY_CODE_TTL"),
@@ -1309,6 +1343,10 @@ mod tests {
             ("code_ttl", "25h", "LATCHKEY_CODE_TTL"),
             ("refresh_reuse_window", "2h", "LATCHKEY_REFRESH_REUSE_WINDOW"),
             ("unverified_account_ttl", "1000d", "LATCHKEY_UNVERIFIED_ACCOUNT_TTL"),
+            ("audit_retention", "59m", "LATCHKEY_AUDIT_RETENTION"),
+            ("audit_retention", "3651d", "LATCHKEY_AUDIT_RETENTION"),
+            ("audit_retention", "90", "LATCHKEY_AUDIT_RETENTION"),
+            ("audit_retention", "forever", "LATCHKEY_AUDIT_RETENTION"),
             ("hash_queue", "0", "LATCHKEY_HASH_QUEUE"),
             ("metrics_allow", "10.0.0.0/33", "LATCHKEY_METRICS_ALLOW"),
             ("allowed_origins", "https://app.example.com/", "LATCHKEY_ALLOWED_ORIGINS"),

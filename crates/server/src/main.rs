@@ -4,7 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use latchkey_core::identity::ApiKeyId;
+use latchkey_core::audit::{AuditKind, AuditQuery};
+use latchkey_core::identity::{ApiKeyId, Email, TenantId, UserId};
 use latchkey_server::config::Config;
 use latchkey_server::{Application, app, cli, import, surfaces, telemetry};
 
@@ -18,7 +19,8 @@ struct Cli {
     #[arg(long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
 
-    /// Print the results of `tenant`, `user` and `session` commands as JSON instead of tables.
+    /// Print the results of `tenant`, `user` and `session` commands as JSON instead of tables
+    /// (`audit`: JSON Lines).
     #[arg(long, global = true)]
     json: bool,
 
@@ -79,8 +81,46 @@ enum Command {
         #[command(flatten)]
         tenant: TenantArg,
     },
+    /// List stored security events (sign-ups, sign-ins and failures, sign-outs, refreshes,
+    /// codes, password and email changes, keys, rate limits, account changes), newest first:
+    /// a table, or JSON Lines with --json. Filters combine; --kind may be repeated.
+    Audit {
+        /// Only this user's events (user id, UUID).
+        #[arg(long, value_name = "UUID", value_parser = parse_user_id)]
+        user: Option<UserId>,
+        /// Only events with this email address (case-insensitive).
+        #[arg(long, value_name = "ADDR", value_parser = parse_email)]
+        email: Option<Email>,
+        /// Only this tenant's events: its id (UUID), `default` or `project-owners`.
+        #[arg(long, value_name = "TENANT", value_parser = parse_tenant_arg)]
+        tenant: Option<TenantId>,
+        /// Only events of this kind (repeatable), e.g. sign_in_failed.
+        #[arg(long, value_name = "KIND", value_parser = cli::parse_kind)]
+        kind: Vec<AuditKind>,
+        /// Only events at or after T: RFC 3339, or a duration ago (1h, 7d).
+        #[arg(long, value_name = "T", value_parser = cli::parse_time)]
+        since: Option<cli::TimeArg>,
+        /// Only events before T: RFC 3339, or a duration ago (1h, 7d).
+        #[arg(long, value_name = "T", value_parser = cli::parse_time)]
+        until: Option<cli::TimeArg>,
+        /// At most N events (1 to 100000).
+        #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        limit: u32,
+    },
     /// Validate the configuration, print it (secrets redacted) and exit.
     CheckConfig,
+}
+
+fn parse_user_id(raw: &str) -> Result<UserId, String> {
+    UserId::parse(raw.trim()).map_err(|_| format!("{raw:?} is not a user id (UUID)"))
+}
+
+fn parse_email(raw: &str) -> Result<Email, String> {
+    Email::parse(raw).map_err(|_| format!("{raw:?} is not an email address"))
+}
+
+fn parse_tenant_arg(raw: &str) -> Result<TenantId, String> {
+    cli::parse_tenant(raw).map_err(|e| e.to_string())
 }
 
 /// The formats `latchkey import` reads.
@@ -279,6 +319,21 @@ fn main() -> ExitCode {
                 let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout());
                 let written = import::export(&config, tenant, &mut out).await?;
                 eprintln!("exported {written}");
+                Ok(())
+            }
+            Command::Audit { user, email, tenant, kind, since, until, limit } => {
+                let now = time::OffsetDateTime::now_utc();
+                let query = AuditQuery {
+                    tenant,
+                    user_id: user,
+                    email: email.map(|e| e.as_str().to_owned()),
+                    kinds: kind,
+                    since: since.map(|t| t.resolve(now)),
+                    until: until.map(|t| t.resolve(now)),
+                    limit,
+                };
+                let events = cli::audit(&config, &query).await?;
+                print!("{}", cli::render_audit(&events, json));
                 Ok(())
             }
             Command::CheckConfig => {

@@ -12,12 +12,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use latchkey_core::audit::{AuditEvent, AuditKind, AuditQuery};
 use latchkey_core::code::CodePurpose;
 use latchkey_core::identity::ApiKeyId;
 use latchkey_core::identity::{Email, ExternalId, Profile, SessionId, TenantId, User, UserId, Username};
 use latchkey_core::ports::TenantStore;
 use latchkey_core::ports::{
-    CodeRecord, CodeStore, KeyRecord, KeyStore, PurgeBefore, Purged, RealtimeProfile, RealtimeProfileStore,
+    AuditStore, CodeRecord, CodeStore, KeyRecord, KeyStore, PurgeBefore, Purged, RealtimeProfile, RealtimeProfileStore,
     RefreshTokenRecord, Rotation, SessionStore, SrpStore, Store, StoreError, UniqueKey, UserRecord, UserStore,
 };
 use latchkey_core::session::Session;

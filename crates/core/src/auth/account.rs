@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use super::{Auth, observed};
+use crate::audit::AuditKind;
 use crate::code::{CodePurpose, OneTimeCode};
 use crate::error::{Error, Result};
 use crate::identity::{Email, NewPassword, PresentedPassword, TenantId, User, UserId};
@@ -82,7 +83,8 @@ impl Auth {
                 user.email_verified = true;
             }
             user.has_password = true;
-            self.sign_out_everywhere(tenant, user.id, None).await?;
+            self.end_sessions(tenant, user.id, None).await?;
+            self.audit_user(AuditKind::PasswordReset, &user, None);
             Ok(user)
         })
         .await
@@ -108,7 +110,8 @@ impl Auth {
             let hash = self.0.hasher.hash(new).await?;
             self.0.store.set_password_hash(user.tenant, user.id, &hash, self.now()).await?;
             self.store_srp_verifier(user, &hash, new.expose()).await;
-            self.sign_out_everywhere(user.tenant, user.id, Some(current.id)).await?;
+            self.end_sessions(user.tenant, user.id, Some(current.id)).await?;
+            self.audit_user(AuditKind::PasswordChange, user, None);
             Ok(())
         })
         .await
@@ -172,8 +175,10 @@ impl Auth {
                     ),
                 }));
             }
-            self.sign_out_everywhere(user.tenant, user.id, Some(current.id)).await?;
-            Ok(User { email: Some(email), email_verified: true, updated_at: now, ..user.clone() })
+            self.end_sessions(user.tenant, user.id, Some(current.id)).await?;
+            let changed = User { email: Some(email), email_verified: true, updated_at: now, ..user.clone() };
+            self.audit_user(AuditKind::EmailChange, &changed, None);
+            Ok(changed)
         })
         .await
     }
@@ -189,8 +194,10 @@ impl Auth {
             return Err(Error::UserNotFound);
         }
         if disabled {
-            self.sign_out_everywhere(tenant, user, None).await?;
+            self.end_sessions(tenant, user, None).await?;
         }
+        let kind = if disabled { AuditKind::AccountDisabled } else { AuditKind::AccountEnabled };
+        self.audit_user_id(kind, tenant, user, None).await;
         Ok(())
     }
 
@@ -201,9 +208,11 @@ impl Auth {
     #[tracing::instrument(skip_all, fields(tenant = %tenant, user = %user))]
     pub async fn delete_user(&self, tenant: TenantId, user: UserId) -> Result<()> {
         let sessions = self.0.store.active_sessions(tenant, user, self.now()).await?;
+        let email = self.0.store.user_by_id(tenant, user).await?.and_then(|r| r.user.email);
         if !self.0.store.delete_user(tenant, user).await? {
             return Err(Error::UserNotFound);
         }
+        self.audit(AuditKind::AccountDeleted, tenant, Some(user), email.map(|e| e.as_str().to_owned()), None);
         self.announce(tenant, user, sessions.into_iter().map(|s| s.id)).await;
         tracing::info!(user = %user, "user deleted");
         Ok(())

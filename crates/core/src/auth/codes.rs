@@ -5,6 +5,7 @@
 //! closes; and code checks per client address.
 
 use super::{Auth, observed, record};
+use crate::audit::AuditKind;
 use crate::code::{self, CodePurpose, MAX_ATTEMPTS, OneTimeCode};
 use crate::error::{Error, Result};
 use crate::identity::{Email, TenantId, User};
@@ -46,21 +47,34 @@ impl Auth {
             LimitKind::CodeFailuresPerAccount,
             format!("{tenant}/email/{}/{}", email.normalized(), purpose.as_str()),
         )];
-        self.guarded(
-            &key,
-            |e| {
-                matches!(
-                    e,
-                    Error::CodeMismatch { .. }
-                        | Error::CodeExpired
-                        | Error::NoCodePending
-                        | Error::AlreadyVerified
-                        | Error::UserNotFound
-                )
-            },
-            check,
-        )
-        .await
+        let result = self
+            .guarded(
+                &key,
+                |e| {
+                    matches!(
+                        e,
+                        Error::CodeMismatch { .. }
+                            | Error::CodeExpired
+                            | Error::NoCodePending
+                            | Error::AlreadyVerified
+                            | Error::UserNotFound
+                    )
+                },
+                check,
+            )
+            .await;
+        if let Err(Error::UserNotFound) = &result {
+            let detail = format!("{}: {}", purpose.as_str(), Error::UserNotFound.code());
+            self.audit(AuditKind::CodeFailed, tenant, None, Some(email.as_str().to_owned()), Some(detail));
+        }
+        result
+    }
+
+    /// Records a failed check of `user`'s code for `purpose` when `result` is one.
+    fn audit_code_check<T>(&self, user: &User, purpose: CodePurpose, result: &Result<T>) {
+        if let Err(e @ (Error::CodeMismatch { .. } | Error::CodeExpired | Error::NoCodePending)) = result {
+            self.audit_user(AuditKind::CodeFailed, user, Some(format!("{}: {}", purpose.as_str(), e.code())));
+        }
     }
 
     /// Mails a fresh verification code to the stored address of the user with this email; the
@@ -171,6 +185,7 @@ impl Auth {
                 expires_at: now + ttl,
             })
             .await?;
+        self.audit_user(AuditKind::CodeSent, user, Some(purpose.as_str().to_owned()));
         Ok(self.send_mail(Mail {
             to: to.clone(),
             subject: purpose.mail_subject().to_owned(),
@@ -192,20 +207,23 @@ impl Auth {
         purpose: CodePurpose,
         code: OneTimeCode,
     ) -> Result<Option<String>> {
-        self.guarded(&Self::code_failures(user, purpose), |e| matches!(e, Error::CodeMismatch { .. }), async {
-            let record = self.guess(user, purpose, code).await?;
-            match self
-                .0
-                .store
-                .take_code(user.tenant, user.id, purpose, &record.code_hash, self.now(), MAX_ATTEMPTS)
-                .await?
-            {
-                Some(taken) => Ok(taken.target),
-                // Consumed or replaced by a concurrent request in the meantime.
-                None => Err(Error::NoCodePending),
-            }
-        })
-        .await
+        let result = self
+            .guarded(&Self::code_failures(user, purpose), |e| matches!(e, Error::CodeMismatch { .. }), async {
+                let record = self.guess(user, purpose, code).await?;
+                match self
+                    .0
+                    .store
+                    .take_code(user.tenant, user.id, purpose, &record.code_hash, self.now(), MAX_ATTEMPTS)
+                    .await?
+                {
+                    Some(taken) => Ok(taken.target),
+                    // Consumed or replaced by a concurrent request in the meantime.
+                    None => Err(Error::NoCodePending),
+                }
+            })
+            .await;
+        self.audit_code_check(user, purpose, &result);
+        result
     }
 
     /// The pending code, if it can still be guessed.
@@ -266,6 +284,7 @@ impl Auth {
                 Ok(())
             })
             .await;
+        self.audit_code_check(&user, purpose, &outcome);
         match outcome {
             Ok(()) => Ok(true),
             Err(Error::CodeMismatch { .. }) => Ok(false),

@@ -33,14 +33,17 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use tokio::sync::broadcast;
 
+use crate::audit::{self, AuditEvent, AuditKind, AuditLog, AuditQuery};
 use crate::clock::Clock;
 use crate::code::CodeHasher;
 use crate::error::{Error, Result};
-use crate::identity::{Email, ExternalId, NewPassword, PasswordPolicy, Profile, TenantId, User, Username};
+use crate::identity::{
+    Email, ExternalId, Login, NewPassword, PasswordPolicy, Profile, TenantId, User, UserId, Username,
+};
 use crate::limits::{LimitKind, RateLimiter};
 use crate::outbox::{MailQueue, MailReceipt};
 use crate::password::{HashParams, PasswordHasher};
-use crate::ports::{Mail, Mailer, RevocationBus, Store};
+use crate::ports::{AuditStore, Mail, Mailer, RevocationBus, Store, UserRecord};
 use crate::secret::{ServerSecret, SubKey};
 use crate::session::{Revocation, Session};
 use crate::tenant::ApiKeyHasher;
@@ -90,6 +93,12 @@ pub struct Settings {
     /// argon2id hash; [`Auth::srp_challenge`] still answers (with a stand-in) and every proof
     /// fails.
     pub srp: bool,
+    /// Security events that may wait for the audit writer before new ones are dropped
+    /// (default [`DEFAULT_QUEUE`](crate::audit::DEFAULT_QUEUE), 8192).
+    pub audit_queue: usize,
+    /// How long audit events are kept before [`Auth::purge_audit`] deletes them
+    /// (`LATCHKEY_AUDIT_RETENTION`, default 90 days).
+    pub audit_retention: Duration,
 }
 
 impl Settings {
@@ -118,6 +127,8 @@ impl Default for Settings {
             region: "local-1".into(),
             user_pool_id: "local-1_latchkey".into(),
             srp: true,
+            audit_queue: crate::audit::DEFAULT_QUEUE,
+            audit_retention: Duration::from_secs(90 * 24 * 3600),
         }
     }
 }
@@ -213,6 +224,7 @@ struct Inner {
     api_keys: ApiKeyHasher,
     keys: KeyRing,
     revocations: Arc<dyn RevocationBus>,
+    audit: AuditLog,
 }
 
 /// The authentication service: one user directory, one session model. Cheap to clone.
@@ -260,7 +272,9 @@ impl Auth {
                 tracing::info!(dropped, "SRP is off: stored SRP verifiers deleted");
             }
         }
+        let audit_store: Arc<dyn AuditStore> = deps.store.clone();
         Ok(Auth(Arc::new(Inner {
+            audit: AuditLog::start(audit_store, settings.audit_queue),
             store: deps.store,
             mail: MailQueue::start(deps.mailer, settings.mail_queue),
             clock: deps.clock,
@@ -328,12 +342,88 @@ impl Auth {
         self.0.mail.enqueue(mail)
     }
 
-    /// Counts one attempt of `kind` under `key`.
+    /// Counts one attempt of `kind` under `key`. A refusal is an audit event
+    /// ([`AuditKind::RateLimited`], `detail` the limit's name) of the tenant that starts the
+    /// key (`<tenant>/...`), else of the default tenant; it names no account.
     async fn limit(&self, kind: LimitKind, key: &str) -> Result<()> {
         self.0.limiter.check(kind, key).await.map_err(|retry_after| {
             metrics::counter!("latchkey_rate_limited_total", "limit" => kind.as_str()).increment(1);
+            let tenant = key.split_once('/').and_then(|(t, _)| TenantId::parse(t).ok()).unwrap_or(TenantId::DEFAULT);
+            self.audit(AuditKind::RateLimited, tenant, None, None, Some(kind.as_str().to_owned()));
             Error::RateLimited { retry_after }
         })
+    }
+
+    /// Records a security event (see [`crate::audit`]) with the current request context;
+    /// never waits for the store.
+    fn audit(
+        &self,
+        kind: AuditKind,
+        tenant: TenantId,
+        user_id: Option<UserId>,
+        email: Option<String>,
+        detail: Option<String>,
+    ) {
+        self.0.audit.record(audit::event(kind, self.now(), tenant, user_id, email, detail));
+    }
+
+    /// Records a refused password sign-in ([`AuditKind::SignInFailed`]): `detail`
+    /// `unknown_user` (the address as typed, no user id), `no_password` or `wrong_password`.
+    fn audit_refused_sign_in(&self, tenant: TenantId, login: &Login, record: Option<&UserRecord>) {
+        match record {
+            Some(r) => {
+                let detail = if r.password_hash.is_some() { "wrong_password" } else { "no_password" };
+                self.audit_user(AuditKind::SignInFailed, &r.user, Some(detail.into()));
+            }
+            None => {
+                let typed = match login {
+                    Login::Email(e) => Some(e.as_str().to_owned()),
+                    Login::Username(_) => None,
+                };
+                self.audit(AuditKind::SignInFailed, tenant, None, typed, Some("unknown_user".into()));
+            }
+        }
+    }
+
+    /// Records a security event about the user `id` of `tenant`, with the address their account
+    /// stores (one lookup; none when it fails or the user is gone).
+    async fn audit_user_id(&self, kind: AuditKind, tenant: TenantId, id: UserId, detail: Option<String>) {
+        let email = self.0.store.user_by_id(tenant, id).await.ok().flatten().and_then(|r| r.user.email);
+        self.audit(kind, tenant, Some(id), email.map(|e| e.as_str().to_owned()), detail);
+    }
+
+    /// Records a security event about `user`, with the address their account stores.
+    fn audit_user(&self, kind: AuditKind, user: &User, detail: Option<String>) {
+        self.audit(kind, user.tenant, Some(user.id), user.email.as_ref().map(|e| e.as_str().to_owned()), detail);
+    }
+
+    /// Waits until every audit event recorded before this call is stored (tests, and
+    /// operator commands before they close the database).
+    pub async fn flush_audit(&self) {
+        self.0.audit.flush().await;
+    }
+
+    /// Audit events dropped so far because the queue was full or the store failed (also
+    /// counted in `latchkey_audit_dropped_total`).
+    pub fn audit_dropped(&self) -> u64 {
+        self.0.audit.dropped()
+    }
+
+    /// Stored audit events matching `query`, newest first (for `latchkey audit`).
+    ///
+    /// # Errors
+    /// [`Error::Internal`] when the store fails.
+    pub async fn audit_events(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>> {
+        Ok(self.0.store.audit_events(query).await?)
+    }
+
+    /// Deletes audit events older than [`Settings::audit_retention`]; returns how many.
+    ///
+    /// # Errors
+    /// [`Error::Internal`] when the store fails.
+    pub async fn purge_audit(&self) -> Result<u64> {
+        let before = self.now() - self.0.settings.audit_retention;
+        Ok(self.0.store.purge_audit_events(before).await?)
     }
 
     /// Runs `attempt` under limits on failures: a unit of each `(kind, key)` is taken first

@@ -181,7 +181,7 @@ impl Auth {
             user.email_verified = true;
             user.has_password = true;
             user.updated_at = now;
-            self.sign_out_everywhere(tenant, user.id, None).await?;
+            self.end_sessions(tenant, user.id, None).await?;
             let session = self.start_session(&user, meta).await?;
             Ok(SignedIn { user, session })
         })

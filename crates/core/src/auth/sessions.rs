@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use super::{Auth, Authenticated, record};
+use crate::audit::AuditKind;
 use crate::error::{Error, Result};
 use crate::identity::{SessionId, TenantId, User, UserId};
 use crate::session::{ClientMeta, Revocation, Session};
@@ -32,6 +33,7 @@ impl Auth {
             ip: meta.ip.clone(),
         };
         self.0.store.insert_session(&session).await?;
+        self.audit_user(AuditKind::SignIn, user, None);
         Ok(session)
     }
 
@@ -88,17 +90,28 @@ impl Auth {
         let revoked = self.0.store.revoke_session(session.tenant, session.id, self.now()).await?;
         if revoked {
             self.announce(session.tenant, session.user_id, [session.id]).await;
+            self.audit_user_id(AuditKind::SignOut, session.tenant, session.user_id, None).await;
         }
         record("sign_out", "ok");
         Ok(revoked)
     }
 
-    /// Revokes every session of a user except `keep`; returns how many were revoked.
+    /// Revokes every session of a user except `keep` at the user's or the operator's request;
+    /// returns how many were revoked. An audit event ([`AuditKind::SignOut`], `detail`
+    /// `all_sessions`).
     ///
     /// # Errors
     /// [`Error::Internal`] when the store fails.
     #[tracing::instrument(skip_all, fields(tenant = %tenant, user = %user))]
     pub async fn sign_out_everywhere(&self, tenant: TenantId, user: UserId, keep: Option<SessionId>) -> Result<usize> {
+        let n = self.end_sessions(tenant, user, keep).await?;
+        self.audit_user_id(AuditKind::SignOut, tenant, user, Some("all_sessions".into())).await;
+        Ok(n)
+    }
+
+    /// Revokes every session of a user except `keep` as part of another operation (password
+    /// reset or change, email change, disabling); returns how many were revoked.
+    pub(super) async fn end_sessions(&self, tenant: TenantId, user: UserId, keep: Option<SessionId>) -> Result<usize> {
         let revoked = self.0.store.revoke_user_sessions(tenant, user, keep, self.now()).await?;
         let n = revoked.len();
         self.announce(tenant, user, revoked).await;

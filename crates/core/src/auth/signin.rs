@@ -2,6 +2,7 @@
 //! and the state checks that come only after a matching password.
 
 use super::{Auth, SignedIn, observed};
+use crate::audit::AuditKind;
 use crate::error::{Error, Result};
 use crate::identity::{Login, PresentedPassword, TenantId, User};
 use crate::limits::{LimitKind, address_key};
@@ -73,9 +74,11 @@ impl Auth {
     /// [`Error::Internal`].
     pub(super) async fn admit(&self, tenant: TenantId, user: User, meta: &ClientMeta) -> Result<SignedIn> {
         if user.disabled {
+            self.audit_user(AuditKind::SignInFailed, &user, Some("disabled".into()));
             return Err(Error::UserDisabled);
         }
         if user.email.is_some() && !user.email_verified && self.requires_verification(tenant).await? {
+            self.audit_user(AuditKind::SignInFailed, &user, Some("not_verified".into()));
             return Err(Error::NotVerified);
         }
         let session = self.start_session(&user, meta).await?;
@@ -97,10 +100,15 @@ impl Auth {
         let stored = record.as_ref().and_then(|r| r.password_hash.as_deref());
         let verification = self.0.hasher.verify(password, stored).await?;
         if record.as_ref().is_some_and(needs_reset) {
+            self.audit_refused_sign_in(tenant, login, record.as_ref());
             return Err(Error::PasswordResetRequired);
         }
-        let Some(record) = record.filter(|_| verification.matched) else {
-            return Err(Error::InvalidCredentials);
+        let record = match record {
+            Some(r) if verification.matched => r,
+            other => {
+                self.audit_refused_sign_in(tenant, login, other.as_ref());
+                return Err(Error::InvalidCredentials);
+            }
         };
         if verification.needs_rehash {
             let hash = self.0.hasher.rehash(password).await?;
@@ -125,7 +133,11 @@ impl Auth {
         self.guarded(&limits, |e| matches!(e, Error::InvalidCredentials), async {
             let record = self.0.store.user_by_id(user.tenant, user.id).await?.ok_or(Error::UserNotFound)?;
             let verification = self.0.hasher.verify(password, record.password_hash.as_deref()).await?;
-            if verification.matched { Ok(()) } else { Err(Error::InvalidCredentials) }
+            if !verification.matched {
+                self.audit_user(AuditKind::SignInFailed, user, Some("reauthentication".into()));
+                return Err(Error::InvalidCredentials);
+            }
+            Ok(())
         })
         .await
     }

@@ -3,6 +3,7 @@
 //! registrant of an address keep an account they could not verify.
 
 use super::{Auth, NewUser, SignedUp, observed, record};
+use crate::audit::AuditKind;
 use crate::code::CodePurpose;
 use crate::error::{Error, Result};
 use crate::identity::{TenantId, User, UserId};
@@ -146,10 +147,11 @@ impl Auth {
             return Ok(());
         }
         tracing::info!(user = %reclaimed.id, "unverified account re-registered; previous password and sessions dropped");
+        self.audit_user(AuditKind::SignUp, &reclaimed, Some("reclaimed_unverified".into()));
         if let (Some(password), Some(hash)) = (&password, &hash) {
             self.store_srp_verifier(&reclaimed, hash, password.expose()).await;
         }
-        self.sign_out_everywhere(reclaimed.tenant, reclaimed.id, None).await?;
+        self.end_sessions(reclaimed.tenant, reclaimed.id, None).await?;
         drop(self.issue_code(&reclaimed, CodePurpose::VerifyEmail, None).await?);
         Ok(())
     }
@@ -221,6 +223,7 @@ impl Auth {
         };
         self.0.store.insert_user(&UserRecord { user: user.clone(), password_hash: password_hash.clone() }).await?;
         tracing::info!(user = %user.id, has_password = user.has_password, "user created");
+        self.audit_user(AuditKind::SignUp, &user, None);
         if let (Some(password), Some(hash)) = (&password, &password_hash) {
             self.store_srp_verifier(&user, hash, password.expose()).await;
         }

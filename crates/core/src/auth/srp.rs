@@ -32,6 +32,7 @@ use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use super::{Auth, SignedIn, observed};
+use crate::audit::AuditKind;
 use crate::error::{Error, Result};
 use crate::identity::{Email, TenantId, User, UserId};
 use crate::limits::{LimitKind, address_key};
@@ -311,7 +312,8 @@ impl Auth {
         // The same two reads whether or not the user is known, so both paths cost the same.
         let user_id = UserId(state.user_id);
         let stored = self.0.store.user_by_id(tenant, user_id).await?;
-        let reset_required = stored.as_ref().is_some_and(super::signin::needs_reset);
+        let reset_user = stored.as_ref().filter(|r| super::signin::needs_reset(r)).map(|r| r.user.id);
+        let reset_required = reset_user.is_some();
         let record = stored.filter(|_| state.known);
         let sealed = self.0.store.srp_verifier(tenant, user_id).await?;
         let verifier = match (&record, sealed) {
@@ -330,9 +332,21 @@ impl Auth {
         let proven = expected.is_some_and(|e| constant_time_eq(&e, signature));
         match record {
             Some(r) if matched && proven => Ok(r.user),
-            // No password to prove: whatever the proof, only a reset lets this user in.
-            _ if reset_required => Err(Error::PasswordResetRequired),
-            _ => Err(Error::InvalidCredentials),
+            other => {
+                let detail = if reset_required {
+                    "no_password"
+                } else if other.is_some() {
+                    "wrong_proof"
+                } else {
+                    "unknown_user"
+                };
+                let user_id = other.as_ref().map(|r| r.user.id).or(reset_user);
+                let email =
+                    other.as_ref().and_then(|r| r.user.email.as_ref()).map_or(state.login.as_str(), |e| e.as_str());
+                self.audit(AuditKind::SignInFailed, tenant, user_id, Some(email.to_owned()), Some(detail.into()));
+                // No password to prove: whatever the proof, only a reset lets this user in.
+                Err(if reset_required { Error::PasswordResetRequired } else { Error::InvalidCredentials })
+            }
         }
     }
 

@@ -9,6 +9,7 @@
 use std::time::Duration;
 
 use super::{Auth, Authenticated, NewUser, observed};
+use crate::audit::AuditKind;
 use crate::error::{Error, Result};
 use crate::identity::{ApiKeyId, Email, NewPassword, TenantId, User, UserId};
 use crate::limits::{LimitKind, address_key};
@@ -76,6 +77,7 @@ impl Auth {
         let key = self.new_api_key(tenant.id);
         self.0.store.insert_tenant(&tenant, Some(&key.record)).await?;
         tracing::info!(tenant = %tenant.id, "tenant created");
+        self.audit_key(AuditKind::KeyCreated, &key.record);
         Ok((tenant, key))
     }
 
@@ -108,9 +110,15 @@ impl Auth {
                 return Err(e.into());
             }
             tracing::info!(tenant = %tenant.id, owner = %owner.id, "project owner's tenant created");
+            self.audit_key(AuditKind::KeyCreated, &key.record);
             Ok(OwnerSignedUp { owner, tenant, key })
         })
         .await
+    }
+
+    /// Records an event about an API key: its tenant and id, never the key.
+    fn audit_key(&self, kind: AuditKind, key: &ApiKeyRecord) {
+        self.audit(kind, key.tenant, None, None, Some(format!("api_key {}", key.id)));
     }
 
     /// The tenant `id`.
@@ -169,6 +177,7 @@ impl Auth {
         let key = self.new_api_key(tenant);
         self.0.store.insert_api_key(&key.record).await?;
         tracing::info!(key = %key.record.id, "API key created");
+        self.audit_key(AuditKind::KeyCreated, &key.record);
         Ok(key)
     }
 
@@ -192,6 +201,7 @@ impl Auth {
         let revoked = self.0.store.revoke_api_key(tenant, id, self.now()).await?;
         if revoked {
             tracing::info!("API key revoked");
+            self.audit(AuditKind::KeyRevoked, tenant, None, None, Some(format!("api_key {id}")));
         }
         Ok(revoked)
     }

@@ -4,6 +4,7 @@
 use time::OffsetDateTime;
 
 use super::{Auth, ExtraClaims, TokenSet, observed};
+use crate::audit::AuditKind;
 use crate::error::{Error, Result};
 use crate::identity::{SessionId, TenantId, User};
 use crate::limits::LimitKind;
@@ -222,6 +223,7 @@ impl Auth {
                 rotated_at: None,
             })
             .await?;
+        self.audit_user(AuditKind::Refresh, &user.user, None);
         Ok((user.user, session, successor))
     }
 
@@ -251,11 +253,14 @@ impl Auth {
 
     /// Revokes a session whose refresh token was replayed; returns whether the session exists.
     async fn revoke_for_reuse(&self, tenant: TenantId, session: SessionId) -> Result<bool> {
-        let Some((session, _)) = self.0.store.session_with_user(tenant, session).await? else {
+        let Some((session, record)) = self.0.store.session_with_user(tenant, session).await? else {
             return Ok(false);
         };
         tracing::warn!(session = %session.id, "refresh token reused; revoking the session");
-        self.sign_out(&session).await?;
+        if self.0.store.revoke_session(tenant, session.id, self.now()).await? {
+            self.announce(tenant, session.user_id, [session.id]).await;
+        }
+        self.audit_user(AuditKind::RefreshReuse, &record.user, None);
         Ok(true)
     }
 
@@ -286,7 +291,9 @@ impl Auth {
     /// [`Error::Internal`] when the store fails.
     #[tracing::instrument(skip_all)]
     pub async fn rotate_signing_key(&self) -> Result<String> {
-        self.0.keys.rotate().await
+        let kid = self.0.keys.rotate().await?;
+        self.audit(AuditKind::KeyCreated, TenantId::DEFAULT, None, None, Some(format!("signing_key {kid}")));
+        Ok(kid)
     }
 
     /// The JWS algorithm of the current signing key (`alg`), for discovery documents.

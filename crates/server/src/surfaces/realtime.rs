@@ -45,6 +45,7 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgr
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use latchkey_core::audit::RequestContext;
 use latchkey_core::identity::{Email, SessionId, TenantId};
 use latchkey_core::limits::address_key;
 use latchkey_core::session::{Revocation, Session};
@@ -286,6 +287,7 @@ async fn upgrade(
             return http_error(status, "not_a_websocket", "GET /ws takes a WebSocket upgrade (RFC 6455)");
         }
     };
+    let context = RequestContext::current();
     let address = address_key(meta.ip.as_deref().unwrap_or("unknown"));
     let Some(slot) = state.hub.admit(address, state.settings.sockets_per_address) else {
         return http_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "Too many open sockets from this address");
@@ -294,7 +296,17 @@ async fn upgrade(
         .max_frame_size(MAX_MESSAGE_BYTES)
         .read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(0)
-        .on_upgrade(move |socket| Connection::new(state, slot).serve(socket))
+        .on_upgrade(move |socket| {
+            // The socket is served by a task of its own, which does not inherit the request's
+            // task-locals: the audit context goes along explicitly.
+            let serve = Connection::new(state, slot).serve(socket);
+            async move {
+                match context {
+                    Some(context) => context.scope(serve).await,
+                    None => serve.await,
+                }
+            }
+        })
 }
 
 /// An error answered over HTTP (before any upgrade), in the frames' error shape.

@@ -5,6 +5,7 @@
 //! endpoint, and the shared flows: a signed-up, verified or signed-in user); no test module
 //! imports from another.
 
+mod audit;
 mod auth;
 mod browser;
 mod cli;

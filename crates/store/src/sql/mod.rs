@@ -1,6 +1,6 @@
 //! The [`Store`] implementation, written once and instantiated for SQLite and PostgreSQL; one
 //! file per aggregate trait (`users.rs`, `codes.rs`, `sessions.rs`, `keys.rs`, `srp.rs`,
-//! `tenants.rs`, `realtime.rs`), this file holding the row decoding they share and the `Store`
+//! `tenants.rs`, `realtime.rs`, `audit.rs`), this file holding the row decoding they share and the `Store`
 //! supertrait itself.
 //!
 //! Both schemas use the same column names and types that decode to the same Rust types
@@ -52,6 +52,8 @@ mod srp;
 mod tenants;
 #[macro_use]
 mod realtime;
+#[macro_use]
+mod audit;
 
 macro_rules! sql_store {
     ($(#[$doc:meta])* $name:ident, $db:ty) => {
@@ -256,5 +258,6 @@ macro_rules! sql_store {
         sql_srp!($name, $db);
         sql_tenants!($name, $db);
         sql_realtime!($name, $db);
+        sql_audit!($name, $db);
     };
 }
