@@ -159,6 +159,14 @@ impl Application {
         self.local_addr
     }
 
+    /// A clone of the full router, to drive the application in-process without its listener
+    /// (the fuzz targets do). Each request needs a `ConnectInfo<SocketAddr>` extension, as the
+    /// listener adds; the application must stay alive while the router is used.
+    #[doc(hidden)]
+    pub fn router(&self) -> Router {
+        self.router.clone()
+    }
+
     /// The core, for embedding and maintenance commands.
     pub fn auth(&self) -> &Auth {
         &self.auth

@@ -783,6 +783,29 @@ fn log_filter<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error
     Ok(v)
 }
 
+/// Refuses an environment value (`key` without the prefix) that figment 0.10 cannot parse.
+///
+/// figment reads an environment value that starts with `"`, `[` or `{` as a TOML-ish value, and
+/// its unescaping of a quoted string slices the text by character index where it means byte
+/// index: a backslash escape after non-ASCII text panics (`"é\n"`) or silently drops
+/// characters. Such values are refused before figment sees them; unquoted text, and quoted
+/// text that is all ASCII, are read as before.
+///
+/// # Errors
+/// A [`ConfigError`] naming `LATCHKEY_<KEY>`.
+fn check_figment_can_read(key: &str, value: &str) -> Result<(), ConfigError> {
+    let quoted = value.trim_start_matches(|c: char| c.is_ascii_whitespace()).starts_with(['"', '[', '{']);
+    if quoted && value.contains('\\') && !value.is_ascii() {
+        return Err(ConfigError {
+            key: env_name(key),
+            message: "a quoted value with a backslash escape and non-ASCII text cannot be read; \
+                      write it without quotes or set it in the configuration file"
+                .into(),
+        });
+    }
+    Ok(())
+}
+
 /// A figment provider over the merged sources (file, then environment) that gives them their
 /// final shape: keys in lower case, and for each key of [`Config`] that is absent, the contents
 /// of the file named by `<key>_file` (`LATCHKEY_<KEY>_FILE`) without the line breaks at its
@@ -827,7 +850,11 @@ impl Config {
     /// A [`ConfigError`] naming the first bad key, or `--config` when the file is missing or
     /// is not valid TOML.
     pub fn load(file: Option<&Path>, claimed: &[&str]) -> Result<(Config, Vec<String>), ConfigError> {
-        Self::load_from(file, Env::prefixed("LATCHKEY_"), claimed)
+        let env = Env::prefixed("LATCHKEY_");
+        for (key, value) in env.iter() {
+            check_figment_can_read(key.as_str(), &value)?;
+        }
+        Self::load_from(file, env, claimed)
     }
 
     /// [`Config::load`] with `env` in place of the process environment (for tests: values are
@@ -873,6 +900,9 @@ impl Config {
     /// # Errors
     /// A [`ConfigError`] naming the first bad key.
     pub fn from_map(raw: &BTreeMap<String, String>) -> Result<(Config, Vec<String>), ConfigError> {
+        for (key, value) in raw {
+            check_figment_can_read(key, value)?;
+        }
         // figment reads environment values as TOML-ish values (`1` is an integer); so do we.
         let values: Dict =
             raw.iter().map(|(k, v)| (k.clone(), v.parse::<Value>().unwrap_or_else(|e| match e {}))).collect();
@@ -1609,5 +1639,28 @@ mod tests {
         }
         assert_eq!(de::format_duration(Duration::from_millis(1500)), "1s 500ms");
         assert_eq!(de::format_duration(Duration::from_secs(5400)), "1h 30m");
+    }
+
+    /// figment 0.10 slices a quoted value by character index where it means byte index, so a
+    /// backslash escape after non-ASCII text in `"..."` panics inside figment. Such a value is
+    /// a configuration error naming its key.
+    #[test]
+    fn a_quoted_value_figment_cannot_read_is_an_error_not_a_panic() {
+        // base64 `IlHCkVxcXFxgz5TCkSIyNTAiNQ==`
+        let value = "\"Q\u{91}\\\\\\\\`\u{3d4}\u{91}\"250\"5";
+        for (key, env) in [("access_token_ttl", "LATCHKEY_ACCESS_TOKEN_TTL"), ("code_ttl", "LATCHKEY_CODE_TTL")] {
+            let e = Config::from_map(&map(&[(key, value)])).expect_err("unreadable value");
+            assert_eq!(e.key, env);
+            assert!(e.message.contains("cannot be read"), "{e}");
+        }
+        for value in ["[\"é\\n\"]", "{ \"é\\t\" = 1 }", " \"ü\\\\\""] {
+            let e = Config::from_map(&map(&[("mail_from", value)])).expect_err("unreadable value");
+            assert_eq!(e.key, "LATCHKEY_MAIL_FROM", "{value}");
+        }
+        // Unquoted non-ASCII text with backslashes is read as is; quoted ASCII escapes still work.
+        let (c, _) = Config::from_map(&map(&[("outbox_dir", "C:\\Zoë\\out"), ("code_ttl", "\"5\\u006d\"")]))
+            .expect("readable values");
+        assert_eq!(c.outbox_dir, Some(PathBuf::from("C:\\Zoë\\out")));
+        assert_eq!(c.code_ttl, Duration::from_secs(300));
     }
 }

@@ -181,6 +181,20 @@ async fn execute(State(state): State<GraphqlState>, Client(meta): Client, reques
     render(response, modern)
 }
 
+/// Executes one GraphQL document (with `variables`, a JSON object or null) against the schema
+/// over `auth`, as `POST /graphql` does for a client described by `meta`. For the fuzz
+/// targets; the HTTP handler is [`execute`].
+#[doc(hidden)]
+pub async fn execute_document(
+    auth: Auth,
+    meta: ClientMeta,
+    query: &str,
+    variables: serde_json::Value,
+) -> GraphqlResponse {
+    let schema = schema_builder().data(auth).finish();
+    schema.execute(GraphqlRequest::new(query).data(meta).variables(Variables::from_json(variables))).await
+}
+
 /// The HTTP response for an executed request. A response without data whose errors carry no
 /// path failed to parse or validate: 400 for `application/graphql-response+json` clients.
 fn render(response: GraphqlResponse, modern: bool) -> Response {

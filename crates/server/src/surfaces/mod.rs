@@ -15,6 +15,11 @@ mod realtime;
 mod users;
 mod v1;
 
+#[doc(hidden)]
+pub use graphql::execute_document as execute_graphql_document;
+#[doc(hidden)]
+pub use realtime::check_frame as check_realtime_frame;
+
 /// Every surface, in mount order; `LATCHKEY_SURFACES` selects among them by name.
 #[rustfmt::skip]
 pub const ALL: &[Surface] = &[

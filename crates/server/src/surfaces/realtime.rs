@@ -436,6 +436,39 @@ impl Fields {
     }
 }
 
+/// Reads one text frame: the action's name as sent, the action and its fields; or the error
+/// frame to answer (`malformed_frame`, `unknown_action`, `invalid_input`).
+fn parse_frame(text: &str) -> Result<(String, Action, Fields), Value> {
+    let frame: Value = match serde_json::from_str(text) {
+        Ok(v @ Value::Object(_)) => v,
+        _ => return Err(error_frame(None, FrameError::new("malformed_frame", "A frame is a JSON object"))),
+    };
+    let Some(name) = frame.get("action").and_then(Value::as_str).map(str::to_owned) else {
+        return Err(error_frame(None, FrameError::new("malformed_frame", "action must be a string")));
+    };
+    let Some(action) = Action::parse(&name) else {
+        let e = FrameError::new("unknown_action", "action must be user-signup, user-login or user-logout");
+        return Err(error_frame(Some(&name), e));
+    };
+    match Fields::read(frame.get("message").unwrap_or(&Value::Null)) {
+        Ok(fields) => Ok((name, action, fields)),
+        Err(e) => Err(error_frame(Some(&name), e)),
+    }
+}
+
+/// Checks one text frame as far as it can be without a session: [`parse_frame`], then the
+/// fields every action requires (`email`, `accessToken`). Returns the error frame a client
+/// would get, or `None` when the frame would reach the core. For the fuzz targets.
+#[doc(hidden)]
+pub fn check_frame(text: &str) -> Option<Value> {
+    let (name, _, fields) = match parse_frame(text) {
+        Ok(parsed) => parsed,
+        Err(reply) => return Some(reply),
+    };
+    let checked = fields.email().and_then(|_| Fields::required(&fields.access_token, "accessToken").map(|_| ()));
+    checked.err().map(|e| error_frame(Some(&name), e))
+}
+
 /// One socket: its `sender` id, what it is signed in with, its limits.
 struct Connection {
     state: RealtimeState,
@@ -599,21 +632,11 @@ impl Connection {
 
     /// Answers one text frame.
     async fn handle(&mut self, text: Utf8Bytes) -> Option<Value> {
-        let frame: Value = match serde_json::from_str(text.as_str()) {
-            Ok(v @ Value::Object(_)) => v,
-            _ => return Some(error_frame(None, FrameError::new("malformed_frame", "A frame is a JSON object"))),
+        let (name, action, fields) = match parse_frame(text.as_str()) {
+            Ok(parsed) => parsed,
+            Err(reply) => return Some(reply),
         };
-        let Some(name) = frame.get("action").and_then(Value::as_str).map(str::to_owned) else {
-            return Some(error_frame(None, FrameError::new("malformed_frame", "action must be a string")));
-        };
-        let Some(action) = Action::parse(&name) else {
-            let e = FrameError::new("unknown_action", "action must be user-signup, user-login or user-logout");
-            return Some(error_frame(Some(&name), e));
-        };
-        let outcome = match Fields::read(frame.get("message").unwrap_or(&Value::Null)) {
-            Ok(fields) => self.act(action, &fields).await,
-            Err(e) => Err(e),
-        };
+        let outcome = self.act(action, &fields).await;
         Some(match outcome {
             Ok(message) => json!({ "action": name, "message": message }),
             Err(e) => error_frame(Some(&name), e),

@@ -109,8 +109,68 @@ async fn two_instances_share_users_sessions_and_keys(backend: Backend) {
     assert_eq!(jwks_b["keys"][1]["kid"], jwks_a["keys"][0]["kid"]);
 }
 
+/// Every `v1` operation documents the responses the shared extractors and the core give before
+/// or around its handler, and the server really gives them: a schema-driven client (CI runs
+/// schemathesis against `/openapi.json`) must find each status it meets in the document.
+async fn the_openapi_document_lists_the_responses_every_operation_can_give(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let doc = app.get("/openapi.json").await.body;
+    let paths = doc["paths"].as_object().expect("paths");
+    let mut operations = 0;
+    for (path, item) in paths.iter().filter(|(p, _)| p.starts_with("/v1/")) {
+        for (method, op) in item.as_object().expect("path item") {
+            operations += 1;
+            let responses = op["responses"].as_object().expect("responses");
+            let problem = |status: &str| {
+                let content =
+                    &responses.get(status).unwrap_or_else(|| panic!("{method} {path}: no {status}"))["content"];
+                assert!(content.get("application/problem+json").is_some(), "{method} {path} {status}: {content}");
+            };
+            if op.get("requestBody").is_some() {
+                for status in ["400", "413", "415", "422"] {
+                    problem(status);
+                }
+            }
+            if op.get("security").is_some_and(|s| s.as_array().is_some_and(|a| !a.is_empty())) {
+                problem("401");
+            }
+        }
+    }
+    assert!(operations >= 15, "{operations} operations");
+    // Every reference resolves (a client skips what it cannot resolve).
+    let text = doc.to_string();
+    for reference in text.split("\"$ref\":\"#/components/schemas/").skip(1) {
+        let name = reference.split('"').next().unwrap_or_default();
+        assert!(doc["components"]["schemas"].get(name).is_some(), "unresolvable reference to {name}");
+    }
+    for (method, path) in [("post", "/v1/signup"), ("post", "/v1/sessions"), ("post", "/v1/password/change")] {
+        let overloaded = &doc["paths"][path][method]["responses"]["503"];
+        assert!(overloaded["headers"].get("Retry-After").is_some(), "{method} {path}: {overloaded}");
+    }
+
+    // The documented rejections are the server's real answers.
+    let documented = |path: &str, method: &str, status: u16| {
+        doc["paths"][path][method]["responses"].get(status.to_string()).is_some()
+    };
+    let not_json = app.send_raw(reqwest::Method::POST, "/v1/signup", "text/plain", b"{}".to_vec()).await;
+    assert_eq!(not_json.status, 415);
+    assert!(documented("/v1/signup", "post", not_json.status));
+    let malformed =
+        app.send_raw(reqwest::Method::POST, "/v1/sessions", "application/json", b"{\"email\":".to_vec()).await;
+    assert_eq!(malformed.status, 400);
+    assert!(documented("/v1/sessions", "post", malformed.status));
+    let too_large =
+        app.send_raw(reqwest::Method::POST, "/v1/password/forgot", "application/json", vec![b' '; 128 * 1024]).await;
+    assert_eq!(too_large.status, 413);
+    assert!(documented("/v1/password/forgot", "post", too_large.status));
+    let no_token = app.get("/v1/sessions").await;
+    assert_eq!(no_token.status, 401);
+    assert!(documented("/v1/sessions", "get", no_token.status));
+}
+
 on_both_backends!(
     health_readiness_and_metrics,
+    the_openapi_document_lists_the_responses_every_operation_can_give,
     jwks_publishes_the_key_that_signs_sessions,
     no_secret_reaches_the_log,
     two_instances_share_users_sessions_and_keys

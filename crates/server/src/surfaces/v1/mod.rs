@@ -133,7 +133,88 @@ pub fn mount(ctx: &SurfaceContext) -> anyhow::Result<Mounted> {
     CrossOrigin.modify(&mut openapi);
     let guard = OriginGuard::new(ctx.origins.clone(), &[ACCESS_COOKIE, REFRESH_COOKIE], Methods::Unsafe, cross_origin);
     let router = router.route_layer(axum::middleware::from_fn_with_state(guard, origin::check));
+    document_shared_responses(&mut openapi);
     Ok(Mounted { router: router.with_state(state), openapi: Some(openapi) })
+}
+
+/// Documents on every operation of `openapi` the responses the shared extractors and the core
+/// give, whatever the handler (each added only where the operation does not document that
+/// status itself):
+/// - with a JSON request body ([`Body`]): 400 `invalid_body` (not JSON, or not an object),
+///   413 `payload_too_large`, 415 `unsupported_media_type`, 422 `invalid_body` or
+///   `invalid_input`;
+/// - taking a bearer token ([`Caller`]): 401 `missing_token`, `invalid_token`,
+///   `token_expired`, `session_revoked`;
+/// - whose body carries a password (hashed on a bounded queue): 503 `overloaded` with
+///   `Retry-After`.
+fn document_shared_responses(openapi: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::schema::Schema;
+    use utoipa::openapi::{ContentBuilder, HeaderBuilder, ObjectBuilder, Ref, RefOr, ResponseBuilder, Type};
+
+    let problem = |description: &str, retry_after: bool| {
+        let content = ContentBuilder::new().schema(Some(Ref::from_schema_name("Problem"))).build();
+        let mut response = ResponseBuilder::new().description(description).content("application/problem+json", content);
+        if retry_after {
+            let seconds = ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(0));
+            let header =
+                HeaderBuilder::new().schema(Some(seconds)).description(Some("Seconds to wait before retrying"));
+            response = response.header("Retry-After", header.build());
+        }
+        RefOr::T(response.build())
+    };
+    let body_responses = [
+        ("400", "The body is not JSON, or not a JSON object (`invalid_body`)"),
+        ("413", "The body is larger than the server accepts (`payload_too_large`)"),
+        ("415", "The body is not `application/json` (`unsupported_media_type`)"),
+        ("422", "A member is missing or has the wrong type (`invalid_body`), or a field is invalid (`invalid_input`)"),
+    ];
+    // Request bodies that carry a password: their schemas have a member named `*password`.
+    let schemas = openapi.components.as_ref().map(|c| c.schemas.clone()).unwrap_or_default();
+    let has_password = |schema_ref: &str| {
+        let name = schema_ref.rsplit('/').next().unwrap_or_default();
+        matches!(schemas.get(name), Some(RefOr::T(Schema::Object(o))) if o.properties.keys().any(|k| k.ends_with("password")))
+    };
+    for item in openapi.paths.paths.values_mut() {
+        let operations = [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch];
+        for operation in operations.into_iter().flatten() {
+            let mut added = Vec::new();
+            let body_ref = match &operation.request_body {
+                Some(RefOr::T(body)) => Some(
+                    body.content
+                        .values()
+                        .find_map(|c| match c {
+                            RefOr::T(c) => match &c.schema {
+                                Some(RefOr::Ref(r)) => Some(r.ref_location.clone()),
+                                _ => None,
+                            },
+                            RefOr::Ref(_) => None,
+                        })
+                        .unwrap_or_default(),
+                ),
+                _ => None,
+            };
+            if let Some(body_ref) = &body_ref {
+                added.extend(body_responses.iter().map(|(status, text)| (*status, *text, false)));
+                if has_password(body_ref) {
+                    added.push((
+                        "503",
+                        "Too many password hashes are waiting; retry after `Retry-After` seconds (`overloaded`)",
+                        true,
+                    ));
+                }
+            }
+            if operation.security.as_ref().is_some_and(|s| !s.is_empty()) {
+                added.push(("401", "No access token (`missing_token`), or it is invalid, expired or of an ended session (`invalid_token`, `token_expired`, `session_revoked`)", false));
+            }
+            for (status, description, retry_after) in added {
+                operation
+                    .responses
+                    .responses
+                    .entry(status.to_owned())
+                    .or_insert_with(|| problem(description, retry_after));
+            }
+        }
+    }
 }
 
 impl From<Error> for Problem {
