@@ -3,17 +3,17 @@
 //! a full queue drops and counts; the retention purges.
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
+use crate::support::Outbox;
 use latchkey_core::audit::{self, AuditEvent, AuditKind, AuditLog, AuditQuery, RequestContext};
 use latchkey_core::clock::ManualClock;
 use latchkey_core::code::OneTimeCode;
 use latchkey_core::identity::{Email, Login, NewPassword, PasswordPolicy, PresentedPassword, TenantId};
 use latchkey_core::limits::{MemoryRateLimiter, RateLimiter, Unlimited};
 use latchkey_core::password::HashParams;
-use latchkey_core::ports::{AuditStore, Mail, MailError, Mailer};
+use latchkey_core::ports::AuditStore;
 use latchkey_core::secret::ServerSecret;
 use latchkey_core::session::{ClientMeta, LocalRevocationBus};
 use latchkey_core::tenant::TenantSettings;
@@ -22,17 +22,6 @@ use latchkey_store::{Database, Options};
 
 const PASSWORD: &str = "k7#mq2vz-Tern-81";
 const NEW_PASSWORD: &str = "Qv9!rT-lamp-x47w";
-
-#[derive(Default)]
-struct Outbox(Mutex<Vec<Mail>>);
-
-#[async_trait]
-impl Mailer for Outbox {
-    async fn send(&self, mail: &Mail) -> Result<(), MailError> {
-        self.0.lock().map_err(|e| MailError(e.to_string()))?.push(mail.clone());
-        Ok(())
-    }
-}
 
 struct Harness {
     auth: Auth,

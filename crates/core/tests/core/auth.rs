@@ -1,10 +1,9 @@
 //! Core rules exercised through [`Auth`] on an in-memory SQLite store with a manual clock:
 //! code expiry and attempts, sign-in policy, sessions, tokens and refresh rotation.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use latchkey_core::clock::{Clock, ManualClock};
 use latchkey_core::code::OneTimeCode;
 use latchkey_core::identity::{
@@ -12,24 +11,13 @@ use latchkey_core::identity::{
 };
 use latchkey_core::limits::{MemoryRateLimiter, RateLimiter, Unlimited};
 use latchkey_core::password::HashParams;
-use latchkey_core::ports::{Mail, MailError, Mailer};
+
+use crate::support::Outbox;
 use latchkey_core::secret::ServerSecret;
 use latchkey_core::session::{ClientMeta, LocalRevocationBus};
 use latchkey_core::token::{RefreshToken, SigningAlgorithm};
 use latchkey_core::{Auth, Deps, Error, NewUser, PresentedTokens, Settings};
 use latchkey_store::{Database, Options};
-
-/// Keeps every mail; the core's own tests read codes from it.
-#[derive(Default)]
-struct Outbox(Mutex<Vec<Mail>>);
-
-#[async_trait]
-impl Mailer for Outbox {
-    async fn send(&self, mail: &Mail) -> Result<(), MailError> {
-        self.0.lock().map_err(|e| MailError(e.to_string()))?.push(mail.clone());
-        Ok(())
-    }
-}
 
 impl Outbox {
     /// The recipient of the last mail.

@@ -6,4 +6,5 @@ mod audit;
 mod auth;
 mod bound;
 mod properties;
+mod support;
 mod tenants;

@@ -2,31 +2,20 @@
 //! tokens bound to their tenant, API keys (tenant, revocation, last use), per-tenant
 //! verification and the paged user listing.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use latchkey_core::clock::ManualClock;
 use latchkey_core::identity::{Email, Login, PresentedPassword, TenantId};
 use latchkey_core::limits::Unlimited;
 use latchkey_core::password::HashParams;
-use latchkey_core::ports::{Mail, MailError, Mailer};
+
+use crate::support::Outbox;
 use latchkey_core::secret::ServerSecret;
 use latchkey_core::session::{ClientMeta, LocalRevocationBus};
 use latchkey_core::tenant::TenantSettings;
 use latchkey_core::{Auth, Deps, Error, NewUser, Settings};
 use latchkey_store::{Database, Options};
-
-#[derive(Default)]
-struct Outbox(Mutex<Vec<Mail>>);
-
-#[async_trait]
-impl Mailer for Outbox {
-    async fn send(&self, mail: &Mail) -> Result<(), MailError> {
-        self.0.lock().map_err(|e| MailError(e.to_string()))?.push(mail.clone());
-        Ok(())
-    }
-}
 
 const PASSWORD: &str = "correct horse battery";
 
