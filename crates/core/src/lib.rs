@@ -20,6 +20,7 @@ pub mod password;
 pub mod ports;
 pub mod secret;
 pub mod session;
+pub mod session_cache;
 pub mod srp;
 pub mod tenant;
 pub mod time_util;

@@ -90,9 +90,16 @@ pub struct RefreshTokenRecord {
 /// What happened when a refresh token was marked rotated.
 #[derive(Debug, Clone)]
 pub enum Rotation {
-    /// This call rotated it (it was fresh).
-    Rotated(RefreshTokenRecord),
-    /// It had been rotated before (at `record.rotated_at`).
+    /// This call rotated it (it was fresh). `live` is its session and user as read in the same
+    /// transaction (`None` if the session row is gone); the successor was stored only when
+    /// that session was active at the rotation's moment and its user not disabled.
+    Rotated {
+        /// The token, now rotated.
+        record: RefreshTokenRecord,
+        /// Its session and user.
+        live: Option<(Session, UserRecord)>,
+    },
+    /// It had been rotated before (at `record.rotated_at`); nothing was stored.
     AlreadyRotated(RefreshTokenRecord),
     /// No such token in this tenant.
     NotFound,
@@ -325,11 +332,16 @@ pub trait SessionStore: Send + Sync + 'static {
         tenant: TenantId,
         token_hash: &[u8],
     ) -> Result<Option<RefreshTokenRecord>, StoreError>;
-    /// Marks the token rotated at `at` unless it already was, atomically.
+    /// One refresh (the hot path of token refresh), in one transaction: marks the token
+    /// `token_hash` rotated at `at` unless it already was (so exactly one of two concurrent
+    /// calls rotates it), reads its session and user, and, when that session is active at `at`
+    /// and its user not disabled, stores the successor `successor_hash` (created at `at`;
+    /// storing one that exists already is not an error). See [`Rotation`].
     async fn rotate_refresh_token(
         &self,
         tenant: TenantId,
         token_hash: &[u8],
+        successor_hash: &[u8],
         at: OffsetDateTime,
     ) -> Result<Rotation, StoreError>;
 }

@@ -228,6 +228,10 @@ fn core_settings(config: &Config, issuer: String) -> Settings {
         refresh_reuse_window: config.refresh_reuse_window,
         unverified_account_ttl: config.unverified_account_ttl,
         audit_retention: config.audit_retention,
+        session_cache: latchkey_core::session_cache::SessionCacheSettings {
+            ttl: config.session_cache_ttl,
+            capacity: config.session_cache_size,
+        },
         hash_queue: config.hash_queue,
         require_email_verification: config.require_email_verification,
         password_policy: PasswordPolicy { min_length: config.password_min_length, ..PasswordPolicy::default() },

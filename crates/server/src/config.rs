@@ -143,6 +143,18 @@ pub const KEYS: &[Key] = &[
         render: |c| Some(de::format_duration(c.audit_retention)),
     },
     Key {
+        env: "LATCHKEY_SESSION_CACHE_TTL",
+        help: "Longest a checked session is served from memory when no revocation reached this instance (0 to 60s; 0: off)",
+        when_unset: "",
+        render: |c| Some(de::format_duration(c.session_cache_ttl)),
+    },
+    Key {
+        env: "LATCHKEY_SESSION_CACHE_SIZE",
+        help: "Most sessions the session cache keeps (0 to 10000000; 0: off)",
+        when_unset: "",
+        render: |c| Some(c.session_cache_size.to_string()),
+    },
+    Key {
         env: "LATCHKEY_HASH_QUEUE",
         help: "Password hashes that may wait for a hashing thread; beyond that, requests get 503 (1-100000)",
         when_unset: "",
@@ -496,6 +508,16 @@ pub struct Config {
     /// `LATCHKEY_AUDIT_RETENTION`: how long audit events are kept, from an hour to 3650 days.
     #[serde(deserialize_with = "audit_retention")]
     pub audit_retention: Duration,
+    /// `LATCHKEY_SESSION_CACHE_TTL`: the longest a credential check is answered from the
+    /// session cache without reading the store, from 0 (off) to 60 seconds; default 1 second.
+    /// It bounds how late another instance refuses a revoked session when the revocation
+    /// bus did not reach it (latchkey_core::session_cache).
+    #[serde(deserialize_with = "session_cache_ttl")]
+    pub session_cache_ttl: Duration,
+    /// `LATCHKEY_SESSION_CACHE_SIZE`: most sessions the session cache keeps, 0 (off) to
+    /// 10,000,000; default 10,000 (about 10 MiB at most).
+    #[serde(deserialize_with = "session_cache_size")]
+    pub session_cache_size: usize,
     /// `LATCHKEY_HASH_QUEUE`: password hashes that may wait for a hashing thread (1 to
     /// 100000); when full, requests get 503 with `Retry-After`.
     #[serde(deserialize_with = "hash_queue")]
@@ -572,6 +594,8 @@ impl Default for Config {
             refresh_reuse_window: Duration::from_secs(10),
             unverified_account_ttl: Duration::from_secs(7 * 86_400),
             audit_retention: Duration::from_secs(90 * 86_400),
+            session_cache_ttl: Duration::from_secs(1),
+            session_cache_size: 10_000,
             hash_queue: 256,
             region: "local-1".into(),
             user_pool_id: None,
@@ -624,6 +648,14 @@ fn audit_retention<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D
         return Err(serde::de::Error::custom(format!("{} is shorter than an hour", de::format_duration(value))));
     }
     Ok(value)
+}
+
+fn session_cache_ttl<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    bounded(d, Duration::from_secs(60), "a minute")
+}
+
+fn session_cache_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    de::number_in_range(d, 0, 10_000_000)
 }
 
 fn hash_queue<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {

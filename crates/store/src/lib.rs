@@ -137,12 +137,28 @@ impl Database {
         } else {
             SqlitePoolOptions::new().max_connections(options.max_connections.max(1))
         }
+        // A file on this machine cannot hang up: no ping (a round trip to the connection's
+        // thread) before every query.
+        .test_before_acquire(false)
         .acquire_timeout(options.acquire_timeout)
-        .connect_with(connect)
+        .connect_with(connect.clone())
         .await
         .map_err(ConnectError::Connect)?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await.map_err(ConnectError::Migrate)?;
-        let store = SqliteStore::new(pool);
+        let store = if memory {
+            SqliteStore::new(pool)
+        } else {
+            // One writing connection: writers wait their turn in the pool (see
+            // `SqliteStore::with_writer`); readers never block it (WAL).
+            let writer = SqlitePoolOptions::new()
+                .max_connections(1)
+                .test_before_acquire(false)
+                .acquire_timeout(options.acquire_timeout)
+                .connect_with(connect)
+                .await
+                .map_err(ConnectError::Connect)?;
+            SqliteStore::with_writer(pool, writer)
+        };
         Ok(Self {
             store: Arc::new(store.clone()),
             backend: Backend::Sqlite { path },
@@ -156,6 +172,17 @@ impl Database {
             PgConnectOptions::from_str(url).map_err(|e| ConnectError::Url(format!("{}: {e}", redact(url))))?;
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections.max(1))
+            // A ping costs a round trip: only for connections idle long enough to have been
+            // dropped (a database restart or failover), not before every query.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for > PING_IF_IDLE_FOR {
+                        sqlx::Connection::ping(conn).await?;
+                    }
+                    Ok(true)
+                })
+            })
             .acquire_timeout(options.acquire_timeout)
             .connect_with(connect)
             .await
@@ -190,12 +217,16 @@ impl Database {
     pub async fn close(&self) {
         if let Some(s) = &self.sqlite {
             s.pool().close().await;
+            s.writer().close().await;
         }
         if let Some(p) = &self.postgres {
             p.pool().close().await;
         }
     }
 }
+
+/// How long a PostgreSQL connection may sit in the pool before it is pinged on its way out.
+const PING_IF_IDLE_FOR: Duration = Duration::from_secs(10);
 
 /// The URL with any password replaced by `***`, for messages and logs.
 pub fn redact(url: &str) -> String {

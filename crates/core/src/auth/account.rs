@@ -77,9 +77,11 @@ impl Auth {
             let hash = self.0.hasher.hash(new_password).await?;
             let now = self.now();
             self.0.store.set_password_hash(tenant, user.id, &hash, now).await?;
+            self.user_changed();
             self.store_srp_verifier(&user, &hash, new_password.expose()).await;
             if !user.email_verified {
                 self.0.store.mark_email_verified(tenant, user.id, now).await?;
+                self.user_changed();
                 user.email_verified = true;
             }
             user.has_password = true;
@@ -109,6 +111,7 @@ impl Auth {
             self.confirm_password(user, old).await?;
             let hash = self.0.hasher.hash(new).await?;
             self.0.store.set_password_hash(user.tenant, user.id, &hash, self.now()).await?;
+            self.user_changed();
             self.store_srp_verifier(user, &hash, new.expose()).await;
             self.end_sessions(user.tenant, user.id, Some(current.id)).await?;
             self.audit_user(AuditKind::PasswordChange, user, None);
@@ -162,6 +165,7 @@ impl Auth {
                 .ok_or_else(|| Error::internal("email change code without a target"))?;
             let now = self.now();
             self.0.store.set_email(user.tenant, user.id, &email, now).await?;
+            self.user_changed();
             if let Some(old) = &user.email {
                 drop(self.send_mail(Mail {
                     to: old.clone(),
@@ -193,6 +197,7 @@ impl Auth {
         if !self.0.store.set_disabled(tenant, user, disabled, self.now()).await? {
             return Err(Error::UserNotFound);
         }
+        self.user_changed();
         if disabled {
             self.end_sessions(tenant, user, None).await?;
         }
@@ -212,6 +217,7 @@ impl Auth {
         if !self.0.store.delete_user(tenant, user).await? {
             return Err(Error::UserNotFound);
         }
+        self.user_changed();
         self.audit(AuditKind::AccountDeleted, tenant, Some(user), email.map(|e| e.as_str().to_owned()), None);
         self.announce(tenant, user, sessions.into_iter().map(|s| s.id)).await;
         tracing::info!(user = %user, "user deleted");

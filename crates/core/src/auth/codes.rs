@@ -150,6 +150,7 @@ impl Auth {
                 if !self.0.store.mark_email_verified(tenant, user.id, now).await? {
                     return Err(Error::AlreadyVerified);
                 }
+                self.user_changed();
                 user.email_verified = true;
                 user.updated_at = now;
                 Ok(user)

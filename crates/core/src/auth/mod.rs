@@ -46,6 +46,7 @@ use crate::password::{HashParams, PasswordHasher};
 use crate::ports::{AuditStore, Mail, Mailer, RevocationBus, Store, UserRecord};
 use crate::secret::{ServerSecret, SubKey};
 use crate::session::{Revocation, Session};
+use crate::session_cache::{SessionCache, SessionCacheSettings};
 use crate::tenant::ApiKeyHasher;
 use crate::token::{Claims, KeyRing, RefreshToken, RefreshTokenHasher, SigningAlgorithm};
 
@@ -99,6 +100,8 @@ pub struct Settings {
     /// How long audit events are kept before [`Auth::purge_audit`] deletes them
     /// (`LATCHKEY_AUDIT_RETENTION`, default 90 days).
     pub audit_retention: Duration,
+    /// The session cache of credential checks (see [`crate::session_cache`]).
+    pub session_cache: SessionCacheSettings,
 }
 
 impl Settings {
@@ -129,6 +132,7 @@ impl Default for Settings {
             srp: true,
             audit_queue: crate::audit::DEFAULT_QUEUE,
             audit_retention: Duration::from_secs(90 * 24 * 3600),
+            session_cache: SessionCacheSettings::default(),
         }
     }
 }
@@ -225,6 +229,8 @@ struct Inner {
     keys: KeyRing,
     revocations: Arc<dyn RevocationBus>,
     audit: AuditLog,
+    /// `None` when [`Settings::session_cache`] turns it off.
+    sessions: Option<Arc<SessionCache>>,
 }
 
 /// The authentication service: one user directory, one session model. Cheap to clone.
@@ -250,6 +256,20 @@ fn record(operation: &'static str, outcome: &'static str) {
     metrics::counter!("latchkey_auth_outcomes_total", "operation" => operation, "outcome" => outcome).increment(1);
 }
 
+/// Forgets every session revoked anywhere the bus reaches, for as long as the cache lives. A
+/// receiver that fell behind has missed some: then everything is forgotten.
+async fn forget_revoked(cache: std::sync::Weak<SessionCache>, mut revocations: broadcast::Receiver<Revocation>) {
+    loop {
+        let received = revocations.recv().await;
+        let Some(cache) = cache.upgrade() else { return };
+        match received {
+            Ok(r) => cache.forget(r.tenant, r.session),
+            Err(broadcast::error::RecvError::Lagged(_)) => cache.forget_all(),
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
 impl Auth {
     /// Builds the service: prepares the password hasher (one dummy hash), loads or creates
     /// the signing key ring, and deletes stored SRP verifiers when [`Settings::srp`] is off.
@@ -273,7 +293,12 @@ impl Auth {
             }
         }
         let audit_store: Arc<dyn AuditStore> = deps.store.clone();
+        let sessions = SessionCache::new(settings.session_cache).map(Arc::new);
+        if let Some(cache) = &sessions {
+            tokio::spawn(forget_revoked(Arc::downgrade(cache), deps.revocations.subscribe()));
+        }
         Ok(Auth(Arc::new(Inner {
+            sessions,
             audit: AuditLog::start(audit_store, settings.audit_queue),
             store: deps.store,
             mail: MailQueue::start(deps.mailer, settings.mail_queue),
@@ -352,6 +377,16 @@ impl Auth {
             self.audit(AuditKind::RateLimited, tenant, None, None, Some(kind.as_str().to_owned()));
             Error::RateLimited { retry_after }
         })
+    }
+
+    /// Forgets this instance's cached sessions after a change to a user's row, so that the
+    /// next credential check here reads the change (see [`crate::session_cache`]). Such
+    /// changes are rare next to credential checks, so everything is forgotten rather than
+    /// tracked per user.
+    fn user_changed(&self) {
+        if let Some(cache) = &self.0.sessions {
+            cache.forget_all();
+        }
     }
 
     /// Records a security event (see [`crate::audit`]) with the current request context;

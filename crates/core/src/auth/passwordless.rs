@@ -174,10 +174,12 @@ impl Auth {
             let hash = self.0.hasher.hash(&password).await?;
             let now = self.now();
             self.0.store.set_password_hash(tenant, user.id, &hash, now).await?;
+            self.user_changed();
             self.store_srp_verifier(&user, &hash, password.expose()).await;
             if !self.0.store.mark_email_verified(tenant, user.id, now).await? {
                 return Err(Error::AlreadyVerified);
             }
+            self.user_changed();
             user.email_verified = true;
             user.has_password = true;
             user.updated_at = now;

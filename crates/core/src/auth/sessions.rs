@@ -8,6 +8,7 @@ use crate::audit::AuditKind;
 use crate::error::{Error, Result};
 use crate::identity::{SessionId, TenantId, User, UserId};
 use crate::session::{ClientMeta, Revocation, Session};
+use crate::session_cache::{CachedSession, SessionCache};
 use crate::token::{Claims, Expectation, ID_TOKEN_TYP};
 
 /// How often a session's `last_seen_at` is written at most.
@@ -67,16 +68,35 @@ impl Auth {
         Ok(Authenticated { user, session, claims })
     }
 
+    /// The live session `claims` name and its user: from the session cache when it holds an
+    /// entry fresh enough (see [`crate::session_cache`]), else from the store (then cached).
     pub(super) async fn session_of(&self, claims: &Claims) -> Result<(User, Session)> {
         let tenant = TenantId::parse(&claims.tid).map_err(|_| Error::InvalidToken)?;
         let sid = SessionId::parse(&claims.sid).map_err(|_| Error::InvalidToken)?;
-        let (session, record) = self.0.store.session_with_user(tenant, sid).await?.ok_or(Error::SessionRevoked)?;
+        let subject = UserId::parse(&claims.sub).ok();
         let now = self.now();
-        if !session.is_active(now) || record.user.disabled || UserId::parse(&claims.sub).ok() != Some(record.user.id) {
+        let cache = self.0.sessions.as_deref();
+        if let Some(hit) = cache.and_then(|c| c.get(tenant, sid, now)) {
+            if !hit.session.is_active(now) || hit.user.disabled || subject != Some(hit.user.id) {
+                return Err(Error::SessionRevoked);
+            }
+            if now - hit.session.last_seen_at < TOUCH_INTERVAL {
+                return Ok((hit.user.clone(), hit.session.clone()));
+            }
+        }
+        let generation = cache.map(SessionCache::generation);
+        let (mut session, record) =
+            self.0.store.session_with_user(tenant, sid).await?.ok_or(Error::SessionRevoked)?;
+        if !session.is_active(now) || record.user.disabled || subject != Some(record.user.id) {
             return Err(Error::SessionRevoked);
         }
         if now - session.last_seen_at >= TOUCH_INTERVAL {
             self.0.store.touch_session(tenant, sid, now).await?;
+            session.last_seen_at = now;
+        }
+        if let (Some(cache), Some(generation)) = (cache, generation) {
+            let entry = CachedSession { session: session.clone(), user: record.user.clone(), fetched_at: now };
+            cache.insert(generation, entry);
         }
         Ok((record.user, session))
     }
@@ -118,10 +138,17 @@ impl Auth {
         Ok(n)
     }
 
-    /// Announces revoked sessions on the revocation bus (sockets and caches act on it).
+    /// Announces revoked sessions on the revocation bus (sockets and other instances' caches
+    /// act on it), after forgetting them in this instance's session cache, so that the next
+    /// request here is refused.
     pub(super) async fn announce(&self, tenant: TenantId, user: UserId, sessions: impl IntoIterator<Item = SessionId>) {
         let revocations: Vec<Revocation> =
             sessions.into_iter().map(|session| Revocation { tenant, session, user }).collect();
+        if let Some(cache) = &self.0.sessions {
+            for r in &revocations {
+                cache.forget(r.tenant, r.session);
+            }
+        }
         if !revocations.is_empty() {
             self.0.revocations.publish(&revocations).await;
         }

@@ -113,6 +113,7 @@ impl Auth {
         if verification.needs_rehash {
             let hash = self.0.hasher.rehash(password).await?;
             self.0.store.set_password_hash(tenant, record.user.id, &hash, self.now()).await?;
+            self.user_changed();
             tracing::info!(user = %record.user.id, "password re-hashed with current parameters");
             self.store_srp_verifier(&record.user, &hash, password.expose()).await;
         } else {

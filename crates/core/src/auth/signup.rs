@@ -146,6 +146,7 @@ impl Auth {
             self.notify_taken(&reclaimed).await;
             return Ok(());
         }
+        self.user_changed();
         tracing::info!(user = %reclaimed.id, "unverified account re-registered; previous password and sessions dropped");
         self.audit_user(AuditKind::SignUp, &reclaimed, Some("reclaimed_unverified".into()));
         if let (Some(password), Some(hash)) = (&password, &hash) {

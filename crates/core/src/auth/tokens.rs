@@ -173,7 +173,11 @@ impl Auth {
         .await
     }
 
-    /// Rotates `token` into a successor of `kind` (see [`Auth::rotate_refresh_token`]).
+    /// Rotates `token` into a successor of `kind` (see [`Auth::rotate_refresh_token`]). A fresh
+    /// token costs one store transaction ([`crate::ports::SessionStore::rotate_refresh_token`]):
+    /// the rotation, the session and user it serves, and the successor. The per-session limit
+    /// is counted first for the tokens this server issues (they name their session), so a
+    /// refused refresh rotates nothing.
     pub(super) async fn rotate_inner(
         &self,
         tenant: TenantId,
@@ -182,47 +186,55 @@ impl Auth {
     ) -> Result<(User, Session, RefreshToken)> {
         let now = self.now();
         let hash = self.0.refresh.hash(token);
-        let record = match self.0.store.rotate_refresh_token(tenant, &hash, now).await? {
+        let successor = self.0.refresh.successor(token, kind);
+        let successor_hash = self.0.refresh.hash(&successor);
+        let named = self.0.refresh.session_of(token);
+        if let Some(session) = named {
+            self.limit(LimitKind::RefreshPerSession, &format!("{tenant}/{session}")).await?;
+        }
+        let (record, live) = match self.0.store.rotate_refresh_token(tenant, &hash, &successor_hash, now).await? {
             Rotation::NotFound => {
                 // A token this server issued whose row is gone was rotated and purged after the
                 // reuse window (or its session ended long ago): a replay all the same.
-                return match self.0.refresh.session_of(token) {
+                return match named {
                     Some(session) if self.revoke_for_reuse(tenant, session).await? => Err(Error::RefreshTokenReused),
                     _ => Err(Error::InvalidToken),
                 };
             }
-            Rotation::Rotated(record) => record,
+            Rotation::Rotated { record, live } => (record, live),
             Rotation::AlreadyRotated(record) => {
                 let rotated_at = record.rotated_at.unwrap_or(now);
                 // The grace window returns the same successor only while that successor has
                 // not been used itself; otherwise the chain would fork.
-                let successor = self.0.refresh.hash(&self.0.refresh.successor(token, kind));
                 let successor_used =
-                    self.0.store.refresh_token(tenant, &successor).await?.is_some_and(|r| r.rotated_at.is_some());
+                    self.0.store.refresh_token(tenant, &successor_hash).await?.is_some_and(|r| r.rotated_at.is_some());
                 if successor_used || now - rotated_at > self.0.settings.refresh_reuse_window {
                     self.revoke_for_reuse(tenant, record.session_id).await?;
                     return Err(Error::RefreshTokenReused);
                 }
-                record
+                let live = self.0.store.session_with_user(tenant, record.session_id).await?;
+                if live.as_ref().is_some_and(|(s, u)| s.is_active(now) && !u.user.disabled) {
+                    self.0
+                        .store
+                        .insert_refresh_token(&RefreshTokenRecord {
+                            token_hash: successor_hash,
+                            tenant,
+                            session_id: record.session_id,
+                            created_at: now,
+                            rotated_at: None,
+                        })
+                        .await?;
+                }
+                (record, live)
             }
         };
-        self.limit(LimitKind::RefreshPerSession, &format!("{tenant}/{}", record.session_id)).await?;
-        let (session, user) =
-            self.0.store.session_with_user(tenant, record.session_id).await?.ok_or(Error::SessionRevoked)?;
+        if named.is_none() {
+            self.limit(LimitKind::RefreshPerSession, &format!("{tenant}/{}", record.session_id)).await?;
+        }
+        let (session, user) = live.ok_or(Error::SessionRevoked)?;
         if !session.is_active(now) || user.user.disabled {
             return Err(Error::SessionRevoked);
         }
-        let successor = self.0.refresh.successor(token, kind);
-        self.0
-            .store
-            .insert_refresh_token(&RefreshTokenRecord {
-                token_hash: self.0.refresh.hash(&successor),
-                tenant,
-                session_id: session.id,
-                created_at: now,
-                rotated_at: None,
-            })
-            .await?;
         self.audit_user(AuditKind::Refresh, &user.user, None);
         Ok((user.user, session, successor))
     }

@@ -5,6 +5,7 @@
 mod audit;
 mod auth;
 mod bound;
+mod cache;
 mod properties;
 mod support;
 mod tenants;

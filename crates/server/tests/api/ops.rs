@@ -1,6 +1,7 @@
 //! The always-on endpoints, logging hygiene, the command line and graceful shutdown.
 
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
@@ -109,6 +110,49 @@ async fn two_instances_share_users_sessions_and_keys(backend: Backend) {
     assert_eq!(jwks_b["keys"][1]["kid"], jwks_a["keys"][0]["kid"]);
 }
 
+/// Session checks are answered from a short-lived cache, and a revocation is still refused by
+/// the next request on the instance that made it, and by every other instance within a second.
+/// On PostgreSQL the revocation bus carries it: B's cache is set to keep entries for a minute,
+/// so only the bus can end B's entry in time. On SQLite (no bus between processes) B's entry
+/// ends with the cache's one-second TTL.
+async fn a_revoked_session_is_refused_at_once_here_and_within_a_second_elsewhere(backend: Backend) {
+    let a = TestApp::spawn(backend).await;
+    let b = a
+        .another_instance_with(|c| {
+            if backend == Backend::Postgres {
+                c.session_cache_ttl = Duration::from_secs(60);
+            }
+        })
+        .await;
+    assert_eq!(a.signup(&users_signup_body("nia@example.com")).await.status, 201);
+    let code = a.mail.next_mail("nia@example.com").await.code();
+    assert_eq!(a.activate("nia@example.com", &code).await.status, 200);
+    let cookie = a.users_signed_in("nia@example.com").await;
+    let bearer = a.v1_sign_in("nia@example.com", PASSWORD).await.body["access_token"].as_str().expect("token").to_owned();
+    assert_eq!(a.current_user(Some(&cookie), None).await.body["email"], "nia@example.com");
+    assert_eq!(a.v1_me(bearer.as_str()).await.status, 200);
+    let cached = Instant::now();
+    assert_eq!(b.current_user(Some(&cookie), None).await.body["email"], "nia@example.com");
+    assert_eq!(b.v1_me(bearer.as_str()).await.status, 200);
+
+    assert_eq!(a.signout(Some(&cookie)).await.status, 200);
+    assert_eq!(a.v1_sign_out(bearer.as_str()).await.status, 204);
+    assert_eq!(a.current_user(Some(&cookie), None).await.body, Value::Null, "the next request on A");
+    assert_eq!(a.v1_me(bearer.as_str()).await.status, 401, "the next request on A");
+
+    // B: refused within a second of the moment it cached them (plus a request's time on a
+    // loaded machine).
+    loop {
+        let user = b.current_user(Some(&cookie), None).await.body;
+        let me = b.v1_me(bearer.as_str()).await.status;
+        if user == Value::Null && me == 401 {
+            break;
+        }
+        assert!(cached.elapsed() < Duration::from_millis(1_500), "B still accepts after {:?}", cached.elapsed());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Every `v1` operation documents the responses the shared extractors and the core give before
 /// or around its handler, and the server really gives them: a schema-driven client (CI runs
 /// schemathesis against `/openapi.json`) must find each status it meets in the document.
@@ -173,7 +217,8 @@ on_both_backends!(
     the_openapi_document_lists_the_responses_every_operation_can_give,
     jwks_publishes_the_key_that_signs_sessions,
     no_secret_reaches_the_log,
-    two_instances_share_users_sessions_and_keys
+    two_instances_share_users_sessions_and_keys,
+    a_revoked_session_is_refused_at_once_here_and_within_a_second_elsewhere
 );
 
 #[test]

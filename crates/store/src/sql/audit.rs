@@ -41,7 +41,7 @@ macro_rules! sql_audit {
                         .bind(e.user_agent.clone())
                         .bind(e.detail.clone());
                 }
-                query.execute(&self.pool).await.map_err(store_err)?;
+                query.execute(&self.writer).await.map_err(store_err)?;
                 Ok(())
             }
 
@@ -131,7 +131,7 @@ macro_rules! sql_audit {
                     )
                     .bind(millis(before))
                     .bind(BATCH)
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await
                     .map_err(store_err)?;
                     total += done.rows_affected();

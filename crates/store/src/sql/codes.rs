@@ -21,7 +21,7 @@ macro_rules! sql_codes {
                 .bind(c.target.as_deref())
                 .bind(millis(c.created_at))
                 .bind(millis(c.expires_at))
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await
                 .map_err(store_err)?;
                 Ok(())
@@ -52,7 +52,7 @@ macro_rules! sql_codes {
                 .bind(code_hash)
                 .bind(millis(now))
                 .bind(i64::from(max_attempts))
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.writer)
                 .await
                 .map_err(store_err)?;
                 Ok(attempts.map(|a| u32::try_from(a).unwrap_or(u32::MAX)))
@@ -67,7 +67,7 @@ macro_rules! sql_codes {
                 .bind(user.0)
                 .bind(purpose.as_str())
                 .bind(code_hash)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await
                 .map_err(store_err)?;
                 Ok(())
@@ -84,7 +84,7 @@ macro_rules! sql_codes {
                 .bind(code_hash)
                 .bind(millis(now))
                 .bind(i64::from(max_attempts))
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.writer)
                 .await
                 .map_err(store_err)?;
                 row.as_ref().map(Self::code_from_row).transpose().map_err(store_err)

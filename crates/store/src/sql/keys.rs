@@ -29,7 +29,7 @@ macro_rules! sql_keys {
                 .bind(&k.public_jwk)
                 .bind(k.private_key.as_slice())
                 .bind(millis(k.created_at))
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await
                 .map_err(store_err)?;
                 Ok(done.rows_affected() == 1)

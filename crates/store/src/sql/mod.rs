@@ -43,7 +43,7 @@ mod users;
 #[macro_use]
 mod codes;
 #[macro_use]
-mod sessions;
+pub(crate) mod sessions;
 #[macro_use]
 mod keys;
 #[macro_use]
@@ -60,18 +60,36 @@ macro_rules! sql_store {
         $(#[$doc])*
         #[derive(Debug, Clone)]
         pub struct $name {
+            /// Reads.
             pool: sqlx::Pool<$db>,
+            /// Writes (every INSERT, UPDATE and DELETE, and transactions that write).
+            writer: sqlx::Pool<$db>,
         }
 
         impl $name {
-            /// Wraps a connection pool whose database has been migrated.
+            /// Wraps a connection pool whose database has been migrated; it serves reads and
+            /// writes.
             pub fn new(pool: sqlx::Pool<$db>) -> Self {
-                Self { pool }
+                Self { writer: pool.clone(), pool }
             }
 
-            /// The underlying pool.
+            /// Reads through `readers` and writes through `writer` (both on one migrated
+            /// database). SQLite admits one writer at a time: a one-connection `writer` pool
+            /// queues writers in the pool, in order, instead of in SQLite's busy handler,
+            /// which retries after sleeps of up to 100 ms.
+            pub fn with_writer(readers: sqlx::Pool<$db>, writer: sqlx::Pool<$db>) -> Self {
+                Self { pool: readers, writer }
+            }
+
+            /// The pool that serves reads.
             pub fn pool(&self) -> &sqlx::Pool<$db> {
                 &self.pool
+            }
+
+            /// The pool that serves writes (the same as [`Self::pool`] unless built by
+            /// [`Self::with_writer`]).
+            pub fn writer(&self) -> &sqlx::Pool<$db> {
+                &self.writer
             }
 
             fn user_from_row(row: &<$db as sqlx::Database>::Row) -> Result<UserRecord, sqlx::Error> {
@@ -147,6 +165,24 @@ macro_rules! sql_store {
                 })
             }
 
+            /// Decodes a row of `sessions::ROTATE_IN_ONE_STATEMENT`.
+            fn rotation_from_row(row: &<$db as sqlx::Database>::Row) -> Result<Rotation, sqlx::Error> {
+                let rotated_at: Option<i64> = row.try_get("r_rotated_at")?;
+                let record = RefreshTokenRecord {
+                    token_hash: row.try_get("r_token_hash")?,
+                    tenant: TenantId(row.try_get("r_tenant_id")?),
+                    session_id: SessionId(row.try_get("r_session_id")?),
+                    created_at: from_millis(row.try_get("r_created_at")?),
+                    rotated_at: rotated_at.map(from_millis),
+                };
+                let found: Option<uuid::Uuid> = row.try_get("s_id")?;
+                let live = match found {
+                    Some(_) => Some((Self::session_from_row(row)?, Self::user_from_row(row)?)),
+                    None => None,
+                };
+                Ok(Rotation::Rotated { record, live })
+            }
+
             fn key_from_row(row: &<$db as sqlx::Database>::Row) -> Result<KeyRecord, sqlx::Error> {
                 Ok(KeyRecord {
                     kid: row.try_get("kid")?,
@@ -197,14 +233,14 @@ macro_rules! sql_store {
                 }
                 Ok(Purged {
                     codes: batches(
-                        &self.pool,
+                        &self.writer,
                         "DELETE FROM one_time_codes WHERE expires_at < $1 AND user_id IN \
                          (SELECT user_id FROM one_time_codes WHERE expires_at < $1 LIMIT $2)",
                         before.ended,
                     )
                     .await?,
                     sessions: batches(
-                        &self.pool,
+                        &self.writer,
                         "DELETE FROM sessions WHERE id IN \
                          (SELECT id FROM sessions WHERE expires_at < $1 OR revoked_at < $1 LIMIT $2)",
                         before.ended,
@@ -223,7 +259,7 @@ macro_rules! sql_store {
                                 .bind(BATCH)
                                 .bind(tenant.0)
                                 .bind(false)
-                                .execute(&self.pool)
+                                .execute(&self.writer)
                                 .await
                                 .map_err(store_err)?;
                                 total += done.rows_affected();
@@ -234,14 +270,14 @@ macro_rules! sql_store {
                         }
                     },
                     refresh_tokens: batches(
-                        &self.pool,
+                        &self.writer,
                         "DELETE FROM refresh_tokens WHERE token_hash IN \
                          (SELECT token_hash FROM refresh_tokens WHERE rotated_at < $1 LIMIT $2)",
                         before.rotated,
                     )
                     .await?,
                     srp_challenges: batches(
-                        &self.pool,
+                        &self.writer,
                         "DELETE FROM srp_used_challenges WHERE id IN \
                          (SELECT id FROM srp_used_challenges WHERE expires_at < $1 LIMIT $2)",
                         before.ended,

@@ -46,7 +46,7 @@ macro_rules! sql_realtime {
                 .bind(p.email.as_str())
                 .bind(p.logged_in)
                 .bind(millis(p.updated_at))
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await
                 .map_err(store_err)?;
                 Ok(())

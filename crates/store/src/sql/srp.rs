@@ -32,14 +32,14 @@ macro_rules! sql_srp {
                 .bind(user.0)
                 .bind(sealed)
                 .bind(millis(at))
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await
                 .map_err(store_err)?;
                 Ok(())
             }
 
             async fn delete_srp_verifiers(&self) -> Result<u64, StoreError> {
-                let done = sqlx::query("DELETE FROM srp_verifiers").execute(&self.pool).await.map_err(store_err)?;
+                let done = sqlx::query("DELETE FROM srp_verifiers").execute(&self.writer).await.map_err(store_err)?;
                 Ok(done.rows_affected())
             }
 
@@ -56,7 +56,7 @@ macro_rules! sql_srp {
                 .bind(id)
                 .bind(tenant.0)
                 .bind(millis(expires_at))
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await
                 .map_err(store_err)?;
                 Ok(done.rows_affected() == 1)

@@ -48,7 +48,7 @@ macro_rules! sql_tenants {
         #[async_trait]
         impl TenantStore for $name {
             async fn insert_tenant(&self, t: &Tenant, first_key: Option<&ApiKeyRecord>) -> Result<(), StoreError> {
-                let mut tx = self.pool.begin().await.map_err(store_err)?;
+                let mut tx = self.writer.begin().await.map_err(store_err)?;
                 sqlx::query(
                     "INSERT INTO tenants (id, name, owner_id, require_email_verification, created_at) \
                      VALUES ($1, $2, $3, $4, $5)",
@@ -94,7 +94,7 @@ macro_rules! sql_tenants {
             }
 
             async fn insert_api_key(&self, k: &ApiKeyRecord) -> Result<(), StoreError> {
-                let mut conn = self.pool.acquire().await.map_err(store_err)?;
+                let mut conn = self.writer.acquire().await.map_err(store_err)?;
                 Self::insert_api_key_with(&mut *conn, k).await
             }
 
@@ -132,7 +132,7 @@ macro_rules! sql_tenants {
                 .bind(tenant.0)
                 .bind(id.0)
                 .bind(millis(at))
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await
                 .map_err(store_err)?;
                 Ok(done.rows_affected() == 1)
@@ -148,7 +148,7 @@ macro_rules! sql_tenants {
                     .bind(tenant.0)
                     .bind(id.0)
                     .bind(millis(at))
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await
                     .map_err(store_err)?;
                 Ok(())

@@ -27,7 +27,7 @@ macro_rules! sql_users {
                 .bind(u.disabled)
                 .bind(millis(u.created_at))
                 .bind(millis(u.updated_at))
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await
                 .map_err(store_err)?;
                 Ok(())
@@ -69,7 +69,7 @@ macro_rules! sql_users {
                 .bind(tenant.0)
                 .bind(id.0)
                 .bind(millis(at))
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await
                 .map_err(store_err)?;
                 Ok(done.rows_affected() == 1)
@@ -81,7 +81,7 @@ macro_rules! sql_users {
                     .bind(id.0)
                     .bind(hash)
                     .bind(millis(at))
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await
                     .map_err(store_err)?;
                 Ok(())
@@ -97,7 +97,7 @@ macro_rules! sql_users {
                 .bind(email.as_str())
                 .bind(email.normalized())
                 .bind(millis(at))
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await
                 .map_err(store_err)?;
                 Ok(())
@@ -109,7 +109,7 @@ macro_rules! sql_users {
                     .bind(id.0)
                     .bind(disabled)
                     .bind(millis(at))
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await
                     .map_err(store_err)?;
                 Ok(done.rows_affected() == 1)
@@ -133,7 +133,7 @@ macro_rules! sql_users {
                 .bind(u.profile.picture.as_deref())
                 .bind(millis(u.updated_at))
                 .bind(false)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await
                 .map_err(store_err)?;
                 Ok(done.rows_affected() == 1)
@@ -218,7 +218,7 @@ macro_rules! sql_users {
                         .push_bind(millis(u.updated_at));
                 });
                 query.push(" ON CONFLICT DO NOTHING RETURNING id");
-                let rows = query.build().fetch_all(&self.pool).await.map_err(store_err)?;
+                let rows = query.build().fetch_all(&self.writer).await.map_err(store_err)?;
                 rows.iter().map(|row| row.try_get("id").map(UserId)).collect::<Result<_, _>>().map_err(store_err)
             }
 
@@ -233,7 +233,7 @@ macro_rules! sql_users {
                 let done = sqlx::query("DELETE FROM users WHERE tenant_id = $1 AND id = $2")
                     .bind(tenant.0)
                     .bind(id.0)
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await
                     .map_err(store_err)?;
                 Ok(done.rows_affected() == 1)
