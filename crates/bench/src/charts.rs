@@ -201,6 +201,8 @@ fn trim(v: f64) -> String {
 fn draw(path: &Path, title: &str, x_desc: &str, y_desc: &str, lines: &[Line]) -> anyhow::Result<()> {
     let (x0, x1) = log_range(lines.iter().flat_map(|l| l.points.iter().map(|p| p.0)));
     let (y0, y1) = log_range(lines.iter().flat_map(|l| l.points.iter().map(|p| p.1)));
+    // Down to a power of ten, so that the lowest values always have a labelled line below them.
+    let y0 = 10f64.powf(y0.log10().floor());
     let root = SVGBackend::new(path, SIZE).into_drawing_area();
     root.fill(&WHITE).context("drawing the background")?;
     let root = root.titled(title, ("sans-serif", 22)).context("drawing the title")?;
