@@ -4,9 +4,12 @@
 //! For each directory size in `--users` it provisions a fresh database (SQLite, or PostgreSQL
 //! with `--postgres`), starts Latchkey on it (or targets `--url`), seeds the users straight into
 //! the database, signs in a pool of them, and runs each workload at a fixed concurrency for a
-//! fixed time: session checks (`/api/users/currentuser`, `/v1/me`), token refresh, sign-in,
-//! sign-up, a 90/8/2 mix, and a session-check latency run under a sign-in storm. It prints a
-//! table and can write JSON, Markdown and a complete `BENCHMARKS.md`.
+//! fixed time: session checks on every surface that has one (`/api/users/currentuser`,
+//! `/v1/me`, `/auth/user`, GraphQL `me`, Cognito `GetUser`), token refresh (`v1` and `auth`),
+//! sign-in, sign-up, a 90/8/2 mix, the same mix open-loop at a fixed arrival rate, and a
+//! session-check latency run under a sign-in storm. Optionally it reruns the session checks and
+//! refreshes across a concurrency sweep. It prints a table and can write JSON, Markdown, a
+//! complete `BENCHMARKS.md` and SVG charts.
 //!
 //! `latchkey-bench sockets` measures instead what idle WebSockets of the `realtime` surface
 //! cost the server in memory, and `latchkey-bench migration` what bringing users from another
@@ -14,9 +17,11 @@
 //!
 //! Modules: [`server`] starts and stops Latchkey, [`smtp`] swallows its mail, [`seed`] makes
 //! and fills the database, [`load`] runs workloads, [`ceilings`] measures the ceilings,
-//! [`report`] renders results, [`sockets`] measures memory per socket.
+//! [`report`] renders results, [`charts`] draws them as SVG, [`sockets`] measures memory per
+//! socket.
 
 mod ceilings;
+mod charts;
 mod load;
 mod migration;
 mod report;
@@ -33,14 +38,18 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::load::{Op, Plan, Target};
-use crate::report::{CeilingKind, Ceilings, Ratio, Report, SizeReport, StormReport, WorkloadReport};
+use crate::load::{Op, OpenPlan, Plan, Pools, Target};
+use crate::report::{
+    CeilingKind, Ceilings, OpenMixReport, Ratio, Report, SizeReport, StormReport, SweepPoint, SweepReport,
+    WorkloadReport,
+};
 use crate::seed::Directory;
 use crate::server::{Latchkey, Launch};
 use crate::smtp::SmtpSink;
 
-/// Load generator for Latchkey: seeds N users, runs session-check, refresh, sign-in, sign-up,
-/// mix and storm workloads at a fixed concurrency for a fixed time, and reports req/s,
+/// Load generator for Latchkey: seeds N users, runs session-check (every surface), refresh,
+/// sign-in, sign-up, mix, open-loop mix and storm workloads at a fixed concurrency (or arrival
+/// rate) for a fixed time, and reports req/s,
 /// latency percentiles, errors and the server's peak RSS against argon2id and HTTP ceilings
 /// measured in the same run.
 ///
@@ -69,13 +78,37 @@ struct Cli {
     warmup: Duration,
 
     /// Workloads to run, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "check,me,refresh,signin,signup,mix,storm")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "check,me,auth-user,graphql-me,cognito-user,refresh,auth-refresh,signin,signup,mix,open-mix,storm"
+    )]
     workloads: Vec<Workload>,
 
-    /// Users signed in (each costs the server one hash) whose session cookies the
-    /// session-check workloads present; v1 sessions number max(this, --concurrency).
+    /// Users signed in per surface (each costs the server one hash) whose credentials the
+    /// session-check workloads present; v1 and auth sessions (one refresh chain per client)
+    /// number max(this, the largest concurrency).
     #[arg(long, default_value_t = 200)]
     sessions: usize,
+
+    /// Arrivals per second of the open-loop mix (`open-mix`).
+    #[arg(long, default_value_t = 2000.0)]
+    rate: f64,
+
+    /// Most requests of the open-loop mix in flight at once; arrivals beyond are dropped and
+    /// counted.
+    #[arg(long, default_value_t = 4096)]
+    max_in_flight: usize,
+
+    /// Concurrencies at which to rerun the session-check and refresh workloads (of those
+    /// selected) for the first directory size, comma-separated, e.g. 1,8,32,128.
+    #[arg(long, value_delimiter = ',')]
+    concurrency_sweep: Vec<usize>,
+
+    /// Draw SVG charts (throughput and p99 against directory size, and against concurrency
+    /// with --concurrency-sweep) into this directory, created if missing.
+    #[arg(long, value_name = "PATH")]
+    svg_dir: Option<PathBuf>,
 
     /// Virtual clients checking sessions in the storm run.
     #[arg(long, default_value_t = 8)]
@@ -203,14 +236,24 @@ enum Workload {
     Check,
     /// GET /v1/me with a bearer access token.
     Me,
+    /// GET /auth/user with the sAccessToken cookie.
+    AuthUser,
+    /// POST /graphql `query { me(token) { id email } }`.
+    GraphqlMe,
+    /// POST / AWSCognitoIdentityProviderService.GetUser with an access token.
+    CognitoUser,
     /// POST /v1/token/refresh, each client on its own refresh token chain.
     Refresh,
+    /// POST /auth/session/refresh, each client on its own cookie chain.
+    AuthRefresh,
     /// POST /api/users/signin as random seeded users.
     Signin,
     /// POST /api/users/signup with fresh emails.
     Signup,
     /// 90% currentuser, 8% refresh, 2% sign-in.
     Mix,
+    /// The same mix open-loop: requests arrive at --rate per second, each its own task.
+    OpenMix,
     /// currentuser p99 alone and under a sign-in storm.
     Storm,
 }
@@ -234,7 +277,15 @@ impl Workload {
         let (key, name, mix, ceiling) = match self {
             Workload::Check => ("check", "session check: GET /api/users/currentuser", vec![(Op::CurrentUser, 1)], Http),
             Workload::Me => ("me", "session check: GET /v1/me", vec![(Op::V1Me, 1)], Http),
+            Workload::AuthUser => ("auth-user", "session check: GET /auth/user", vec![(Op::AuthUser, 1)], Http),
+            Workload::GraphqlMe => ("graphql-me", "session check: POST /graphql me", vec![(Op::GraphqlMe, 1)], Http),
+            Workload::CognitoUser => {
+                ("cognito-user", "session check: Cognito GetUser", vec![(Op::CognitoGetUser, 1)], Http)
+            }
             Workload::Refresh => ("refresh", "token refresh: POST /v1/token/refresh", vec![(Op::Refresh, 1)], Http),
+            Workload::AuthRefresh => {
+                ("auth-refresh", "token refresh: POST /auth/session/refresh", vec![(Op::AuthRefresh, 1)], Http)
+            }
             Workload::Signin => ("signin", "sign-in: POST /api/users/signin", vec![(Op::SignIn, 1)], Argon2id),
             Workload::Signup => ("signup", "sign-up: POST /api/users/signup", vec![(Op::SignUp, 1)], Argon2id),
             Workload::Mix => (
@@ -243,11 +294,28 @@ impl Workload {
                 vec![(Op::CurrentUser, 90), (Op::Refresh, 8), (Op::SignIn, 2)],
                 Http,
             ),
-            Workload::Storm => return None,
+            Workload::Storm | Workload::OpenMix => return None,
         };
         Some(Spec { key, name, mix, ceiling })
     }
+
+    /// Whether the concurrency sweep reruns it: the session checks and the refreshes.
+    fn in_sweep(self) -> bool {
+        matches!(
+            self,
+            Workload::Check
+                | Workload::Me
+                | Workload::AuthUser
+                | Workload::GraphqlMe
+                | Workload::CognitoUser
+                | Workload::Refresh
+                | Workload::AuthRefresh
+        )
+    }
 }
+
+/// The open-loop mix: the closed mix's 90/8/2 operations.
+const OPEN_MIX: [(Op, u32); 3] = [(Op::CurrentUser, 90), (Op::Refresh, 8), (Op::SignIn, 2)];
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -391,6 +459,8 @@ struct Shared {
     sink: SmtpSink,
     password_hash: String,
     ceilings: Option<Ceilings>,
+    /// The HTTP ceiling at each concurrency of the sweep (empty without a sweep or ceilings).
+    sweep_ceilings: Vec<(usize, load::Measurement)>,
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -398,6 +468,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     anyhow::ensure!(!cli.duration.is_zero(), "--duration must be longer than zero");
     anyhow::ensure!(cli.instances > 0, "--instances must be at least 1");
     anyhow::ensure!(!cli.users.is_empty() && cli.users.iter().all(|&u| u > 0), "--users needs sizes of at least 1");
+    anyhow::ensure!(cli.rate.is_finite() && cli.rate > 0.0, "--rate must be above zero");
+    anyhow::ensure!(cli.max_in_flight > 0, "--max-in-flight must be at least 1");
+    anyhow::ensure!(
+        cli.concurrency_sweep.iter().all(|&c| c > 0),
+        "--concurrency-sweep needs concurrencies of at least 1"
+    );
     if cfg!(debug_assertions) {
         eprintln!(
             "warning: latchkey-bench is a debug build; its client overhead distorts every number (use --release)"
@@ -430,6 +506,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         eprintln!("    {:.0} req/s, p99 {:.2} ms", http.measurement.rps, http.measurement.latency_ms.p99);
         Some(Ceilings { argon2, http })
     };
+    let mut sweep_ceilings = Vec::new();
+    if ceilings.is_some() && cli.workloads.iter().any(|w| w.in_sweep()) {
+        for &c in &cli.concurrency_sweep {
+            eprintln!("==> ceiling: bare axum GET / at concurrency {c} (sweep)");
+            let http = ceilings::http(c, cli.warmup, cli.duration).await?;
+            eprintln!("    {:.0} req/s, p99 {:.2} ms", http.measurement.rps, http.measurement.latency_ms.p99);
+            sweep_ceilings.push((c, http.measurement));
+        }
+    }
 
     let ctx = Shared {
         binary,
@@ -438,14 +523,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         sink: SmtpSink::start().await?,
         password_hash: seed::password_hash().await?,
         ceilings,
+        sweep_ceilings,
     };
 
     // A failing size ends the run, but the sizes done so far are still reported.
     let mut sizes = Vec::new();
+    let mut sweep = None;
     let mut failure = None;
-    for &users in &cli.users {
-        match run_size(&cli, &ctx, users).await {
-            Ok(size) => sizes.push(size),
+    for (i, &users) in cli.users.iter().enumerate() {
+        let concurrencies = if i == 0 { cli.concurrency_sweep.as_slice() } else { &[] };
+        match run_size(&cli, &ctx, users, concurrencies).await {
+            Ok((size, points)) => {
+                if !points.is_empty() {
+                    sweep = Some(SweepReport {
+                        users,
+                        concurrencies: cli.concurrency_sweep.clone(),
+                        ceiling: ctx.sweep_ceilings.iter().map(|(c, m)| (*c, m.clone())).collect(),
+                        points,
+                    });
+                }
+                sizes.push(size);
+            }
             Err(e) => {
                 failure = Some(e.context(format!("the run with {users} users failed")));
                 break;
@@ -485,13 +583,30 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             sessions: cli.sessions,
             storm_checks: cli.storm_checks,
             storm_signins: cli.storm_signins,
+            open_rate: cli.rate,
+            open_max_in_flight: cli.max_in_flight,
+            concurrency_sweep: cli.concurrency_sweep.clone(),
             latchkey_bin: ctx.binary.as_ref().map(|b| b.display().to_string()),
             server_env: cli.server_env.iter().map(|e| report::redact_url(e)).collect(),
             bench_build: if cfg!(debug_assertions) { "debug" } else { "release" }.to_owned(),
         },
         ceilings: ctx.ceilings.clone(),
         sizes,
+        sweep,
+        charts: Vec::new(),
     };
+    let mut report = report;
+    if let Some(dir) = &cli.svg_dir {
+        match charts::draw_all(&report, dir) {
+            Ok(files) => {
+                for f in &files {
+                    eprintln!("wrote {}", dir.join(&f.file).display());
+                }
+                report.charts = files;
+            }
+            Err(e) => eprintln!("warning: drawing the charts: {e:#}"),
+        }
+    }
     print!("{}", report::render_text(&report));
     if let Some(path) = &cli.json {
         let json = serde_json::to_string_pretty(&report).context("serialising the report")?;
@@ -499,27 +614,49 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         eprintln!("wrote {}", path.display());
     }
     if let Some(path) = &cli.markdown {
-        std::fs::write(path, report::render_markdown(&report, false))
+        let links = chart_links(cli.svg_dir.as_deref(), path);
+        std::fs::write(path, report::render_markdown(&report, false, links.as_deref()))
             .with_context(|| format!("writing {}", path.display()))?;
         eprintln!("wrote {}", path.display());
     }
     if let Some(path) = &cli.write_benchmarks_md {
-        std::fs::write(path, report::render_markdown(&report, true))
+        let links = chart_links(cli.svg_dir.as_deref(), path);
+        std::fs::write(path, report::render_markdown(&report, true, links.as_deref()))
             .with_context(|| format!("writing {}", path.display()))?;
         eprintln!("wrote {}", path.display());
     }
     failure.map_or(Ok(()), Err)
 }
 
-/// One directory size: provision, run, and always clean up.
-async fn run_size(cli: &Cli, ctx: &Shared, users: u64) -> anyhow::Result<SizeReport> {
+/// How a Markdown file at `markdown` links to the charts in `svg_dir`: the directory relative to
+/// the file's own (`bench/` for `bench/` beside it), else as given; `None` without charts.
+fn chart_links(svg_dir: Option<&std::path::Path>, markdown: &std::path::Path) -> Option<String> {
+    let dir = svg_dir?;
+    let absolute = |p: &std::path::Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let (dir_abs, md_dir) = (absolute(dir), absolute(markdown.parent().unwrap_or(std::path::Path::new("."))));
+    let shown = match dir_abs.strip_prefix(&md_dir) {
+        Ok(rel) => rel.to_path_buf(),
+        Err(_) => dir.to_path_buf(),
+    };
+    let s = shown.to_string_lossy().replace('\\', "/");
+    Some(if s.is_empty() { String::new() } else { format!("{}/", s.trim_end_matches('/')) })
+}
+
+/// One directory size: provision, run (with the concurrency sweep at `sweep`), and always
+/// clean up.
+async fn run_size(
+    cli: &Cli,
+    ctx: &Shared,
+    users: u64,
+    sweep: &[usize],
+) -> anyhow::Result<(SizeReport, Vec<SweepPoint>)> {
     eprintln!("==> {users} users");
     let directory = match &cli.database_url {
         Some(url) => Directory::external(url)?,
         None if cli.postgres => Directory::postgres(&cli.postgres_url).await?,
         None => Directory::sqlite()?,
     };
-    let result = run_on_directory(cli, ctx, users, &directory).await;
+    let result = run_on_directory(cli, ctx, users, &directory, sweep).await;
     if let Err(e) = directory.remove().await {
         eprintln!("warning: cleaning up: {e:#}");
     }
@@ -527,7 +664,13 @@ async fn run_size(cli: &Cli, ctx: &Shared, users: u64) -> anyhow::Result<SizeRep
 }
 
 /// Starts the servers (unless --url), measures, and always stops them.
-async fn run_on_directory(cli: &Cli, ctx: &Shared, users: u64, directory: &Directory) -> anyhow::Result<SizeReport> {
+async fn run_on_directory(
+    cli: &Cli,
+    ctx: &Shared,
+    users: u64,
+    directory: &Directory,
+    sweep: &[usize],
+) -> anyhow::Result<(SizeReport, Vec<SweepPoint>)> {
     let probe = reqwest::Client::builder().build().context("building the HTTP client")?;
     let mut servers: Vec<Latchkey> = Vec::new();
     if let Some(binary) = &ctx.binary {
@@ -559,7 +702,7 @@ async fn run_on_directory(cli: &Cli, ctx: &Shared, users: u64, directory: &Direc
     } else {
         cli.url.iter().map(|u| u.trim_end_matches('/').to_owned()).collect()
     };
-    let result = measure(cli, ctx, users, directory, &servers, bases).await;
+    let result = measure(cli, ctx, users, directory, &servers, bases, sweep).await;
     if result.is_err() {
         for (i, s) in servers.iter().enumerate() {
             eprintln!("standard error of Latchkey instance {i} (last lines):\n{}", s.stderr_tail());
@@ -577,7 +720,8 @@ async fn stop_all(servers: Vec<Latchkey>) {
     }
 }
 
-/// Seeds, signs in the session pools, and runs every selected workload.
+/// Seeds, signs in the session pools, and runs every selected workload, then the concurrency
+/// sweep (at `sweep`, empty for none).
 async fn measure(
     cli: &Cli,
     ctx: &Shared,
@@ -585,20 +729,39 @@ async fn measure(
     directory: &Directory,
     servers: &[Latchkey],
     bases: Vec<String>,
-) -> anyhow::Result<SizeReport> {
+    sweep: &[usize],
+) -> anyhow::Result<(SizeReport, Vec<SweepPoint>)> {
+    // Before any load (seeding goes straight to the database).
+    let idle_rss_kib = servers.iter().filter_map(Latchkey::rss_kib).max();
+    if let Some(kib) = idle_rss_kib {
+        eprintln!("    idle RSS after start: {:.1} MiB", kib as f64 / 1024.0);
+    }
     let seed = seed::seed(directory.url(), users, &ctx.password_hash).await?;
     eprintln!("    seeded {} users in {:.1} s", seed.inserted, seed.seconds);
 
     let selected = |w: Workload| cli.workloads.contains(&w);
-    let wants_cookies = [Workload::Check, Workload::Mix, Workload::Storm].into_iter().any(selected);
-    let wants_v1 = [Workload::Me, Workload::Refresh, Workload::Mix].into_iter().any(selected);
-    let cookies = if wants_cookies { cli.sessions.max(1) } else { 0 };
-    let v1 = if wants_v1 { cli.sessions.max(cli.concurrency) } else { 0 };
-    let clients = cli.concurrency.max(cli.storm_checks + cli.storm_signins);
+    let swept = |w: Workload| selected(w) && w.in_sweep() && !sweep.is_empty();
+    let largest = sweep.iter().copied().chain([cli.concurrency]).max().unwrap_or(cli.concurrency);
+    let chains = |ws: &[Workload]| {
+        let max_conc = if ws.iter().any(|&w| swept(w)) { largest } else { cli.concurrency };
+        if ws.iter().any(|&w| selected(w)) { cli.sessions.max(max_conc) } else { 0 }
+    };
+    let shared = |ws: &[Workload]| if ws.iter().any(|&w| selected(w)) { cli.sessions.max(1) } else { 0 };
+    let pools = Pools {
+        cookies: shared(&[Workload::Check, Workload::Mix, Workload::OpenMix, Workload::Storm]),
+        v1: chains(&[Workload::Me, Workload::Refresh, Workload::Mix, Workload::OpenMix]),
+        auth: chains(&[Workload::AuthUser, Workload::AuthRefresh]),
+        graphql: shared(&[Workload::GraphqlMe]),
+        cognito: shared(&[Workload::CognitoUser]),
+    };
+    let clients = largest.max(cli.storm_checks + cli.storm_signins);
     let target = Arc::new(Target::new(bases, clients)?);
-    eprintln!("    signing in {cookies} users sessions and {v1} v1 sessions");
+    eprintln!(
+        "    signing in sessions: {} users, {} v1, {} auth (sign-ups), {} graphql, {} cognito",
+        pools.cookies, pools.v1, pools.auth, pools.graphql, pools.cognito
+    );
     let parallel = 2 * std::thread::available_parallelism().map_or(1, |n| n.get());
-    let (creds, notes) = load::prepare(&target, users, cookies, v1, parallel).await?;
+    let (creds, notes) = load::prepare(&target, users, pools, parallel).await?;
     for n in &notes {
         eprintln!("    note: {n}");
     }
@@ -619,11 +782,18 @@ async fn measure(
     };
     let mut workloads = Vec::new();
     let mut storm = None;
+    let mut open_mix = None;
     for &w in &cli.workloads {
-        let Some(Spec { key, name, mix, ceiling }) = w.spec() else {
+        if w == Workload::Storm {
             storm = Some(run_storm(cli, &target, &creds, servers).await?);
             continue;
-        };
+        }
+        if w == Workload::OpenMix {
+            reset(servers);
+            open_mix = Some(run_open_mix(cli, &target, &creds, servers).await?);
+            continue;
+        }
+        let Some(Spec { key, name, mix, ceiling }) = w.spec() else { continue };
         if workloads.iter().any(|r: &WorkloadReport| r.key == key) {
             continue;
         }
@@ -638,13 +808,7 @@ async fn measure(
             };
             Ratio { ceiling, value: if base > 0.0 { m.rps / base } else { 0.0 } }
         });
-        eprintln!(
-            "    {:.1} req/s, p99 {:.2} ms, {} errors{}",
-            m.rps,
-            m.latency_ms.p99,
-            m.errors,
-            m.errors_by_kind.iter().map(|(k, v)| format!(" [{k}: {v}]")).collect::<String>()
-        );
+        log_measurement(&m);
         workloads.push(WorkloadReport {
             key: key.to_owned(),
             name: name.to_owned(),
@@ -653,7 +817,74 @@ async fn measure(
             ratio,
         });
     }
-    Ok(SizeReport { users, seed, notes, mails_received: ctx.sink.received() - mails_before, workloads, storm })
+
+    let mut points = Vec::new();
+    let mut done = Vec::new();
+    for &w in cli.workloads.iter().filter(|&&w| swept(w)) {
+        let Some(Spec { key, name, mix, ceiling }) = w.spec() else { continue };
+        if done.contains(&key) {
+            continue;
+        }
+        done.push(key);
+        for &concurrency in sweep {
+            eprintln!("==> sweep: {name} (concurrency {concurrency})");
+            let plan = Plan { mix: mix.clone(), concurrency, warmup: cli.warmup, duration: cli.duration };
+            let m = load::run(&target, &creds, &plan).await?;
+            log_measurement(&m);
+            let base = ctx.sweep_ceilings.iter().find(|(c, _)| *c == concurrency).map(|(_, h)| h.rps);
+            let ratio = base.map(|b| Ratio { ceiling, value: if b > 0.0 { m.rps / b } else { 0.0 } });
+            points.push(SweepPoint { key: key.to_owned(), name: name.to_owned(), concurrency, measurement: m, ratio });
+        }
+    }
+    let size = SizeReport {
+        users,
+        seed,
+        notes,
+        mails_received: ctx.sink.received() - mails_before,
+        idle_rss_kib,
+        workloads,
+        open_mix,
+        storm,
+    };
+    Ok((size, points))
+}
+
+fn log_measurement(m: &load::Measurement) {
+    eprintln!(
+        "    {:.1} req/s, p99 {:.2} ms, {} errors{}",
+        m.rps,
+        m.latency_ms.p99,
+        m.errors,
+        m.errors_by_kind.iter().map(|(k, v)| format!(" [{k}: {v}]")).collect::<String>()
+    );
+}
+
+/// The 90/8/2 mix open-loop at `--rate` arrivals per second.
+async fn run_open_mix(
+    cli: &Cli,
+    target: &Arc<Target>,
+    creds: &Arc<load::Credentials>,
+    servers: &[Latchkey],
+) -> anyhow::Result<OpenMixReport> {
+    eprintln!("==> open-loop mix: {} arrivals/s, at most {} in flight", cli.rate, cli.max_in_flight);
+    let plan = OpenPlan {
+        mix: OPEN_MIX.to_vec(),
+        rate: cli.rate,
+        max_in_flight: cli.max_in_flight,
+        warmup: cli.warmup,
+        duration: cli.duration,
+    };
+    let m = load::run_open(target, creds, &plan).await?;
+    eprintln!(
+        "    {:.1} req/s of {} asked, p99 {:.2} ms, {} errors, {} dropped, peak {} in flight",
+        m.rps, m.rate, m.latency_ms.p99, m.errors, m.dropped, m.peak_in_flight
+    );
+    Ok(OpenMixReport {
+        key: "open-mix".into(),
+        name: format!("open-loop mix at {} req/s: 90% currentuser, 8% refresh, 2% sign-in", cli.rate),
+        measurement: m,
+        peak_rss_kib: servers.iter().filter_map(Latchkey::peak_rss_kib).max(),
+    })
 }
 
 /// Session checks alone, then the same checks while a sign-in storm saturates the hash pool.

@@ -8,7 +8,7 @@ use std::process::Command;
 use serde::Serialize;
 
 use crate::ceilings::{HashCeiling, HttpCeiling};
-use crate::load::Measurement;
+use crate::load::{Measurement, OpenMeasurement};
 use crate::seed::SeedStats;
 
 /// Everything one run measured.
@@ -26,6 +26,50 @@ pub struct Report {
     pub ceilings: Option<Ceilings>,
     /// One entry per directory size, in the order run.
     pub sizes: Vec<SizeReport>,
+    /// The concurrency sweep of the first directory size (absent without
+    /// `--concurrency-sweep`).
+    pub sweep: Option<SweepReport>,
+    /// The SVG charts drawn (empty without `--svg-dir`).
+    pub charts: Vec<Chart>,
+}
+
+/// The session-check and refresh workloads rerun at several concurrencies.
+#[derive(Debug, Clone, Serialize)]
+pub struct SweepReport {
+    /// The directory size it ran at (the first).
+    pub users: u64,
+    /// The concurrencies, in the order given.
+    pub concurrencies: Vec<usize>,
+    /// The bare HTTP ceiling at each concurrency: `(concurrency, measurement)` (empty without
+    /// ceilings).
+    pub ceiling: Vec<(usize, Measurement)>,
+    /// One entry per workload and concurrency.
+    pub points: Vec<SweepPoint>,
+}
+
+/// One workload at one concurrency of the sweep.
+#[derive(Debug, Clone, Serialize)]
+pub struct SweepPoint {
+    /// The workload's key (`check`, `auth-user`, ...).
+    pub key: String,
+    /// What it sends.
+    pub name: String,
+    /// Virtual clients.
+    pub concurrency: usize,
+    /// The measurement.
+    pub measurement: Measurement,
+    /// Throughput relative to the HTTP ceiling at the same concurrency (absent without
+    /// ceilings).
+    pub ratio: Option<Ratio>,
+}
+
+/// One SVG chart written by `--svg-dir`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Chart {
+    /// Its file name inside the SVG directory, e.g. `throughput-by-users-sqlite.svg`.
+    pub file: String,
+    /// What it shows.
+    pub title: String,
 }
 
 /// How the run was set up.
@@ -49,6 +93,12 @@ pub struct Settings {
     pub storm_checks: usize,
     /// Virtual clients signing in during the storm.
     pub storm_signins: usize,
+    /// Arrivals per second of the open-loop mix.
+    pub open_rate: f64,
+    /// Most requests of the open-loop mix in flight at once.
+    pub open_max_in_flight: usize,
+    /// Concurrencies of the sweep (empty without one).
+    pub concurrency_sweep: Vec<usize>,
     /// The Latchkey binary run (absent with `--url`).
     pub latchkey_bin: Option<String>,
     /// Extra `LATCHKEY_*` settings given with `--server-env`.
@@ -106,8 +156,13 @@ pub struct SizeReport {
     pub notes: Vec<String>,
     /// Mails the SMTP sink accepted during this size (one per successful sign-up).
     pub mails_received: u64,
+    /// Server resident set size (`VmRSS`) right after start, before seeding or any request,
+    /// in KiB (the largest over instances; absent with `--url`).
+    pub idle_rss_kib: Option<u64>,
     /// The workloads, in the order run.
     pub workloads: Vec<WorkloadReport>,
+    /// The open-loop mix, if it was selected.
+    pub open_mix: Option<OpenMixReport>,
     /// The storm run, if it was selected.
     pub storm: Option<StormReport>,
 }
@@ -126,6 +181,19 @@ pub struct WorkloadReport {
     pub peak_rss_kib: Option<u64>,
     /// Throughput relative to the ceiling (absent without ceilings).
     pub ratio: Option<Ratio>,
+}
+
+/// The open-loop mix: requests arriving at a fixed rate.
+#[derive(Debug, Clone, Serialize)]
+pub struct OpenMixReport {
+    /// `open-mix`.
+    pub key: String,
+    /// What it sends, at which rate.
+    pub name: String,
+    /// The measurement.
+    pub measurement: OpenMeasurement,
+    /// Server peak resident set size during the run, in KiB.
+    pub peak_rss_kib: Option<u64>,
 }
 
 /// Session checks alone and under a sign-in storm that saturates the hash pool.
@@ -309,6 +377,83 @@ fn by_op_line(m: &Measurement) -> String {
         .join("; ")
 }
 
+/// The open-loop mix's summary: rate asked and achieved, drops, peak in flight.
+fn open_mix_line(o: &OpenMixReport) -> String {
+    let m = &o.measurement;
+    format!(
+        "{} arrivals/s asked (at most {} in flight): {} scheduled in the window, {} req/s achieved, {} errors, {} dropped at the in-flight cap, peak {} in flight; server peak RSS {} MiB",
+        rate(m.rate),
+        thousands(m.max_in_flight as u64),
+        thousands(m.scheduled),
+        rate(m.rps),
+        thousands(m.errors),
+        thousands(m.dropped),
+        thousands(m.peak_in_flight as u64),
+        mib(o.peak_rss_kib),
+    )
+}
+
+/// The open-loop mix per operation, then all together; latency from the scheduled arrival.
+fn open_mix_rows(o: &OpenMixReport) -> (Vec<String>, Vec<Vec<String>>) {
+    let header = ["operation", "req/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "errors"].map(str::to_owned).to_vec();
+    let m = &o.measurement;
+    let cells = |name: &str, ok: u64, rps: f64, l: &crate::load::LatencyMs, errors: u64| {
+        let lat = |x: f64| if ok > 0 { ms(x) } else { "-".into() };
+        vec![name.to_owned(), rate(rps), lat(l.p50), lat(l.p90), lat(l.p99), lat(l.max), thousands(errors)]
+    };
+    let errors_of = |name: &str| -> u64 {
+        let prefix = format!("{name} ");
+        m.errors_by_kind.iter().filter(|(k, _)| k.starts_with(&prefix)).map(|(_, v)| v).sum()
+    };
+    let mut rows: Vec<Vec<String>> =
+        m.by_op.iter().map(|op| cells(op.op.name(), op.ok, op.rps, &op.latency_ms, errors_of(op.op.name()))).collect();
+    rows.push(cells("all", m.ok, m.rps, &m.latency_ms, m.errors));
+    (header, rows)
+}
+
+/// The sweep: one row per workload (and the HTTP ceiling), `req/s / p99 ms` per concurrency.
+fn sweep_rows(sw: &SweepReport) -> (Vec<String>, Vec<Vec<String>>) {
+    let mut header = vec!["workload (req/s / p99 ms)".to_owned()];
+    header.extend(sw.concurrencies.iter().map(|c| format!("conc {c}")));
+    let cell = |m: Option<&Measurement>| {
+        m.map_or_else(
+            || "-".into(),
+            |m| format!("{} / {}", rate(m.rps), if m.ok > 0 { ms(m.latency_ms.p99) } else { "-".into() }),
+        )
+    };
+    let mut rows = Vec::new();
+    if !sw.ceiling.is_empty() {
+        let mut row = vec!["bare axum GET / (http ceiling)".to_owned()];
+        row.extend(sw.concurrencies.iter().map(|c| cell(sw.ceiling.iter().find(|(x, _)| x == c).map(|(_, m)| m))));
+        rows.push(row);
+    }
+    let mut keys: Vec<(&str, &str)> = Vec::new();
+    for p in &sw.points {
+        if !keys.iter().any(|(k, _)| *k == p.key) {
+            keys.push((&p.key, &p.name));
+        }
+    }
+    for (key, name) in keys {
+        let mut row = vec![name.to_owned()];
+        row.extend(
+            sw.concurrencies
+                .iter()
+                .map(|c| cell(sw.points.iter().find(|p| p.key == key && p.concurrency == *c).map(|p| &p.measurement))),
+        );
+        rows.push(row);
+    }
+    (header, rows)
+}
+
+/// Errors of the sweep, `"check at 8: 404: 3"`, if any.
+fn sweep_errors(sw: &SweepReport) -> Vec<String> {
+    sw.points
+        .iter()
+        .filter(|p| p.measurement.errors > 0)
+        .map(|p| format!("{} at {}: {}", p.key, p.concurrency, breakdown(&p.measurement)))
+        .collect()
+}
+
 fn storm_line(s: &StormReport) -> String {
     let ratio = s.p99_ratio.map_or_else(|| "n/a".into(), |r| format!("{r:.1}x"));
     format!(
@@ -379,7 +524,18 @@ fn scaling_rows(r: &Report) -> Option<(Vec<String>, Vec<Vec<String>>)> {
             }
             row
         })
-        .collect();
+        .collect::<Vec<_>>();
+    let mut rows = rows;
+    if let Some(o) = &first.open_mix {
+        let mut row = vec![o.name.clone()];
+        for size in &r.sizes {
+            row.push(size.open_mix.as_ref().map_or_else(
+                || "-".into(),
+                |x| format!("{} / {}", rate(x.measurement.rps), ms(x.measurement.latency_ms.p99)),
+            ));
+        }
+        rows.push(row);
+    }
     Some((header, rows))
 }
 
@@ -445,11 +601,12 @@ pub fn render_text(r: &Report) -> String {
     for size in &r.sizes {
         let _ = writeln!(
             out,
-            "\n{} users (seeded {} rows in {:.1} s; the SMTP sink took {} mails)",
+            "\n{} users (seeded {} rows in {:.1} s; the SMTP sink took {} mails; server RSS {} MiB idle after start)",
             thousands(size.users),
             thousands(size.seed.inserted),
             size.seed.seconds,
-            thousands(size.mails_received)
+            thousands(size.mails_received),
+            mib(size.idle_rss_kib)
         );
         let rows = size_rows(size);
         let cells: Vec<Vec<String>> = rows.iter().map(|(c, _)| c.to_vec()).collect();
@@ -467,6 +624,17 @@ pub fn render_text(r: &Report) -> String {
         if let Some(s) = &size.storm {
             let _ = writeln!(out, "  storm: {}", storm_line(s));
         }
+        if let Some(o) = &size.open_mix {
+            let _ = writeln!(out, "\n{}", o.name);
+            let (header, rows) = open_mix_rows(o);
+            text_table(&mut out, &header, &rows);
+            let _ = writeln!(out, "  {}", open_mix_line(o));
+            if o.measurement.errors > 0 {
+                let m = &o.measurement;
+                let kinds = m.errors_by_kind.iter().map(|(k, v)| format!("{k}: {v}")).collect::<Vec<_>>().join(", ");
+                let _ = writeln!(out, "  errors of the open-loop mix: {kinds}");
+            }
+        }
         for note in &size.notes {
             let _ = writeln!(out, "  note: {note}");
         }
@@ -475,13 +643,25 @@ pub fn render_text(r: &Report) -> String {
         let _ = writeln!(out, "\nacross directory sizes");
         text_table(&mut out, &header, &rows);
     }
+    if let Some(sw) = &r.sweep {
+        let _ = writeln!(out, "\nconcurrency sweep at {} users", thousands(sw.users));
+        let (header, rows) = sweep_rows(sw);
+        text_table(&mut out, &header, &rows);
+        for e in sweep_errors(sw) {
+            let _ = writeln!(out, "  errors of {e}");
+        }
+    }
+    for c in &r.charts {
+        let _ = writeln!(out, "chart: {} ({})", c.file, c.title);
+    }
     out
 }
 
-/// The report as Markdown: machine, command, ceilings and one table per directory size. With
-/// `full`, a complete `BENCHMARKS.md`: a title and introduction first, and how to read the
-/// numbers at the end.
-pub fn render_markdown(r: &Report, full: bool) -> String {
+/// The report as Markdown: machine, command, ceilings, one table per directory size, the sweep
+/// and the charts. With `full`, a complete `BENCHMARKS.md`: a title and introduction first, and
+/// how to read the numbers at the end. `chart_prefix` is what goes before each chart's file
+/// name in its image link (`bench/`); `None` leaves the charts out.
+pub fn render_markdown(r: &Report, full: bool, chart_prefix: Option<&str>) -> String {
     let mut out = String::new();
     let m = &r.machine;
     let s = &r.settings;
@@ -514,6 +694,18 @@ pub fn render_markdown(r: &Report, full: bool) -> String {
     let _ = writeln!(out, "| users | {} |", sizes.join(", "));
     let _ = writeln!(out, "| concurrency | {} virtual clients, one request in flight each |", s.concurrency);
     let _ = writeln!(out, "| duration | {} s per workload after a {} s warm-up |", s.duration_s, s.warmup_s);
+    if r.sizes.iter().any(|x| x.open_mix.is_some()) {
+        let _ = writeln!(
+            out,
+            "| open-loop mix | {} arrivals/s, at most {} in flight |",
+            rate(s.open_rate),
+            thousands(s.open_max_in_flight as u64)
+        );
+    }
+    if !s.concurrency_sweep.is_empty() {
+        let list: Vec<String> = s.concurrency_sweep.iter().map(ToString::to_string).collect();
+        let _ = writeln!(out, "| concurrency sweep | {} |", list.join(", "));
+    }
     if !s.server_env.is_empty() {
         let _ = writeln!(out, "| server settings | `{}` |", s.server_env.join("`, `"));
     }
@@ -531,10 +723,11 @@ pub fn render_markdown(r: &Report, full: bool) -> String {
     for size in &r.sizes {
         let _ = writeln!(
             out,
-            "{h} {} users\n\nSeeded {} rows in {:.1} s.\n",
+            "{h} {} users\n\nSeeded {} rows in {:.1} s. Server RSS idle after start (before seeding and any request): {} MiB.\n",
             thousands(size.users),
             thousands(size.seed.inserted),
-            size.seed.seconds
+            size.seed.seconds,
+            mib(size.idle_rss_kib)
         );
         let mut hdr = header();
         hdr.push("errors by kind".into());
@@ -555,6 +748,17 @@ pub fn render_markdown(r: &Report, full: bool) -> String {
         if let Some(st) = &size.storm {
             let _ = writeln!(out, "\nStorm: {}.", storm_line(st));
         }
+        if let Some(o) = &size.open_mix {
+            let _ = writeln!(out, "\nThe {}, latency from each request's scheduled arrival:\n", o.name);
+            let (header, rows) = open_mix_rows(o);
+            md_table(&mut out, &header, &rows, false);
+            let _ = writeln!(out, "\n{}.", open_mix_line(o));
+            if o.measurement.errors > 0 {
+                let m = &o.measurement;
+                let kinds = m.errors_by_kind.iter().map(|(k, v)| format!("{k}: {v}")).collect::<Vec<_>>().join(", ");
+                let _ = writeln!(out, "\nErrors of the open-loop mix: {kinds}.");
+            }
+        }
         for note in &size.notes {
             let _ = writeln!(out, "\nNote: {note}.");
         }
@@ -565,6 +769,25 @@ pub fn render_markdown(r: &Report, full: bool) -> String {
         md_table(&mut out, &header, &rows, false);
         let _ = writeln!(out);
     }
+    if let Some(sw) = &r.sweep {
+        let _ = writeln!(
+            out,
+            "{h} Concurrency sweep\n\nThe session checks and refreshes at {} users, rerun at each concurrency (the HTTP ceiling too).\n",
+            thousands(sw.users)
+        );
+        let (header, rows) = sweep_rows(sw);
+        md_table(&mut out, &header, &rows, false);
+        for e in sweep_errors(sw) {
+            let _ = writeln!(out, "\nErrors of {e}.");
+        }
+        let _ = writeln!(out);
+    }
+    if let Some(prefix) = chart_prefix.filter(|_| !r.charts.is_empty()) {
+        let _ = writeln!(out, "{h} Charts\n");
+        for c in &r.charts {
+            let _ = writeln!(out, "![{}]({prefix}{})\n", c.title, c.file);
+        }
+    }
     if full {
         let _ = writeln!(out, "## How to read this\n");
         for line in [
@@ -574,6 +797,9 @@ pub fn render_markdown(r: &Report, full: bool) -> String {
             "**errors**: non-2xx answers, transport failures, and session checks answered `null` (session not accepted), by kind in the last column.",
             "**RSS MiB**: the server's peak resident set size (`VmHWM`) during the workload.",
             "**storm**: session checks at low concurrency alone, then while a sign-in storm keeps every hashing permit busy; the ratio of the two p99s shows whether checks queue behind hashes.",
+            "**open-loop mix**: the 90/8/2 mix with requests *arriving* at a fixed rate, each its own task, whatever the server does; latency runs from each request's scheduled arrival, so queueing behind slow sign-ins shows (no coordinated omission). Arrivals beyond the in-flight cap are dropped and counted, never sent.",
+            "**idle RSS**: the server's resident set size right after start, before seeding and any request.",
+            "**concurrency sweep**: the session checks and refreshes of the first directory size rerun at each concurrency, beside the bare HTTP ceiling at the same concurrency.",
             "Client and server share the machine's cores, so every number, ceilings included, is for this machine as a whole.",
         ] {
             let _ = writeln!(out, "- {line}");

@@ -162,6 +162,11 @@ impl Latchkey {
         peak_rss_kib(self.pid)
     }
 
+    /// Resident set size now (`VmRSS`), in KiB; see [`rss_kib`].
+    pub fn rss_kib(&self) -> Option<u64> {
+        rss_kib(self.pid)
+    }
+
     /// Resets the peak resident set size, so that the next [`Latchkey::peak_rss_kib`] covers
     /// only what ran since; see [`reset_peak_rss`].
     pub fn reset_peak_rss(&self) -> bool {
