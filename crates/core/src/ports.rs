@@ -97,7 +97,7 @@ pub enum Rotation {
         /// The token, now rotated.
         record: RefreshTokenRecord,
         /// Its session and user.
-        live: Option<(Session, UserRecord)>,
+        live: Option<Box<(Session, UserRecord)>>,
     },
     /// It had been rotated before (at `record.rotated_at`); nothing was stored.
     AlreadyRotated(RefreshTokenRecord),

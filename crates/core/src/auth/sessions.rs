@@ -85,8 +85,7 @@ impl Auth {
             }
         }
         let generation = cache.map(SessionCache::generation);
-        let (mut session, record) =
-            self.0.store.session_with_user(tenant, sid).await?.ok_or(Error::SessionRevoked)?;
+        let (mut session, record) = self.0.store.session_with_user(tenant, sid).await?.ok_or(Error::SessionRevoked)?;
         if !session.is_active(now) || record.user.disabled || subject != Some(record.user.id) {
             return Err(Error::SessionRevoked);
         }

@@ -212,8 +212,8 @@ impl Auth {
                     self.revoke_for_reuse(tenant, record.session_id).await?;
                     return Err(Error::RefreshTokenReused);
                 }
-                let live = self.0.store.session_with_user(tenant, record.session_id).await?;
-                if live.as_ref().is_some_and(|(s, u)| s.is_active(now) && !u.user.disabled) {
+                let live = self.0.store.session_with_user(tenant, record.session_id).await?.map(Box::new);
+                if live.as_ref().is_some_and(|l| l.0.is_active(now) && !l.1.user.disabled) {
                     self.0
                         .store
                         .insert_refresh_token(&RefreshTokenRecord {
@@ -231,7 +231,7 @@ impl Auth {
         if named.is_none() {
             self.limit(LimitKind::RefreshPerSession, &format!("{tenant}/{}", record.session_id)).await?;
         }
-        let (session, user) = live.ok_or(Error::SessionRevoked)?;
+        let (session, user) = *live.ok_or(Error::SessionRevoked)?;
         if !session.is_active(now) || user.user.disabled {
             return Err(Error::SessionRevoked);
         }

@@ -63,7 +63,7 @@ impl Cluster {
 struct Deaf(tokio::sync::broadcast::Sender<Revocation>);
 
 impl Deaf {
-    fn new() -> Arc<dyn RevocationBus> {
+    fn bus() -> Arc<dyn RevocationBus> {
         Arc::new(Deaf(tokio::sync::broadcast::channel(1).0))
     }
 }
@@ -121,7 +121,7 @@ async fn refused_soon(auth: &Auth, token: &str) -> bool {
 #[tokio::test]
 async fn every_kind_of_revocation_is_refused_by_the_next_check_on_the_same_instance() {
     let cluster = Cluster::new().await;
-    let auth = cluster.instance(Deaf::new()).await;
+    let auth = cluster.instance(Deaf::bus()).await;
 
     // Sign-out.
     let a = signed_in(&auth, "ann@example.com").await;
@@ -166,7 +166,7 @@ async fn every_kind_of_revocation_is_refused_by_the_next_check_on_the_same_insta
 #[tokio::test]
 async fn a_change_to_the_user_is_read_by_the_next_check_on_the_same_instance() {
     let cluster = Cluster::new().await;
-    let auth = cluster.instance(Deaf::new()).await;
+    let auth = cluster.instance(Deaf::bus()).await;
     let s = signed_in(&auth, "cy@example.com").await;
     let t = token(&auth, &s).await;
     assert!(!auth.authenticate(&t, &["test"]).await.expect("valid").user.email_verified);
@@ -175,13 +175,10 @@ async fn a_change_to_the_user_is_read_by_the_next_check_on_the_same_instance() {
     let code = {
         let mails = cluster.outbox.0.lock().expect("outbox");
         let text = &mails.last().expect("a verification mail").text;
-        let digits: String =
-            text.split(|c: char| !c.is_ascii_digit()).find(|r| r.len() == 6).expect("code").into();
+        let digits: String = text.split(|c: char| !c.is_ascii_digit()).find(|r| r.len() == 6).expect("code").into();
         latchkey_core::code::OneTimeCode::parse(&digits).expect("six digits")
     };
-    auth.verify_email(TenantId::DEFAULT, &email("cy@example.com"), code, &ClientMeta::default())
-        .await
-        .expect("verify");
+    auth.verify_email(TenantId::DEFAULT, &email("cy@example.com"), code, &ClientMeta::default()).await.expect("verify");
     assert!(auth.authenticate(&t, &["test"]).await.expect("valid").user.email_verified, "no stale copy");
 }
 
@@ -201,7 +198,7 @@ async fn other_instances_forget_a_revoked_session_when_the_bus_reaches_them() {
 async fn without_the_bus_a_cached_session_lives_at_most_the_ttl() {
     let cluster = Cluster::new().await;
     // Two instances the bus does not connect (as two processes on one SQLite file).
-    let (a, b) = (cluster.instance(Deaf::new()).await, cluster.instance(Deaf::new()).await);
+    let (a, b) = (cluster.instance(Deaf::bus()).await, cluster.instance(Deaf::bus()).await);
     let s = signed_in(&a, "eve@example.com").await;
     let t = token(&a, &s).await;
     b.authenticate(&t, &["test"]).await.expect("B caches the session");

@@ -128,7 +128,8 @@ async fn a_revoked_session_is_refused_at_once_here_and_within_a_second_elsewhere
     let code = a.mail.next_mail("nia@example.com").await.code();
     assert_eq!(a.activate("nia@example.com", &code).await.status, 200);
     let cookie = a.users_signed_in("nia@example.com").await;
-    let bearer = a.v1_sign_in("nia@example.com", PASSWORD).await.body["access_token"].as_str().expect("token").to_owned();
+    let bearer =
+        a.v1_sign_in("nia@example.com", PASSWORD).await.body["access_token"].as_str().expect("token").to_owned();
     assert_eq!(a.current_user(Some(&cookie), None).await.body["email"], "nia@example.com");
     assert_eq!(a.v1_me(bearer.as_str()).await.status, 200);
     let cached = Instant::now();

@@ -177,7 +177,7 @@ macro_rules! sql_store {
                 };
                 let found: Option<uuid::Uuid> = row.try_get("s_id")?;
                 let live = match found {
-                    Some(_) => Some((Self::session_from_row(row)?, Self::user_from_row(row)?)),
+                    Some(_) => Some(Box::new((Self::session_from_row(row)?, Self::user_from_row(row)?))),
                     None => None,
                 };
                 Ok(Rotation::Rotated { record, live })

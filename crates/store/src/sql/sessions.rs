@@ -218,10 +218,10 @@ macro_rules! sql_sessions {
                                 record = Some(Self::refresh_from_row(&row).map_err(store_err)?);
                             }
                             sqlx::Either::Right(row) => {
-                                live = Some((
+                                live = Some(Box::new((
                                     Self::session_from_row(&row).map_err(store_err)?,
                                     Self::user_from_row(&row).map_err(store_err)?,
-                                ));
+                                )));
                             }
                         }
                     }
