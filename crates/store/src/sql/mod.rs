@@ -64,13 +64,15 @@ macro_rules! sql_store {
             pool: sqlx::Pool<$db>,
             /// Writes (every INSERT, UPDATE and DELETE, and transactions that write).
             writer: sqlx::Pool<$db>,
+            /// Refresh-token rotations, committed in batches (group commit).
+            rotations: std::sync::Arc<crate::batch::Batcher<crate::sql::sessions::RotateItem, Option<Rotation>>>,
         }
 
         impl $name {
             /// Wraps a connection pool whose database has been migrated; it serves reads and
             /// writes.
             pub fn new(pool: sqlx::Pool<$db>) -> Self {
-                Self { writer: pool.clone(), pool }
+                Self { writer: pool.clone(), pool, rotations: Default::default() }
             }
 
             /// Reads through `readers` and writes through `writer` (both on one migrated
@@ -78,7 +80,7 @@ macro_rules! sql_store {
             /// queues writers in the pool, in order, instead of in SQLite's busy handler,
             /// which retries after sleeps of up to 100 ms.
             pub fn with_writer(readers: sqlx::Pool<$db>, writer: sqlx::Pool<$db>) -> Self {
-                Self { pool: readers, writer }
+                Self { pool: readers, writer, rotations: Default::default() }
             }
 
             /// The pool that serves reads.
@@ -163,24 +165,6 @@ macro_rules! sql_store {
                     created_at: from_millis(row.try_get("created_at")?),
                     rotated_at: rotated_at.map(from_millis),
                 })
-            }
-
-            /// Decodes a row of `sessions::ROTATE_IN_ONE_STATEMENT`.
-            fn rotation_from_row(row: &<$db as sqlx::Database>::Row) -> Result<Rotation, sqlx::Error> {
-                let rotated_at: Option<i64> = row.try_get("r_rotated_at")?;
-                let record = RefreshTokenRecord {
-                    token_hash: row.try_get("r_token_hash")?,
-                    tenant: TenantId(row.try_get("r_tenant_id")?),
-                    session_id: SessionId(row.try_get("r_session_id")?),
-                    created_at: from_millis(row.try_get("r_created_at")?),
-                    rotated_at: rotated_at.map(from_millis),
-                };
-                let found: Option<uuid::Uuid> = row.try_get("s_id")?;
-                let live = match found {
-                    Some(_) => Some(Box::new((Self::session_from_row(row)?, Self::user_from_row(row)?))),
-                    None => None,
-                };
-                Ok(Rotation::Rotated { record, live })
             }
 
             fn key_from_row(row: &<$db as sqlx::Database>::Row) -> Result<KeyRecord, sqlx::Error> {

@@ -1,56 +1,222 @@
 //! `SessionStore` for both backends: the sessions and refresh_tokens tables. Rotation is one
 //! conditional UPDATE, so exactly one of two concurrent refreshes rotates a token.
 
-/// PostgreSQL's refresh in one statement (data-modifying `WITH`, PostgreSQL documentation
-/// 7.8.4): rotate the token, read its session and user, and store the successor when the
-/// session is active and its user not disabled. No row: the token was not fresh. Parameters:
-/// `$1` tenant, `$2` token hash, `$3` now (milliseconds), `$4` successor hash.
-pub const ROTATE_IN_ONE_STATEMENT: &str = concat!(
-    "WITH r AS (UPDATE refresh_tokens SET rotated_at = $3 \
-       WHERE tenant_id = $1 AND token_hash = $2 AND rotated_at IS NULL \
-       RETURNING token_hash, tenant_id, session_id, created_at, rotated_at), \
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
+use futures::TryStreamExt;
+use latchkey_core::identity::SessionId;
+use latchkey_core::identity::TenantId;
+use latchkey_core::ports::{RefreshTokenRecord, Rotation, StoreError};
+use latchkey_core::time_util::from_millis;
+use sqlx::Row;
+
+use crate::batch::{BatchItem, MAX_BATCH};
+use crate::store_err;
+
+/// A refresh-token rotation waiting for its batch (see [`crate::batch`]).
+pub(crate) struct RotateItem {
+    pub(crate) tenant: TenantId,
+    pub(crate) token_hash: Vec<u8>,
+    pub(crate) successor_hash: Vec<u8>,
+    /// The moment of the rotation, in milliseconds since the epoch.
+    pub(crate) at: i64,
+}
+
+impl BatchItem for RotateItem {
+    /// The token hash is the table's primary key: one rotation of a token per batch.
+    type Key = Vec<u8>;
+    fn key(&self) -> Vec<u8> {
+        self.token_hash.clone()
+    }
+}
+
+/// PostgreSQL's batch of refreshes in one statement (data-modifying `WITH`, PostgreSQL
+/// documentation 7.8.4): rotate each fresh token, read its session and user, and store its
+/// successor when the session is active and its user not disabled. One row per token this
+/// statement rotated. Parameters, one array element per refresh: `$1` tenants, `$2` token
+/// hashes, `$3` successor hashes, `$4` moments (milliseconds).
+pub const ROTATE_BATCH_POSTGRES: &str = concat!(
+    "WITH i AS (SELECT * FROM unnest($1::uuid[], $2::bytea[], $3::bytea[], $4::int8[]) \
+       AS i(tenant_id, token_hash, successor_hash, at)), \
+     r AS (UPDATE refresh_tokens t SET rotated_at = i.at FROM i \
+       WHERE t.tenant_id = i.tenant_id AND t.token_hash = i.token_hash AND t.rotated_at IS NULL \
+       RETURNING t.token_hash, t.tenant_id, t.session_id, t.created_at, t.rotated_at, i.successor_hash), \
      live AS (SELECT r.token_hash AS r_token_hash, r.tenant_id AS r_tenant_id, r.session_id AS r_session_id, \
-       r.created_at AS r_created_at, r.rotated_at AS r_rotated_at, ",
+       r.created_at AS r_created_at, r.rotated_at AS r_rotated_at, r.successor_hash AS r_successor_hash, ",
     session_columns!(),
     ", ",
     user_columns!(),
     " FROM r LEFT JOIN sessions s ON s.tenant_id = r.tenant_id AND s.id = r.session_id \
        LEFT JOIN users u ON u.id = s.user_id AND u.tenant_id = s.tenant_id), \
      successor AS (INSERT INTO refresh_tokens (token_hash, tenant_id, session_id, created_at, rotated_at) \
-       SELECT $4, $1, r_session_id, $3, NULL FROM live \
-       WHERE s_id IS NOT NULL AND s_revoked_at IS NULL AND s_expires_at > $3 AND NOT disabled \
+       SELECT r_successor_hash, r_tenant_id, r_session_id, r_rotated_at, NULL FROM live \
+       WHERE s_id IS NOT NULL AND s_revoked_at IS NULL AND s_expires_at > r_rotated_at AND NOT disabled \
        ON CONFLICT (token_hash) DO NOTHING) \
      SELECT * FROM live"
 );
 
-/// SQLite's refresh, three statements in one batch (run in one transaction): rotate the token
-/// (its row is returned only if this call rotated it); store the successor when this call
-/// rotated the token (`changes()`: rows changed by the statement before) and its session is
-/// active and its user not disabled; read the session and user. Parameters as
-/// [`ROTATE_IN_ONE_STATEMENT`].
-pub const ROTATE_IN_ONE_BATCH: &str = concat!(
-    "UPDATE refresh_tokens SET rotated_at = $3 \
-       WHERE tenant_id = $1 AND token_hash = $2 AND rotated_at IS NULL RETURNING ",
-    refresh_columns!(),
-    "; INSERT INTO refresh_tokens (token_hash, tenant_id, session_id, created_at, rotated_at) \
-       SELECT $4, $1, s.id, $3, NULL FROM refresh_tokens r \
-       JOIN sessions s ON s.tenant_id = r.tenant_id AND s.id = r.session_id \
-       JOIN users u ON u.id = s.user_id AND u.tenant_id = s.tenant_id \
-       WHERE changes() = 1 AND r.tenant_id = $1 AND r.token_hash = $2 \
-         AND s.revoked_at IS NULL AND s.expires_at > $3 AND NOT u.disabled \
-       ON CONFLICT (token_hash) DO NOTHING; \
-     SELECT ",
-    session_columns!(),
-    ", ",
-    user_columns!(),
-    " FROM refresh_tokens r \
-       JOIN sessions s ON s.tenant_id = r.tenant_id AND s.id = r.session_id \
-       JOIN users u ON u.id = s.user_id AND u.tenant_id = s.tenant_id \
-     WHERE r.tenant_id = $1 AND r.token_hash = $2"
-);
+/// Batch sizes with a statement of their own on SQLite; a batch is padded up to the next one
+/// with rows that match nothing, so each connection caches at most this many statements.
+const SQLITE_BATCH_SIZES: [usize; 7] = [1, 2, 4, 8, 16, 32, MAX_BATCH];
+
+/// SQLite's batch of refreshes for `n` rows of parameters (`$4k+1` tenant, `$4k+2` token
+/// hash, `$4k+3` successor hash, `$4k+4` moment in milliseconds), three statements sent at
+/// once and run in one transaction on the writing connection:
+///
+/// 1. rotate each fresh token, returning the rows this statement rotated;
+/// 2. store the successor of each token rotated at its refresh's moment whose session is
+///    active and user not disabled (a token rotated at the same millisecond by an earlier
+///    batch has the same successor, which is then already stored: `ON CONFLICT DO NOTHING`);
+/// 3. read each token's session and user.
+fn sqlite_rotate_batch(n: usize) -> String {
+    let values: Vec<String> =
+        (0..n).map(|k| format!("(${}, ${}, ${}, ${})", 4 * k + 1, 4 * k + 2, 4 * k + 3, 4 * k + 4)).collect();
+    let with = format!("WITH i(tenant_id, token_hash, successor_hash, at) AS (VALUES {}) ", values.join(", "));
+    let joins = "JOIN refresh_tokens r ON r.tenant_id = i.tenant_id AND r.token_hash = i.token_hash \
+                 JOIN sessions s ON s.tenant_id = r.tenant_id AND s.id = r.session_id \
+                 JOIN users u ON u.id = s.user_id AND u.tenant_id = s.tenant_id";
+    format!(
+        "{with}UPDATE refresh_tokens AS t SET rotated_at = i.at FROM i \
+           WHERE t.tenant_id = i.tenant_id AND t.token_hash = i.token_hash AND t.rotated_at IS NULL \
+           RETURNING {refresh}; \
+         {with}INSERT INTO refresh_tokens (token_hash, tenant_id, session_id, created_at, rotated_at) \
+           SELECT i.successor_hash, i.tenant_id, s.id, i.at, NULL FROM i {joins} \
+           WHERE r.rotated_at = i.at AND s.revoked_at IS NULL AND s.expires_at > i.at AND NOT u.disabled \
+           ON CONFLICT (token_hash) DO NOTHING; \
+         {with}SELECT r.token_hash AS r_token_hash, {session}, {user} FROM i {joins}",
+        refresh = refresh_columns!(),
+        session = session_columns!(),
+        user = user_columns!(),
+    )
+}
+
+/// [`sqlite_rotate_batch`] for each of [`SQLITE_BATCH_SIZES`], built once.
+static SQLITE_ROTATE_BATCHES: LazyLock<Vec<String>> =
+    LazyLock::new(|| SQLITE_BATCH_SIZES.iter().map(|&n| sqlite_rotate_batch(n)).collect());
+
+impl crate::SqliteStore {
+    /// Rotates a batch of refresh tokens in one transaction; one result per item, in order:
+    /// `Some` for each token this batch rotated, `None` for the others.
+    pub(crate) async fn rotate_batch(&self, items: &[RotateItem]) -> Result<Vec<Option<Rotation>>, StoreError> {
+        let slot = SQLITE_BATCH_SIZES.iter().position(|&size| size >= items.len()).ok_or_else(|| {
+            StoreError::Backend(format!("a batch of {} refreshes is above {MAX_BATCH}", items.len()).into())
+        })?;
+        let mut query = sqlx::query(SQLITE_ROTATE_BATCHES[slot].as_str());
+        for item in items {
+            query = query
+                .bind(item.tenant.0)
+                .bind(item.token_hash.as_slice())
+                .bind(item.successor_hash.as_slice())
+                .bind(item.at);
+        }
+        for _ in items.len()..SQLITE_BATCH_SIZES[slot] {
+            // Padding: no token has an empty hash.
+            query = query.bind(uuid::Uuid::nil()).bind(&[][..]).bind(&[][..]).bind(0_i64);
+        }
+        let mut tx = self.writer.begin().await.map_err(store_err)?;
+        // sqlx 0.9 deprecates several statements in one prepared query (launchbadge/sqlx#3108)
+        // but still runs them on SQLite; sent apart they cost a round trip each to the
+        // connection's thread, and refreshes queue on the one writer.
+        #[allow(deprecated)]
+        let mut results = query.fetch_many(&mut *tx);
+        let (mut statement, mut rotated, mut live) = (0, HashMap::new(), HashMap::new());
+        while let Some(result) = results.try_next().await.map_err(store_err)? {
+            match result {
+                sqlx::Either::Left(_) => statement += 1,
+                sqlx::Either::Right(row) if statement == 0 => {
+                    let record = Self::refresh_from_row(&row).map_err(store_err)?;
+                    rotated.insert(record.token_hash.clone(), record);
+                }
+                sqlx::Either::Right(row) => {
+                    let hash: Vec<u8> = row.try_get("r_token_hash").map_err(store_err)?;
+                    let found = (
+                        Self::session_from_row(&row).map_err(store_err)?,
+                        Self::user_from_row(&row).map_err(store_err)?,
+                    );
+                    live.insert(hash, Box::new(found));
+                }
+            }
+        }
+        drop(results);
+        tx.commit().await.map_err(store_err)?;
+        Ok(items
+            .iter()
+            .map(|item| {
+                rotated
+                    .remove(&item.token_hash)
+                    .map(|record| Rotation::Rotated { record, live: live.remove(&item.token_hash) })
+            })
+            .collect())
+    }
+}
+
+impl crate::PgStore {
+    /// Decodes a row of `sessions::ROTATE_BATCH_POSTGRES`.
+    fn rotation_from_row(row: &sqlx::postgres::PgRow) -> Result<Rotation, sqlx::Error> {
+        let rotated_at: Option<i64> = row.try_get("r_rotated_at")?;
+        let record = RefreshTokenRecord {
+            token_hash: row.try_get("r_token_hash")?,
+            tenant: TenantId(row.try_get("r_tenant_id")?),
+            session_id: SessionId(row.try_get("r_session_id")?),
+            created_at: from_millis(row.try_get("r_created_at")?),
+            rotated_at: rotated_at.map(from_millis),
+        };
+        let found: Option<uuid::Uuid> = row.try_get("s_id")?;
+        let live = match found {
+            Some(_) => Some(Box::new((Self::session_from_row(row)?, Self::user_from_row(row)?))),
+            None => None,
+        };
+        Ok(Rotation::Rotated { record, live })
+    }
+
+    /// Rotates a batch of refresh tokens in one statement; one result per item, in order:
+    /// `Some` for each token this batch rotated, `None` for the others.
+    pub(crate) async fn rotate_batch(&self, items: &[RotateItem]) -> Result<Vec<Option<Rotation>>, StoreError> {
+        // Rows are locked in token order, so batches of two instances that share tokens
+        // wait for each other instead of deadlocking.
+        let mut order: Vec<&RotateItem> = items.iter().collect();
+        order.sort_by(|a, b| a.token_hash.cmp(&b.token_hash));
+        let rows = sqlx::query(ROTATE_BATCH_POSTGRES)
+            .bind(order.iter().map(|i| i.tenant.0).collect::<Vec<_>>())
+            .bind(order.iter().map(|i| i.token_hash.clone()).collect::<Vec<_>>())
+            .bind(order.iter().map(|i| i.successor_hash.clone()).collect::<Vec<_>>())
+            .bind(order.iter().map(|i| i.at).collect::<Vec<_>>())
+            .fetch_all(&self.writer)
+            .await
+            .map_err(store_err)?;
+        let mut rotated = HashMap::new();
+        for row in &rows {
+            let hash: Vec<u8> = row.try_get("r_token_hash").map_err(store_err)?;
+            rotated.insert(hash, Self::rotation_from_row(row).map_err(store_err)?);
+        }
+        Ok(items.iter().map(|item| rotated.remove(&item.token_hash)).collect())
+    }
+}
 
 macro_rules! sql_sessions {
     ($name:ident, $db:ty) => {
+        impl $name {
+            /// Runs a batch of rotations (one transaction); if the batch fails as a whole, runs
+            /// its items one by one, so that no item can fail the others.
+            async fn rotate_each_batch(
+                &self,
+                items: Vec<crate::sql::sessions::RotateItem>,
+            ) -> Result<Vec<Option<Rotation>>, StoreError> {
+                match self.rotate_batch(&items).await {
+                    Err(e) if items.len() > 1 => {
+                        tracing::warn!(error = %e, items = items.len(), "a batch of refreshes failed; running them one by one");
+                        let mut rotations = Vec::with_capacity(items.len());
+                        for item in &items {
+                            rotations.push(self.rotate_batch(std::slice::from_ref(item)).await?.pop().flatten());
+                        }
+                        Ok(rotations)
+                    }
+                    done => done,
+                }
+            }
+        }
+
         #[async_trait]
         impl SessionStore for $name {
             async fn insert_session(&self, s: &Session) -> Result<(), StoreError> {
@@ -184,51 +350,20 @@ macro_rules! sql_sessions {
                 successor_hash: &[u8],
                 at: OffsetDateTime,
             ) -> Result<Rotation, StoreError> {
-                let rotated = if <$db as sqlx::Database>::NAME == "PostgreSQL" {
-                    // One statement: one round trip, one commit.
-                    let row = sqlx::query(crate::sql::sessions::ROTATE_IN_ONE_STATEMENT)
-                        .bind(tenant.0)
-                        .bind(token_hash)
-                        .bind(millis(at))
-                        .bind(successor_hash)
-                        .fetch_optional(&self.writer)
-                        .await
-                        .map_err(store_err)?;
-                    row.as_ref().map(Self::rotation_from_row).transpose().map_err(store_err)?
-                } else {
-                    // SQLite has no data-modifying WITH: the same steps as three statements
-                    // sent at once, in one transaction on the writing connection.
-                    use futures::TryStreamExt;
-                    let mut tx = self.writer.begin().await.map_err(store_err)?;
-                    // sqlx 0.9 deprecates several statements in one prepared query (launchbadge/
-                    // sqlx#3108) but still runs them on SQLite; sent apart they cost a round trip
-                    // each to the connection's thread, and refreshes queue on the one writer.
-                    #[allow(deprecated)]
-                    let mut results = sqlx::query(crate::sql::sessions::ROTATE_IN_ONE_BATCH)
-                        .bind(tenant.0)
-                        .bind(token_hash)
-                        .bind(millis(at))
-                        .bind(successor_hash)
-                        .fetch_many(&mut *tx);
-                    let (mut statement, mut record, mut live) = (0, None, None);
-                    while let Some(item) = results.try_next().await.map_err(store_err)? {
-                        match item {
-                            sqlx::Either::Left(_) => statement += 1,
-                            sqlx::Either::Right(row) if statement == 0 => {
-                                record = Some(Self::refresh_from_row(&row).map_err(store_err)?);
-                            }
-                            sqlx::Either::Right(row) => {
-                                live = Some(Box::new((
-                                    Self::session_from_row(&row).map_err(store_err)?,
-                                    Self::user_from_row(&row).map_err(store_err)?,
-                                )));
-                            }
-                        }
-                    }
-                    drop(results);
-                    tx.commit().await.map_err(store_err)?;
-                    record.map(|record| Rotation::Rotated { record, live })
+                let item = crate::sql::sessions::RotateItem {
+                    tenant,
+                    token_hash: token_hash.to_vec(),
+                    successor_hash: successor_hash.to_vec(),
+                    at: millis(at),
                 };
+                let store = self.clone();
+                let rotated = self
+                    .rotations
+                    .submit(item, move |items| {
+                        let store = store.clone();
+                        async move { store.rotate_each_batch(items).await }
+                    })
+                    .await?;
                 if let Some(rotation) = rotated {
                     return Ok(rotation);
                 }
