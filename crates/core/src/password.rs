@@ -6,7 +6,10 @@
 //! the async threads that serve session checks, and the process holds `cores × memory_kib`
 //! KiB for hashing, allocated once. (Letting argon2 allocate per hash on tokio's blocking
 //! threads made the allocator keep every freed 19 MiB buffer in per-thread arenas: hundreds of
-//! MiB after a few dozen sign-ins.) Unknown logins are verified against a dummy hash so that
+//! MiB after a few dozen sign-ins.) The hashing threads run at the lowest ordinary priority
+//! (nice 19): they take every core the rest of the server leaves idle, so sign-ins alone still
+//! run at the hash rate, but a sign-in storm barely delays the cheap requests (session checks,
+//! refreshes) that share those cores. Unknown logins are verified against a dummy hash so that
 //! they cost the same as a wrong password (API.md, "Timing").
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -87,6 +90,7 @@ fn spawn_workers(n: usize) -> Result<mpsc::Sender<Job>> {
         std::thread::Builder::new()
             .name(format!("latchkey-argon2-{i}"))
             .spawn(move || {
+                yield_to_other_work();
                 let mut memory = Vec::new();
                 loop {
                     let job = {
@@ -102,6 +106,28 @@ fn spawn_workers(n: usize) -> Result<mpsc::Sender<Job>> {
             .map_err(|e| Error::internal(format!("cannot start a hashing thread: {e}")))?;
     }
     Ok(tx)
+}
+
+/// Puts the calling thread at the lowest ordinary priority (nice 19 on Linux, the lowest
+/// priority elsewhere), below the server's other threads. A platform that refuses leaves the
+/// thread as it was: hashes then share the cores equally with everything else.
+fn yield_to_other_work() {
+    // SCHED_IDLE (below nice 19) starved sign-ins almost entirely while session checks kept
+    // the cores busy; nice 19 leaves them a share.
+    #[cfg(target_os = "linux")]
+    let set = {
+        use thread_priority::{NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy};
+        thread_priority::set_thread_priority_and_policy(
+            thread_priority::thread_native_id(),
+            ThreadPriority::Min,
+            ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Other),
+        )
+    };
+    #[cfg(not(target_os = "linux"))]
+    let set = thread_priority::set_current_thread_priority(thread_priority::ThreadPriority::Min);
+    if let Err(e) = set {
+        tracing::debug!(error = ?e, "hashing threads keep their default priority");
+    }
 }
 
 /// Hashes `password` with `argon2` (whose parameters are `params`) and a fresh random salt,
