@@ -62,7 +62,7 @@ const SQLITE_BATCH_SIZES: [usize; 7] = [1, 2, 4, 8, 16, 32, MAX_BATCH];
 
 /// SQLite's batch of refreshes for `n` rows of parameters (`$4k+1` tenant, `$4k+2` token
 /// hash, `$4k+3` successor hash, `$4k+4` moment in milliseconds), three statements sent at
-/// once and run in one transaction on the writing connection:
+/// once between `BEGIN IMMEDIATE` and `COMMIT` on the writing connection:
 ///
 /// 1. rotate each fresh token, returning the rows this statement rotated;
 /// 2. store the successor of each token rotated at its refresh's moment whose session is
@@ -77,14 +77,16 @@ fn sqlite_rotate_batch(n: usize) -> String {
                  JOIN sessions s ON s.tenant_id = r.tenant_id AND s.id = r.session_id \
                  JOIN users u ON u.id = s.user_id AND u.tenant_id = s.tenant_id";
     format!(
-        "{with}UPDATE refresh_tokens AS t SET rotated_at = i.at FROM i \
+        "BEGIN IMMEDIATE; \
+         {with}UPDATE refresh_tokens AS t SET rotated_at = i.at FROM i \
            WHERE t.tenant_id = i.tenant_id AND t.token_hash = i.token_hash AND t.rotated_at IS NULL \
            RETURNING {refresh}; \
          {with}INSERT INTO refresh_tokens (token_hash, tenant_id, session_id, created_at, rotated_at) \
            SELECT i.successor_hash, i.tenant_id, s.id, i.at, NULL FROM i {joins} \
            WHERE r.rotated_at = i.at AND s.revoked_at IS NULL AND s.expires_at > i.at AND NOT u.disabled \
            ON CONFLICT (token_hash) DO NOTHING; \
-         {with}SELECT r.token_hash AS r_token_hash, {session}, {user} FROM i {joins}",
+         {with}SELECT r.token_hash AS r_token_hash, {session}, {user} FROM i {joins}; \
+         COMMIT",
         refresh = refresh_columns!(),
         session = session_columns!(),
         user = user_columns!(),
@@ -114,32 +116,47 @@ impl crate::SqliteStore {
             // Padding: no token has an empty hash.
             query = query.bind(uuid::Uuid::nil()).bind(&[][..]).bind(&[][..]).bind(0_i64);
         }
-        let mut tx = self.writer.begin().await.map_err(store_err)?;
-        // sqlx 0.9 deprecates several statements in one prepared query (launchbadge/sqlx#3108)
-        // but still runs them on SQLite; sent apart they cost a round trip each to the
-        // connection's thread, and refreshes queue on the one writer.
-        #[allow(deprecated)]
-        let mut results = query.fetch_many(&mut *tx);
-        let (mut statement, mut rotated, mut live) = (0, HashMap::new(), HashMap::new());
-        while let Some(result) = results.try_next().await.map_err(store_err)? {
-            match result {
-                sqlx::Either::Left(_) => statement += 1,
-                sqlx::Either::Right(row) if statement == 0 => {
-                    let record = Self::refresh_from_row(&row).map_err(store_err)?;
-                    rotated.insert(record.token_hash.clone(), record);
-                }
-                sqlx::Either::Right(row) => {
-                    let hash: Vec<u8> = row.try_get("r_token_hash").map_err(store_err)?;
-                    let found = (
-                        Self::session_from_row(&row).map_err(store_err)?,
-                        Self::user_from_row(&row).map_err(store_err)?,
-                    );
-                    live.insert(hash, Box::new(found));
+        let mut conn = self.writer.acquire().await.map_err(store_err)?;
+        let outcome = async {
+            // sqlx 0.9 deprecates several statements in one prepared query (launchbadge/sqlx#3108)
+            // but still runs them on SQLite. Each message to the connection's thread costs a
+            // hand-off, and refreshes queue on the one writer: the transaction's BEGIN and
+            // COMMIT travel in the same message as its statements.
+            #[allow(deprecated)]
+            let mut results = query.fetch_many(&mut *conn);
+            let (mut statement, mut rotated, mut live) = (0, HashMap::new(), HashMap::new());
+            while let Some(result) = results.try_next().await? {
+                match result {
+                    sqlx::Either::Left(_) => statement += 1,
+                    sqlx::Either::Right(row) if statement == 1 => {
+                        let record = Self::refresh_from_row(&row)?;
+                        rotated.insert(record.token_hash.clone(), record);
+                    }
+                    sqlx::Either::Right(row) => {
+                        let hash: Vec<u8> = row.try_get("r_token_hash")?;
+                        live.insert(hash, Box::new((Self::session_from_row(&row)?, Self::user_from_row(&row)?)));
+                    }
                 }
             }
+            Ok::<_, sqlx::Error>((statement, rotated, live))
         }
-        drop(results);
-        tx.commit().await.map_err(store_err)?;
+        .await;
+        let (mut rotated, mut live) = match outcome {
+            // BEGIN, UPDATE, INSERT, SELECT, COMMIT: all five ran.
+            Ok((5, rotated, live)) => (rotated, live),
+            failed => {
+                // Whatever ran is undone, and the connection, whose state is unknown, is not
+                // reused.
+                let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+                conn.close_on_drop();
+                return Err(match failed {
+                    Err(e) => store_err(e),
+                    Ok((statements, ..)) => {
+                        StoreError::Backend(format!("a batch of refreshes ran {statements} of 5 statements").into())
+                    }
+                });
+            }
+        };
         Ok(items
             .iter()
             .map(|item| {
