@@ -88,6 +88,50 @@ impl Default for Options {
     }
 }
 
+/// WAL pages (4 KiB each) after which SQLite's writing connection checkpoints on its own, in
+/// its commit (SQLite's default is 1,000): a backstop only, for when [`checkpoint_wal`] falls
+/// behind; it bounds the WAL file at about 32 MiB.
+const WRITER_AUTOCHECKPOINT_PAGES: u32 = 8_192;
+/// How often [`checkpoint_wal`] copies the WAL into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(20);
+
+/// A task that lives as long as the store holding it: aborted when the last clone of that
+/// store is dropped.
+#[derive(Debug)]
+struct BackgroundTask(tokio::task::AbortHandle);
+
+impl Drop for BackgroundTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl SqliteStore {
+    /// This store, running `task` until its last clone is dropped.
+    fn with_background(mut self, task: tokio::task::JoinHandle<()>) -> Self {
+        self._background = Some(Arc::new(BackgroundTask(task.abort_handle())));
+        self
+    }
+}
+
+/// Copies committed WAL pages into the database file every [`CHECKPOINT_EVERY`], on a reading
+/// connection (`PRAGMA wal_checkpoint(PASSIVE)`: it waits for no one and blocks no one), so that
+/// the copy and its two `fsync`s happen beside the one writing connection instead of inside its
+/// commits, where SQLite's automatic checkpoint puts them. Runs until `readers` is closed or the
+/// store that holds it is dropped.
+async fn checkpoint_wal(readers: sqlx::SqlitePool) {
+    let mut every = tokio::time::interval(CHECKPOINT_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while !readers.is_closed() {
+        every.tick().await;
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&readers).await
+            && !readers.is_closed()
+        {
+            tracing::warn!(error = %e, "WAL checkpoint failed; the writer's own checkpoints take over");
+        }
+    }
+}
+
 /// An open, migrated database.
 #[derive(Clone)]
 pub struct Database {
@@ -155,10 +199,11 @@ impl Database {
                 .max_connections(1)
                 .test_before_acquire(false)
                 .acquire_timeout(options.acquire_timeout)
-                .connect_with(connect)
+                .connect_with(connect.pragma("wal_autocheckpoint", WRITER_AUTOCHECKPOINT_PAGES.to_string()))
                 .await
                 .map_err(ConnectError::Connect)?;
-            SqliteStore::with_writer(pool, writer)
+            let checkpoints = tokio::spawn(checkpoint_wal(pool.clone()));
+            SqliteStore::with_writer(pool, writer).with_background(checkpoints)
         };
         Ok(Self {
             store: Arc::new(store.clone()),
@@ -297,6 +342,38 @@ mod tests {
         assert_eq!(unique_key(Some("signing_keys_tenant_generation_key"), ""), UniqueKey::Other);
         assert_eq!(unique_key(Some("email_outbox_pkey"), ""), UniqueKey::Other);
         assert_eq!(unique_key(None, "UNIQUE constraint failed: refresh_tokens.token_hash"), UniqueKey::Other);
+    }
+
+    /// Committed writes reach the database file itself, not only the WAL, without waiting for
+    /// the writer's own checkpoint (which would take [`WRITER_AUTOCHECKPOINT_PAGES`] of writes).
+    #[tokio::test]
+    async fn committed_writes_are_checkpointed_into_the_database_file() {
+        let dir = std::env::temp_dir().join(format!("latchkey-checkpoint-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("temporary directory");
+        let path = dir.join("latchkey.db");
+        let db = Database::connect(&format!("sqlite://{}", path.display()), &Options::default()).await.expect("open");
+        let writer = db.sqlite().expect("on SQLite").writer().clone();
+        sqlx::raw_sql("CREATE TABLE probe (n INTEGER); INSERT INTO probe VALUES (1), (2), (3);")
+            .execute(&writer)
+            .await
+            .expect("write");
+
+        // An immutable connection reads the database file and ignores the WAL.
+        let file_only = SqliteConnectOptions::new().filename(&path).immutable(true).read_only(true);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let rows = loop {
+            let mut conn = sqlx::ConnectOptions::connect(&file_only).await.expect("read the file");
+            let rows: Result<i64, _> = sqlx::query_scalar("SELECT count(*) FROM probe").fetch_one(&mut conn).await;
+            drop(conn);
+            match rows {
+                Ok(rows) => break rows,
+                Err(_) if std::time::Instant::now() < deadline => tokio::time::sleep(CHECKPOINT_EVERY).await,
+                Err(e) => panic!("the writes never reached the database file: {e}"),
+            }
+        };
+        assert_eq!(rows, 3);
+        drop(db);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

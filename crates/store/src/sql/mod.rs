@@ -66,13 +66,15 @@ macro_rules! sql_store {
             writer: sqlx::Pool<$db>,
             /// Refresh-token rotations, committed in batches (group commit).
             rotations: std::sync::Arc<crate::batch::Batcher<crate::sql::sessions::RotateItem, Option<Rotation>>>,
+            /// Work that lives as long as the store (SQLite's WAL checkpoints).
+            _background: Option<std::sync::Arc<crate::BackgroundTask>>,
         }
 
         impl $name {
             /// Wraps a connection pool whose database has been migrated; it serves reads and
             /// writes.
             pub fn new(pool: sqlx::Pool<$db>) -> Self {
-                Self { writer: pool.clone(), pool, rotations: Default::default() }
+                Self { writer: pool.clone(), pool, rotations: Default::default(), _background: None }
             }
 
             /// Reads through `readers` and writes through `writer` (both on one migrated
@@ -80,7 +82,7 @@ macro_rules! sql_store {
             /// queues writers in the pool, in order, instead of in SQLite's busy handler,
             /// which retries after sleeps of up to 100 ms.
             pub fn with_writer(readers: sqlx::Pool<$db>, writer: sqlx::Pool<$db>) -> Self {
-                Self { pool: readers, writer, rotations: Default::default() }
+                Self { pool: readers, writer, rotations: Default::default(), _background: None }
             }
 
             /// The pool that serves reads.
