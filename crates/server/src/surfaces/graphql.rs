@@ -17,9 +17,15 @@
 //! or validate get GraphQL errors, with 400 for clients that accept
 //! `application/graphql-response+json` and 200 for `application/json` ones (GraphQL over
 //! HTTP). The committed schema is `crates/server/schema.graphql`.
+//!
+//! Clients send the same few documents over and over with different variables, so documents
+//! that parsed are kept, parsed, by their text ([`ParsedDocuments`]); validation still runs on
+//! every request, with that request's variables.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use async_graphql::parser::types::ExecutableDocument;
 use async_graphql::{
     Context, EmptySubscription, ErrorExtensions, ID, Object, Request as GraphqlRequest, Response as GraphqlResponse,
     Schema, SchemaBuilder, SimpleObject, Variables,
@@ -62,6 +68,59 @@ type LatchkeySchema = Schema<Query, Mutation, EmptySubscription>;
 struct GraphqlState {
     schema: LatchkeySchema,
     clients: ClientAddressPolicy,
+    documents: Arc<ParsedDocuments>,
+}
+
+/// Longest document text kept parsed, in bytes: the documents an application sends are a few
+/// hundred bytes; longer ones are parsed on every request.
+const MAX_CACHED_DOCUMENT: usize = 4 * 1024;
+/// Total document text kept parsed, in bytes (the parsed form takes several times its text).
+const DOCUMENT_CACHE_BYTES: u64 = 512 * 1024;
+
+/// Weighs a kept document by its text's length in bytes.
+#[derive(Clone, Copy)]
+struct TextLength;
+
+impl quick_cache::Weighter<Arc<str>, ExecutableDocument> for TextLength {
+    fn weight(&self, text: &Arc<str>, _: &ExecutableDocument) -> u64 {
+        text.len() as u64
+    }
+}
+
+/// Documents that parsed, by their exact text: at most [`DOCUMENT_CACHE_BYTES`] of text, none
+/// longer than [`MAX_CACHED_DOCUMENT`], the least recently and frequently used evicted first.
+/// Parsing depends on nothing but the text, so a kept document is the one the text would
+/// parse to again; a document that fails to parse is not kept (its request gets the same
+/// errors each time). Anyone can fill the cache with documents of their own, which costs
+/// other clients a parse, never a wrong answer.
+struct ParsedDocuments(quick_cache::sync::Cache<Arc<str>, ExecutableDocument, TextLength>);
+
+impl ParsedDocuments {
+    fn new() -> Self {
+        let typical = 512;
+        Self(quick_cache::sync::Cache::with_weighter(
+            (DOCUMENT_CACHE_BYTES as usize) / typical,
+            DOCUMENT_CACHE_BYTES,
+            TextLength,
+        ))
+    }
+
+    /// `request` with its document parsed: from the cache, or parsed now and kept. A document
+    /// that does not parse is left to the schema, which reports why.
+    fn prepare(&self, mut request: GraphqlRequest) -> GraphqlRequest {
+        if request.query.len() > MAX_CACHED_DOCUMENT {
+            return request;
+        }
+        if let Some(document) = self.0.get(request.query.as_str()) {
+            request.set_parsed_query(document);
+            return request;
+        }
+        if let Ok(document) = request.parsed_query() {
+            let document = document.clone();
+            self.0.insert(Arc::from(request.query.as_str()), document);
+        }
+        request
+    }
 }
 
 /// The schema with its limits, without data: what `schema.graphql` describes.
@@ -72,7 +131,11 @@ fn schema_builder() -> SchemaBuilder<Query, Mutation, EmptySubscription> {
 /// `POST /graphql` (GraphQL requests), `GET /graphql` (GraphiQL) and `GET
 /// /graphql/assets/{file}` (GraphiQL's scripts and styles).
 pub fn mount(ctx: &SurfaceContext) -> anyhow::Result<Mounted> {
-    let state = GraphqlState { schema: schema_builder().data(ctx.auth.clone()).finish(), clients: ctx.clients };
+    let state = GraphqlState {
+        schema: schema_builder().data(ctx.auth.clone()).finish(),
+        clients: ctx.clients,
+        documents: Arc::new(ParsedDocuments::new()),
+    };
     Ok(Mounted::routes(
         Router::new()
             .route(PATH, get(graphiql).post(execute))
@@ -177,7 +240,7 @@ async fn execute(State(state): State<GraphqlState>, Client(meta): Client, reques
     if let Some(variables) = body.variables {
         graphql = graphql.variables(Variables::from_json(serde_json::Value::Object(variables)));
     }
-    let response = state.schema.execute(graphql).await;
+    let response = state.schema.execute(state.documents.prepare(graphql)).await;
     render(response, modern)
 }
 

@@ -408,6 +408,44 @@ async fn users_and_graphql_share_one_directory(backend: Backend) {
     assert_eq!(exit(&login_user(&app, "una@example.com", PASSWORD).await), 200);
 }
 
+/// A document is parsed once and kept; every request still gets its own variables checked and
+/// its own answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_document_sent_again_answers_for_its_new_variables() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let ada = graphql_user(&app, "ada@example.com").await;
+    let bob = graphql_user(&app, "bob@example.com").await;
+    let with = |document: &str, variables: Value| {
+        let body = json!({ "query": document, "variables": variables });
+        let app = &app;
+        async move { app.send_json(Method::POST, "/graphql", &body).await }
+    };
+    let document = "query Me($token: String!) { me(token: $token) { email } }";
+    for (token, email) in [(&ada, "ada@example.com"), (&bob, "bob@example.com"), (&ada, "ada@example.com")] {
+        let response = with(document, json!({ "token": token })).await;
+        assert_eq!(response.body["data"]["me"]["email"], email, "{}", response.body);
+    }
+    // The kept document is validated against each request's variables.
+    for variables in [json!({ "token": 5 }), json!({})] {
+        let response = with(document, variables).await;
+        assert_eq!(response.status, 200, "{}", response.text);
+        assert!(response.body["errors"][0]["message"].is_string(), "{}", response.body);
+        assert!(response.body.get("data").is_none_or(Value::is_null), "{}", response.body);
+    }
+    assert_eq!(with(document, json!({ "token": bob })).await.body["data"]["me"]["email"], "bob@example.com");
+
+    // A document that does not parse fails the same way every time.
+    let broken = "query Me($token: String!) { me(token: $token) { email }";
+    let first = with(broken, json!({ "token": ada })).await.body;
+    assert!(first["errors"][0]["message"].is_string(), "{first}");
+    assert_eq!(with(broken, json!({ "token": ada })).await.body, first);
+
+    // Long documents (not kept) are answered all the same.
+    let long = format!("{document}\n# {}", "x".repeat(8 * 1024));
+    assert_eq!(with(&long, json!({ "token": ada })).await.body["data"]["me"]["email"], "ada@example.com");
+    assert_eq!(with(&long, json!({ "token": bob })).await.body["data"]["me"]["email"], "bob@example.com");
+}
+
 on_both_backends!(
     the_seed_flow_from_registration_to_logout,
     unknown_and_invalid_addresses,
