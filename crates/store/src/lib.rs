@@ -114,22 +114,46 @@ impl SqliteStore {
     }
 }
 
+/// Longest time [`checkpoint_wal`] goes without a checkpoint even when the WAL file looks
+/// unchanged (a write within the file system's timestamp granularity can leave its size and
+/// modification time as they were).
+const CHECKPOINT_AT_LEAST_EVERY: Duration = Duration::from_secs(1);
+
 /// Copies committed WAL pages into the database file every [`CHECKPOINT_EVERY`], on a reading
 /// connection (`PRAGMA wal_checkpoint(PASSIVE)`: it waits for no one and blocks no one), so that
 /// the copy and its two `fsync`s happen beside the one writing connection instead of inside its
-/// commits, where SQLite's automatic checkpoint puts them. Runs until `readers` is closed or the
-/// store that holds it is dropped.
-async fn checkpoint_wal(readers: sqlx::SqlitePool) {
+/// commits, where SQLite's automatic checkpoint puts them. A tick is skipped when the WAL file
+/// at `wal` has the size and modification time it had at the last checkpoint (nothing was
+/// written since), but never for longer than [`CHECKPOINT_AT_LEAST_EVERY`]: an idle server
+/// does not query its database 50 times a second. Runs until `readers` is closed or the store
+/// that holds it is dropped.
+async fn checkpoint_wal(readers: sqlx::SqlitePool, wal: std::path::PathBuf) {
     let mut every = tokio::time::interval(CHECKPOINT_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last: Option<(u64, std::time::SystemTime)> = None;
+    let mut last_at = tokio::time::Instant::now();
     while !readers.is_closed() {
         every.tick().await;
+        let seen = wal_state(&wal);
+        if seen.is_some() && seen == last && last_at.elapsed() < CHECKPOINT_AT_LEAST_EVERY {
+            continue;
+        }
+        // Taken before the checkpoint: a write that lands during it changes the file again
+        // and is checkpointed at the next tick.
+        (last, last_at) = (seen, tokio::time::Instant::now());
         if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&readers).await
             && !readers.is_closed()
         {
             tracing::warn!(error = %e, "WAL checkpoint failed; the writer's own checkpoints take over");
         }
     }
+}
+
+/// The WAL file's size in bytes and modification time, or `None` if it cannot be read (then
+/// every tick checkpoints).
+fn wal_state(wal: &std::path::Path) -> Option<(u64, std::time::SystemTime)> {
+    let meta = std::fs::metadata(wal).ok()?;
+    Some((meta.len(), meta.modified().ok()?))
 }
 
 /// An open, migrated database.
@@ -193,6 +217,8 @@ impl Database {
         let store = if memory {
             SqliteStore::new(pool)
         } else {
+            let mut wal = connect.get_filename().as_os_str().to_owned();
+            wal.push("-wal");
             // One writing connection: writers wait their turn in the pool (see
             // `SqliteStore::with_writer`); readers never block it (WAL).
             let writer = SqlitePoolOptions::new()
@@ -202,7 +228,7 @@ impl Database {
                 .connect_with(connect.pragma("wal_autocheckpoint", WRITER_AUTOCHECKPOINT_PAGES.to_string()))
                 .await
                 .map_err(ConnectError::Connect)?;
-            let checkpoints = tokio::spawn(checkpoint_wal(pool.clone()));
+            let checkpoints = tokio::spawn(checkpoint_wal(pool.clone(), wal.into()));
             SqliteStore::with_writer(pool, writer).with_background(checkpoints)
         };
         Ok(Self {
@@ -360,18 +386,29 @@ mod tests {
 
         // An immutable connection reads the database file and ignores the WAL.
         let file_only = SqliteConnectOptions::new().filename(&path).immutable(true).read_only(true);
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        let rows = loop {
-            let mut conn = sqlx::ConnectOptions::connect(&file_only).await.expect("read the file");
-            let rows: Result<i64, _> = sqlx::query_scalar("SELECT count(*) FROM probe").fetch_one(&mut conn).await;
-            drop(conn);
-            match rows {
-                Ok(rows) => break rows,
-                Err(_) if std::time::Instant::now() < deadline => tokio::time::sleep(CHECKPOINT_EVERY).await,
-                Err(e) => panic!("the writes never reached the database file: {e}"),
+        let rows_in_file = |expected: i64| {
+            let file_only = file_only.clone();
+            async move {
+                let deadline = std::time::Instant::now() + Duration::from_secs(10);
+                loop {
+                    let mut conn = sqlx::ConnectOptions::connect(&file_only).await.expect("read the file");
+                    let rows: Result<i64, _> =
+                        sqlx::query_scalar("SELECT count(*) FROM probe").fetch_one(&mut conn).await;
+                    drop(conn);
+                    match rows {
+                        Ok(rows) if rows == expected => break rows,
+                        _ if std::time::Instant::now() < deadline => tokio::time::sleep(CHECKPOINT_EVERY).await,
+                        other => panic!("the writes never reached the database file: {other:?}"),
+                    }
+                }
             }
         };
-        assert_eq!(rows, 3);
+        assert_eq!(rows_in_file(3).await, 3);
+        // A later write, after the checkpointer has seen the WAL unchanged for a while, is
+        // copied too.
+        tokio::time::sleep(CHECKPOINT_EVERY * 3).await;
+        sqlx::query("INSERT INTO probe VALUES (4)").execute(&writer).await.expect("write again");
+        assert_eq!(rows_in_file(4).await, 4);
         drop(db);
         let _ = std::fs::remove_dir_all(&dir);
     }
