@@ -10,12 +10,19 @@
 //! This module holds the pure functions, for both sides: the server's (used by
 //! [`Auth::srp_challenge`](crate::Auth::srp_challenge) and
 //! [`Auth::srp_sign_in`](crate::Auth::srp_sign_in)) and the client's ([`client`], which tests
-//! and tools use to sign in without a JavaScript client). `num-bigint`'s modular exponentiation
-//! is not constant-time; the exponents it sees are the server's one-time `b` and public values,
-//! and a verifier never leaves the process except sealed.
+//! and tools use to sign in without a JavaScript client).
+//!
+//! Powers of the generator with a 256-bit exponent (the verifier `g^x`, the server's `g^b`) use
+//! a fixed-base table ([`g_pow`]): 63 Montgomery multiplications (`crypto-bigint`) instead of
+//! about 300, and constant-time, the table read in full at every step. The other
+//! exponentiations (`v^u`, `(A·v^u)^b`) use `num-bigint`'s `modpow`, which is not constant-time;
+//! the exponents it sees are the server's one-time `b` and public values, and a verifier never
+//! leaves the process except sealed.
 
 use std::sync::LazyLock;
 
+use crypto_bigint::modular::{FixedMontyForm, FixedMontyParams};
+use crypto_bigint::{Odd, U3072, Word};
 use hkdf::Hkdf;
 use hmac::{Hmac, Mac};
 use num_bigint::BigUint;
@@ -49,6 +56,73 @@ static GROUP: LazyLock<Group> = LazyLock::new(|| {
     let k = hash_to_int(&[&pad(&n), &pad(&g)]);
     Group { n, g, k }
 });
+
+/// Bits of the exponents [`g_pow`] takes from its table: SHA-256 outputs and 32-byte secrets.
+const FIXED_BASE_BITS: usize = 256;
+/// Exponent bits per table row (a window of 4 bits: 16 entries per row).
+const WINDOW_BITS: usize = 4;
+/// Rows of the table: one per 4-bit digit of a 256-bit exponent.
+const WINDOWS: usize = FIXED_BASE_BITS / WINDOW_BITS;
+/// Entries per row.
+const DIGITS: usize = 1 << WINDOW_BITS;
+/// Machine words in one 3072-bit value.
+const LIMBS: usize = U3072::LIMBS;
+
+/// One table entry: a power of `g` in Montgomery form, as machine words.
+type Entry = [Word; LIMBS];
+
+/// `g^(d·16^i) mod N` for every row `i` and digit `d`, in Montgomery form (64 × 16 entries of
+/// 384 bytes: 384 KiB, built on first use in about 5 ms).
+struct FixedBase {
+    params: FixedMontyParams<LIMBS>,
+    table: Box<[[Entry; DIGITS]]>,
+}
+
+static FIXED_BASE: LazyLock<FixedBase> = LazyLock::new(|| {
+    let n = U3072::from_be_slice(&GROUP.n.to_bytes_be());
+    let n = Option::<Odd<U3072>>::from(Odd::new(n)).unwrap_or_else(|| unreachable!("N is an odd prime"));
+    let params = FixedMontyParams::new_vartime(n);
+    let one = FixedMontyForm::one(&params);
+    let mut base = FixedMontyForm::new(&U3072::from_u8(2), &params);
+    let mut table = vec![[[0; LIMBS]; DIGITS]; WINDOWS].into_boxed_slice();
+    for row in table.iter_mut() {
+        // row[d] = base^d, where base = g^(16^i); the next row's base is base^16.
+        let mut power = one;
+        for entry in row.iter_mut() {
+            entry.copy_from_slice(power.as_montgomery().as_words());
+            power = power.mul(&base);
+        }
+        base = power;
+    }
+    FixedBase { params, table }
+});
+
+/// `g^e mod N` for an exponent `e` below 2^256, in constant time: the product of one table
+/// entry per 4-bit digit of `e`, each selected by reading every entry of its row under a mask.
+/// Larger exponents (none that this module makes) fall back to `modpow`.
+fn g_pow(e: &BigUint) -> BigUint {
+    if e.bits() > FIXED_BASE_BITS as u64 {
+        return GROUP.g.modpow(e, &GROUP.n);
+    }
+    let mut digits = zeroize::Zeroizing::new([0u8; FIXED_BASE_BITS / 8]);
+    let bytes = zeroize::Zeroizing::new(e.to_bytes_le());
+    digits[..bytes.len()].copy_from_slice(&bytes);
+    let fixed = &*FIXED_BASE;
+    let mut acc = FixedMontyForm::one(&fixed.params);
+    let mut selected = zeroize::Zeroizing::new([0 as Word; LIMBS]);
+    for (i, row) in fixed.table.iter().enumerate() {
+        let digit = (digits[i / 2] >> (4 * (i % 2))) & 0x0f;
+        selected.fill(0);
+        for (d, entry) in (0u8..).zip(row.iter()) {
+            let mask = Word::from(subtle::ConstantTimeEq::ct_eq(&d, &digit).unwrap_u8()).wrapping_neg();
+            for (s, w) in selected.iter_mut().zip(entry) {
+                *s |= w & mask;
+            }
+        }
+        acc = acc.mul(&FixedMontyForm::from_montgomery(U3072::from_words(*selected), &fixed.params));
+    }
+    BigUint::from_bytes_be(&acc.retrieve().to_be_bytes())
+}
 
 /// Longest `SRP_A` accepted, in hex digits: `A` is below the 3072-bit `N`, so 768 digits
 /// suffice; a few more allow leading zeros.
@@ -116,8 +190,7 @@ fn private_key(pool_name: &str, user_id_for_srp: &str, password: &str, salt: &[u
 /// moment it can be computed). `salt` is the user's random salt (its bytes; the wire carries it
 /// as hex and the client re-encodes it with [`pad`]).
 pub fn verifier(pool_name: &str, user_id_for_srp: &str, password: &str, salt: &[u8]) -> BigUint {
-    let x = private_key(pool_name, user_id_for_srp, password, salt);
-    GROUP.g.modpow(&x, &GROUP.n)
+    g_pow(&private_key(pool_name, user_id_for_srp, password, salt))
 }
 
 /// A value in `[1, N)` derived from `seed`: a stand-in verifier for users who have none, so
@@ -136,7 +209,7 @@ pub fn stand_in_verifier(seed: &[u8; 32]) -> BigUint {
 /// when it is zero mod N (draw another `b`).
 pub fn server_public(v: &BigUint, b: &BigUint) -> Option<BigUint> {
     let n = &GROUP.n;
-    let big_b = (&GROUP.k * v + GROUP.g.modpow(b, n)) % n;
+    let big_b = (&GROUP.k * v + g_pow(b)) % n;
     (big_b != BigUint::ZERO).then_some(big_b)
 }
 
@@ -359,6 +432,25 @@ mod tests {
             "",
         ] {
             assert_eq!(parse_timestamp(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_fixed_base_table_gives_what_modpow_gives() {
+        let mut exponents = vec![
+            BigUint::ZERO,
+            BigUint::from(1u8),
+            BigUint::from(15u8),
+            BigUint::from(16u8),
+            (BigUint::from(1u8) << 255u32) + 1u8,
+            (BigUint::from(1u8) << 256u32) - 1u8,
+            // Beyond the table: the fallback.
+            BigUint::from(1u8) << 256u32,
+            BigUint::from_bytes_be(&[0xa5; 48]),
+        ];
+        exponents.extend((0u32..64).map(|i| BigUint::from_bytes_be(&Sha256::digest(i.to_be_bytes()))));
+        for e in &exponents {
+            assert_eq!(g_pow(e), GROUP.g.modpow(e, &GROUP.n), "g^{e:x}");
         }
     }
 
