@@ -79,7 +79,9 @@ pub enum Op {
     V1Me,
     /// `POST /v1/token/refresh` with the client's latest refresh token; keeps the successor.
     Refresh,
-    /// `POST /api/users/signin` as a random seeded user (one argon2id verification).
+    /// `POST /api/users/signin` as a random returning user (one argon2id verification): one of
+    /// the [`Credentials::returning`] users signed in once before the run, or of all seeded
+    /// users when there are none.
     SignIn,
     /// `POST /api/users/signup` with a fresh email (one argon2id hash and one mail).
     SignUp,
@@ -156,6 +158,9 @@ pub struct Credentials {
     /// Seeded users: `bench-1@example.com` to `bench-<users>@example.com`, password
     /// [`seed::PASSWORD`].
     pub users: u64,
+    /// Seeded users `1..=returning` have signed in once already (so they have what a first
+    /// sign-in stores, such as the SRP verifier); [`Op::SignIn`] picks among them.
+    pub returning: u64,
     /// `Cookie` header values (`session=<JWT>`) of signed-in users; client `i` uses entry
     /// `i % len`.
     pub cookies: Vec<String>,
@@ -338,7 +343,8 @@ async fn perform(target: &Target, creds: &Credentials, op: Op, st: &mut ClientSt
             st.v1 = serde_json::from_slice::<V1Tokens>(&bytes).map_err(|_| Failure::BadBody)?;
         }
         Op::SignIn => {
-            let n = st.rng.gen_range(1..=creds.users.max(1));
+            let among = if creds.returning > 0 { creds.returning } else { creds.users };
+            let n = st.rng.gen_range(1..=among.max(1));
             let body = json!({ "email": seed::email(n), "password": seed::PASSWORD });
             let r = client.post(target.url("/api/users/signin")).json(&body).send().await?;
             check_status(r).await?;
@@ -797,14 +803,19 @@ pub struct Pools {
     pub graphql: usize,
     /// `cognito` access tokens, through `InitiateAuth` `USER_PASSWORD_AUTH`.
     pub cognito: usize,
+    /// Seeded users `1..=returning` signed in once through `POST /api/users/signin`, so that
+    /// the sign-in workloads measure returning users: a seeded user's first sign-in also
+    /// computes and stores the SRP verifier that sign-up would have stored.
+    pub returning: usize,
 }
 
 /// Signs in users for the session-check and refresh workloads, `parallel` requests at a time:
 /// `pools.cookies` random seeded users through `POST /api/users/signin` (keeping each
 /// `session` cookie), `pools.v1` through `POST /v1/sessions` (keeping each token set),
 /// `pools.graphql` through `loginUser`, `pools.cognito` through `InitiateAuth`, and
-/// `pools.auth` new users through `POST /auth/signup` (keeping the three cookies). Each costs
-/// the server one argon2id hash.
+/// `pools.auth` new users through `POST /auth/signup` (keeping the three cookies), and seeded
+/// users `1..=pools.returning` once through `POST /api/users/signin`. Each costs the server one
+/// argon2id hash.
 ///
 /// Failures do not stop anything: they leave fewer (or no) credentials, and the returned notes
 /// say what failed, e.g. `"v1 sessions: 64 of 64 sign-ins failed (first: 404 ...)"`.
@@ -844,6 +855,29 @@ pub async fn prepare(
         .buffer_unordered(parallel)
         .collect()
         .await;
+    let returning_results: Vec<Result<(), String>> = futures::stream::iter(1..=pools.returning as u64)
+        .map(|n| async move {
+            let body = json!({ "email": seed::email(n), "password": seed::PASSWORD });
+            let r = target
+                .client
+                .post(target.url("/api/users/signin"))
+                .json(&body)
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            let status = r.status();
+            let text = r.text().await.unwrap_or_default();
+            if status.is_success() { Ok(()) } else { Err(format!("{status} {}", truncate(&text, 200))) }
+        })
+        .buffer_unordered(parallel)
+        .collect()
+        .await;
+    let (signed_in, failures) = split(returning_results);
+    if let Some(note) = failure_note("returning users", pools.returning, &failures) {
+        notes.push(note);
+    }
+    // Only a complete set is used: otherwise sign-ins pick among every seeded user.
+    let returning = if signed_in.len() == pools.returning { pools.returning as u64 } else { 0 };
     let (cookie_list, failures) = split(cookie_results);
     if let Some(note) = failure_note("users sessions", pools.cookies, &failures) {
         notes.push(note);
@@ -956,8 +990,17 @@ pub async fn prepare(
         notes.push(note);
     }
 
-    let creds =
-        Credentials { users, cookies: cookie_list, v1, auth, graphql, cognito, run_tag, signups: AtomicU64::new(0) };
+    let creds = Credentials {
+        users,
+        returning,
+        cookies: cookie_list,
+        v1,
+        auth,
+        graphql,
+        cognito,
+        run_tag,
+        signups: AtomicU64::new(0),
+    };
     Ok((creds, notes))
 }
 

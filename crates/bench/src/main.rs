@@ -314,6 +314,10 @@ impl Workload {
     }
 }
 
+/// Seeded users signed in once before the sign-in workloads, which then pick among them
+/// (returning users; see [`Pools::returning`]).
+const RETURNING_USERS: usize = 256;
+
 /// The open-loop mix: the closed mix's 90/8/2 operations.
 const OPEN_MIX: [(Op, u32); 3] = [(Op::CurrentUser, 90), (Op::Refresh, 8), (Op::SignIn, 2)];
 
@@ -753,12 +757,18 @@ async fn measure(
         auth: chains(&[Workload::AuthUser, Workload::AuthRefresh]),
         graphql: shared(&[Workload::GraphqlMe]),
         cognito: shared(&[Workload::CognitoUser]),
+        returning: if [Workload::Signin, Workload::Mix, Workload::OpenMix, Workload::Storm].iter().any(|&w| selected(w))
+        {
+            usize::try_from(users).unwrap_or(usize::MAX).min(RETURNING_USERS)
+        } else {
+            0
+        },
     };
     let clients = largest.max(cli.storm_checks + cli.storm_signins);
     let target = Arc::new(Target::new(bases, clients)?);
     eprintln!(
-        "    signing in sessions: {} users, {} v1, {} auth (sign-ups), {} graphql, {} cognito",
-        pools.cookies, pools.v1, pools.auth, pools.graphql, pools.cognito
+        "    signing in sessions: {} users, {} v1, {} auth (sign-ups), {} graphql, {} cognito; {} returning users",
+        pools.cookies, pools.v1, pools.auth, pools.graphql, pools.cognito, pools.returning
     );
     let parallel = 2 * std::thread::available_parallelism().map_or(1, |n| n.get());
     let (creds, notes) = load::prepare(&target, users, pools, parallel).await?;
