@@ -8,6 +8,11 @@
 //! runs batches of one, with no added wait; under load the batch grows with the queue, so the
 //! per-transaction costs (round trips to the database, the commit itself) are shared.
 //!
+//! A batch may hand the turn on before it ends ([`Turn`]): on SQLite, as soon as it holds the
+//! one writing connection, so that the next batch forms and queues for that connection while
+//! this one runs, and the connection goes from one batch to the next without waiting for the
+//! answers to be delivered.
+//!
 //! The batch runs on its own task so that a caller that goes away (its client hung up) never
 //! cancels the other callers' work; an abandoned item still runs, like a request whose client
 //! hangs up after its write. Two items with the same [`BatchItem::key`] never share a batch: the
@@ -58,6 +63,18 @@ impl<I, O> Default for Batcher<I, O> {
     }
 }
 
+/// The right to form the next batch, given to each batch's `run`. The next batch forms when it
+/// is dropped: at the latest when `run`'s future ends, earlier where nothing that the next
+/// batch does can then overtake this one (on SQLite, once this batch holds the one writing
+/// connection, which the next batch must then wait for).
+pub(crate) struct Turn(#[allow(dead_code, reason = "held for its drop")] tokio::sync::OwnedMutexGuard<()>);
+
+impl std::fmt::Debug for Turn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Turn")
+    }
+}
+
 /// The error every caller of a failed batch gets.
 #[derive(Debug, thiserror::Error)]
 #[error("batched write failed: {0}")]
@@ -65,15 +82,15 @@ struct BatchFailed(Arc<str>);
 
 impl<I: BatchItem, O: Send + 'static> Batcher<I, O> {
     /// Runs `item` in a batch and returns its result. `run` is called (by whichever caller
-    /// gets the turn) with up to [`MAX_BATCH`] items and must return one result per item, in
-    /// order.
+    /// gets the turn) with up to [`MAX_BATCH`] items and the [`Turn`], and must return one
+    /// result per item, in order.
     ///
     /// # Errors
     /// The batch's error (every item of a failed batch gets it, as [`StoreError::Backend`]),
     /// or [`StoreError::Backend`] if the batch's task ended without answering (a panic).
     pub(crate) async fn submit<F, Fut>(&self, item: I, run: F) -> Result<O, StoreError>
     where
-        F: Fn(Vec<I>) -> Fut,
+        F: Fn(Vec<I>, Turn) -> Fut,
         Fut: Future<Output = Result<Vec<O>, StoreError>> + Send + 'static,
     {
         let (reply, mut answer) = oneshot::channel();
@@ -90,7 +107,7 @@ impl<I: BatchItem, O: Send + 'static> Batcher<I, O> {
                 continue;
             }
             let (items, replies): (Vec<I>, Vec<_>) = batch.into_iter().map(|p| (p.item, p.reply)).unzip();
-            let work = run(items);
+            let work = run(items, Turn(turn));
             tokio::spawn(async move {
                 let results = work.await;
                 match results {
@@ -115,7 +132,6 @@ impl<I: BatchItem, O: Send + 'static> Batcher<I, O> {
                         }
                     }
                 }
-                drop(turn);
             });
         }
     }
@@ -183,9 +199,14 @@ mod tests {
     struct Recorder(Arc<Mutex<Vec<Vec<u32>>>>);
 
     impl Recorder {
-        fn run(&self, items: Vec<Item>) -> impl Future<Output = Result<Vec<u32>, StoreError>> + Send + 'static {
+        fn run(
+            &self,
+            items: Vec<Item>,
+            turn: Turn,
+        ) -> impl Future<Output = Result<Vec<u32>, StoreError>> + Send + 'static {
             let seen = self.0.clone();
             async move {
+                let _turn = turn;
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 let keys: Vec<u32> = items.iter().map(|i| i.0).collect();
                 seen.lock().unwrap_or_else(PoisonError::into_inner).push(keys.clone());
@@ -202,7 +223,7 @@ mod tests {
     async fn a_lone_item_runs_at_once_in_a_batch_of_one() {
         let batcher = Batcher::<Item, u32>::default();
         let recorder = Recorder::default();
-        assert_eq!(batcher.submit(Item(7), |items| recorder.run(items)).await.ok(), Some(70));
+        assert_eq!(batcher.submit(Item(7), |items, turn| recorder.run(items, turn)).await.ok(), Some(70));
         assert_eq!(recorder.batches(), vec![vec![7]]);
     }
 
@@ -213,7 +234,7 @@ mod tests {
         let tasks: Vec<_> = (0..20u32)
             .map(|i| {
                 let (batcher, recorder) = (batcher.clone(), recorder.clone());
-                tokio::spawn(async move { batcher.submit(Item(i), |items| recorder.run(items)).await.ok() })
+                tokio::spawn(async move { batcher.submit(Item(i), |items, turn| recorder.run(items, turn)).await.ok() })
             })
             .collect();
         for (i, task) in tasks.into_iter().enumerate() {
@@ -232,7 +253,7 @@ mod tests {
             .into_iter()
             .map(|i| {
                 let (batcher, recorder) = (batcher.clone(), recorder.clone());
-                tokio::spawn(async move { batcher.submit(Item(i), |items| recorder.run(items)).await.ok() })
+                tokio::spawn(async move { batcher.submit(Item(i), |items, turn| recorder.run(items, turn)).await.ok() })
             })
             .collect();
         for task in tasks {
@@ -251,7 +272,7 @@ mod tests {
         let ran = Arc::new(AtomicUsize::new(0));
         let run = {
             let ran = ran.clone();
-            move |items: Vec<Item>| {
+            move |items: Vec<Item>, _turn: Turn| {
                 let ran = ran.clone();
                 async move {
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -275,10 +296,52 @@ mod tests {
         assert_eq!(ran.load(Ordering::SeqCst), 2, "the abandoned item and the other both ran");
     }
 
+    /// Runs two items submitted 10 ms apart through batches that take 50 ms each, and returns
+    /// the most batches that ran at once.
+    async fn most_batches_at_once(release_early: bool) -> usize {
+        let batcher = Arc::new(Batcher::<Item, u32>::default());
+        let (running, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let run = {
+            let (running, most) = (running.clone(), most.clone());
+            move |items: Vec<Item>, turn: Turn| {
+                let (running, most) = (running.clone(), most.clone());
+                async move {
+                    let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(now, Ordering::SeqCst);
+                    let kept = if release_early {
+                        drop(turn);
+                        None
+                    } else {
+                        Some(turn)
+                    };
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    running.fetch_sub(1, Ordering::SeqCst);
+                    drop(kept);
+                    Ok(items.into_iter().map(|i| i.0).collect::<Vec<_>>())
+                }
+            }
+        };
+        let first = tokio::spawn({
+            let (batcher, run) = (batcher.clone(), run.clone());
+            async move { batcher.submit(Item(1), run).await.ok() }
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let second = batcher.submit(Item(2), run).await.ok();
+        assert_eq!(first.await.ok().flatten(), Some(1));
+        assert_eq!(second, Some(2));
+        most.load(Ordering::SeqCst)
+    }
+
+    #[tokio::test]
+    async fn the_next_batch_forms_when_the_running_one_gives_up_its_turn_and_not_before() {
+        assert_eq!(most_batches_at_once(false).await, 1, "a batch that keeps its turn runs alone");
+        assert_eq!(most_batches_at_once(true).await, 2, "a batch that gives up its turn lets the next one start");
+    }
+
     #[tokio::test]
     async fn a_failed_batch_fails_each_of_its_callers() {
         let batcher = Batcher::<Item, u32>::default();
-        let failed = batcher.submit(Item(1), |_| async { Err(StoreError::Backend("disk on fire".into())) }).await;
+        let failed = batcher.submit(Item(1), |_, _| async { Err(StoreError::Backend("disk on fire".into())) }).await;
         let Err(StoreError::Backend(e)) = failed else { panic!("expected a backend error, got {failed:?}") };
         assert_eq!(e.to_string(), "batched write failed: storage backend failure: disk on fire");
     }

@@ -99,8 +99,14 @@ static SQLITE_ROTATE_BATCHES: LazyLock<Vec<String>> =
 
 impl crate::SqliteStore {
     /// Rotates a batch of refresh tokens in one transaction; one result per item, in order:
-    /// `Some` for each token this batch rotated, `None` for the others.
-    pub(crate) async fn rotate_batch(&self, items: &[RotateItem]) -> Result<Vec<Option<Rotation>>, StoreError> {
+    /// `Some` for each token this batch rotated, `None` for the others. `turn` is released
+    /// once the batch holds the writing connection: a later batch then forms and waits for
+    /// it.
+    pub(crate) async fn rotate_batch(
+        &self,
+        items: &[RotateItem],
+        turn: Option<crate::batch::Turn>,
+    ) -> Result<Vec<Option<Rotation>>, StoreError> {
         let slot = SQLITE_BATCH_SIZES.iter().position(|&size| size >= items.len()).ok_or_else(|| {
             StoreError::Backend(format!("a batch of {} refreshes is above {MAX_BATCH}", items.len()).into())
         })?;
@@ -117,6 +123,7 @@ impl crate::SqliteStore {
             query = query.bind(uuid::Uuid::nil()).bind(&[][..]).bind(&[][..]).bind(0_i64);
         }
         let mut conn = self.writer.acquire().await.map_err(store_err)?;
+        drop(turn);
         let outcome = async {
             // sqlx 0.9 deprecates several statements in one prepared query (launchbadge/sqlx#3108)
             // but still runs them on SQLite. Each message to the connection's thread costs a
@@ -188,8 +195,15 @@ impl crate::PgStore {
     }
 
     /// Rotates a batch of refresh tokens in one statement; one result per item, in order:
-    /// `Some` for each token this batch rotated, `None` for the others.
-    pub(crate) async fn rotate_batch(&self, items: &[RotateItem]) -> Result<Vec<Option<Rotation>>, StoreError> {
+    /// `Some` for each token this batch rotated, `None` for the others. `turn` is held until
+    /// the statement has committed: with a pool of connections, a later batch could otherwise
+    /// run beside this one.
+    pub(crate) async fn rotate_batch(
+        &self,
+        items: &[RotateItem],
+        turn: Option<crate::batch::Turn>,
+    ) -> Result<Vec<Option<Rotation>>, StoreError> {
+        let _turn = turn;
         // Rows are locked in token order, so batches of two instances that share tokens
         // wait for each other instead of deadlocking.
         let mut order: Vec<&RotateItem> = items.iter().collect();
@@ -215,17 +229,19 @@ macro_rules! sql_sessions {
     ($name:ident, $db:ty) => {
         impl $name {
             /// Runs a batch of rotations (one transaction); if the batch fails as a whole, runs
-            /// its items one by one, so that no item can fail the others.
+            /// its items one by one, so that no item can fail the others (a later batch may then
+            /// run between them: its items were concurrent with these, in no defined order).
             async fn rotate_each_batch(
                 &self,
                 items: Vec<crate::sql::sessions::RotateItem>,
+                turn: crate::batch::Turn,
             ) -> Result<Vec<Option<Rotation>>, StoreError> {
-                match self.rotate_batch(&items).await {
+                match self.rotate_batch(&items, Some(turn)).await {
                     Err(e) if items.len() > 1 => {
                         tracing::warn!(error = %e, items = items.len(), "a batch of refreshes failed; running them one by one");
                         let mut rotations = Vec::with_capacity(items.len());
                         for item in &items {
-                            rotations.push(self.rotate_batch(std::slice::from_ref(item)).await?.pop().flatten());
+                            rotations.push(self.rotate_batch(std::slice::from_ref(item), None).await?.pop().flatten());
                         }
                         Ok(rotations)
                     }
@@ -376,9 +392,9 @@ macro_rules! sql_sessions {
                 let store = self.clone();
                 let rotated = self
                     .rotations
-                    .submit(item, move |items| {
+                    .submit(item, move |items, turn| {
                         let store = store.clone();
-                        async move { store.rotate_each_batch(items).await }
+                        async move { store.rotate_each_batch(items, turn).await }
                     })
                     .await?;
                 if let Some(rotation) = rotated {
