@@ -246,7 +246,7 @@ enum Workload {
     Refresh,
     /// POST /auth/session/refresh, each client on its own cookie chain.
     AuthRefresh,
-    /// POST /api/users/signin as random seeded users.
+    /// POST /api/users/signin as random returning users (256 seeded users signed in once before).
     Signin,
     /// POST /api/users/signup with fresh emails.
     Signup,
