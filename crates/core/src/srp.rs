@@ -13,8 +13,9 @@
 //! and tools use to sign in without a JavaScript client).
 //!
 //! Powers of the generator with a 256-bit exponent (the verifier `g^x`, the server's `g^b`) use
-//! a fixed-base table ([`g_pow`]): 63 Montgomery multiplications (`crypto-bigint`) instead of
-//! about 300, and constant-time, the table read in full at every step. The other
+//! a fixed-base table ([`g_pow`]): 64 Montgomery multiplications (`crypto-bigint`) instead of
+//! about 300, and constant-time: the exponent stays 32 bytes (never a `BigUint`, whose length
+//! depends on leading zeros), and the table is read in full at every step. The other
 //! exponentiations (`v^u`, `(A·v^u)^b`) use `num-bigint`'s `modpow`, which is not constant-time;
 //! the exponents it sees are the server's one-time `b` and public values, and a verifier never
 //! leaves the process except sealed.
@@ -97,21 +98,16 @@ static FIXED_BASE: LazyLock<FixedBase> = LazyLock::new(|| {
     FixedBase { params, table }
 });
 
-/// `g^e mod N` for an exponent `e` below 2^256, in constant time: the product of one table
-/// entry per 4-bit digit of `e`, each selected by reading every entry of its row under a mask.
-/// Larger exponents (none that this module makes) fall back to `modpow`.
-fn g_pow(e: &BigUint) -> BigUint {
-    if e.bits() > FIXED_BASE_BITS as u64 {
-        return GROUP.g.modpow(e, &GROUP.n);
-    }
-    let mut digits = zeroize::Zeroizing::new([0u8; FIXED_BASE_BITS / 8]);
-    let bytes = zeroize::Zeroizing::new(e.to_bytes_le());
-    digits[..bytes.len()].copy_from_slice(&bytes);
+/// `g^e mod N` for the 256-bit exponent `e` (big-endian bytes), in constant time: the product
+/// of one table entry per 4-bit digit of `e`, each selected by reading every entry of its row
+/// under a mask.
+fn g_pow(e: &[u8; FIXED_BASE_BITS / 8]) -> BigUint {
     let fixed = &*FIXED_BASE;
     let mut acc = FixedMontyForm::one(&fixed.params);
     let mut selected = zeroize::Zeroizing::new([0 as Word; LIMBS]);
     for (i, row) in fixed.table.iter().enumerate() {
-        let digit = (digits[i / 2] >> (4 * (i % 2))) & 0x0f;
+        // Row i holds digit i counted from the least significant end.
+        let digit = (e[e.len() - 1 - i / 2] >> (4 * (i % 2))) & 0x0f;
         selected.fill(0);
         for (d, entry) in (0u8..).zip(row.iter()) {
             let mask = Word::from(subtle::ConstantTimeEq::ct_eq(&d, &digit).unwrap_u8()).wrapping_neg();
@@ -175,22 +171,34 @@ pub fn to_hex(n: &BigUint) -> String {
     format!("{n:x}")
 }
 
-/// The private exponent `x = H(pad(salt) ‖ H(poolName ‖ userIdForSRP ‖ ":" ‖ password))`.
-fn private_key(pool_name: &str, user_id_for_srp: &str, password: &str, salt: &[u8]) -> BigUint {
+/// The private exponent `x = H(pad(salt) ‖ H(poolName ‖ userIdForSRP ‖ ":" ‖ password))`, as
+/// the hash's 32 bytes (big-endian).
+fn private_key_bytes(
+    pool_name: &str,
+    user_id_for_srp: &str,
+    password: &str,
+    salt: &[u8],
+) -> zeroize::Zeroizing<[u8; 32]> {
     let inner = Sha256::new()
         .chain_update(pool_name.as_bytes())
         .chain_update(user_id_for_srp.as_bytes())
         .chain_update(b":")
         .chain_update(password.as_bytes())
         .finalize();
-    hash_to_int(&[&pad(&BigUint::from_bytes_be(salt)), &inner])
+    let x = Sha256::new().chain_update(pad(&BigUint::from_bytes_be(salt))).chain_update(inner).finalize();
+    zeroize::Zeroizing::new(x.into())
+}
+
+/// [`private_key_bytes`] as an integer (the client's side).
+fn private_key(pool_name: &str, user_id_for_srp: &str, password: &str, salt: &[u8]) -> BigUint {
+    BigUint::from_bytes_be(private_key_bytes(pool_name, user_id_for_srp, password, salt).as_slice())
 }
 
 /// The password verifier `v = g^x mod N` for a user, from the plaintext password (the only
 /// moment it can be computed). `salt` is the user's random salt (its bytes; the wire carries it
 /// as hex and the client re-encodes it with [`pad`]).
 pub fn verifier(pool_name: &str, user_id_for_srp: &str, password: &str, salt: &[u8]) -> BigUint {
-    g_pow(&private_key(pool_name, user_id_for_srp, password, salt))
+    g_pow(&private_key_bytes(pool_name, user_id_for_srp, password, salt))
 }
 
 /// A value in `[1, N)` derived from `seed`: a stand-in verifier for users who have none, so
@@ -205,9 +213,9 @@ pub fn stand_in_verifier(seed: &[u8; 32]) -> BigUint {
     if v == BigUint::ZERO { BigUint::from(1u8) } else { v }
 }
 
-/// The server's public value `B = (k·v + g^b) mod N` for the one-time secret `b`, or `None`
-/// when it is zero mod N (draw another `b`).
-pub fn server_public(v: &BigUint, b: &BigUint) -> Option<BigUint> {
+/// The server's public value `B = (k·v + g^b) mod N` for the one-time secret `b` (32 bytes,
+/// big-endian), or `None` when it is zero mod N (draw another `b`).
+pub fn server_public(v: &BigUint, b: &[u8; 32]) -> Option<BigUint> {
     let n = &GROUP.n;
     let big_b = (&GROUP.k * v + g_pow(b)) % n;
     (big_b != BigUint::ZERO).then_some(big_b)
@@ -374,12 +382,16 @@ mod tests {
         let (pool, user, password) = ("AbCdEf123", "alice", "Sup3rSecret!");
         let salt = int("d4f1c2a3b4c5d6e7f8091a2b3c4d5e6f").to_bytes_be();
         let a = int("a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90");
-        let b = int("1234567890abcdef1234567890abcdef1234567890abcdef1234567890abcdef");
+        let b_bytes: [u8; 32] = int("1234567890abcdef1234567890abcdef1234567890abcdef1234567890abcdef")
+            .to_bytes_be()
+            .try_into()
+            .expect("32 bytes");
+        let b = BigUint::from_bytes_be(&b_bytes);
         let block = STANDARD.decode("b3BhcXVlLXNlY3JldC1ibG9jaw==").expect("base64");
         let timestamp = "Wed Mar 6 12:34:56 UTC 2024";
 
         let v = verifier(pool, user, password, &salt);
-        let b_pub = server_public(&v, &b).expect("B is not zero");
+        let b_pub = server_public(&v, &b_bytes).expect("B is not zero");
         let a_pub = client::public(&a);
         let server = server_key(&a_pub, &b_pub, &b, &v).expect("u is not zero");
         let client = client::key(pool, user, password, &salt, &a, &b_pub).expect("valid B");
@@ -437,20 +449,15 @@ mod tests {
 
     #[test]
     fn the_fixed_base_table_gives_what_modpow_gives() {
-        let mut exponents = vec![
-            BigUint::ZERO,
-            BigUint::from(1u8),
-            BigUint::from(15u8),
-            BigUint::from(16u8),
-            (BigUint::from(1u8) << 255u32) + 1u8,
-            (BigUint::from(1u8) << 256u32) - 1u8,
-            // Beyond the table: the fallback.
-            BigUint::from(1u8) << 256u32,
-            BigUint::from_bytes_be(&[0xa5; 48]),
-        ];
-        exponents.extend((0u32..64).map(|i| BigUint::from_bytes_be(&Sha256::digest(i.to_be_bytes()))));
+        let mut exponents: Vec<[u8; 32]> = vec![[0; 32], [0xff; 32]];
+        for (at, byte) in [(31, 1), (31, 15), (31, 16), (0, 0x80), (0, 0x01), (16, 0xa5)] {
+            let mut e = [0; 32];
+            e[at] = byte;
+            exponents.push(e);
+        }
+        exponents.extend((0u32..64).map(|i| <[u8; 32]>::from(Sha256::digest(i.to_be_bytes()))));
         for e in &exponents {
-            assert_eq!(g_pow(e), GROUP.g.modpow(e, &GROUP.n), "g^{e:x}");
+            assert_eq!(g_pow(e), GROUP.g.modpow(&BigUint::from_bytes_be(e), &GROUP.n), "g^{e:02x?}");
         }
     }
 

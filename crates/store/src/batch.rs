@@ -4,19 +4,21 @@
 //! A caller queues its item and then waits for whichever comes first: its answer, or its turn.
 //! The caller that gets the turn takes up to [`MAX_BATCH`] queued items (its own and those that
 //! arrived while the previous batch ran) and starts them as one batch on a task of its own, which
-//! holds the turn until the batch has committed and every caller has its answer. An idle system
+//! holds the turn until the batch's work ends (or hands it on earlier, below). An idle system
 //! runs batches of one, with no added wait; under load the batch grows with the queue, so the
 //! per-transaction costs (round trips to the database, the commit itself) are shared.
 //!
 //! A batch may hand the turn on before it ends ([`Turn`]): on SQLite, as soon as it holds the
 //! one writing connection, so that the next batch forms and queues for that connection while
 //! this one runs, and the connection goes from one batch to the next without waiting for the
-//! answers to be delivered.
+//! answers to be delivered. PostgreSQL's batches keep it until their statement has committed.
 //!
 //! The batch runs on its own task so that a caller that goes away (its client hung up) never
 //! cancels the other callers' work; an abandoned item still runs, like a request whose client
 //! hangs up after its write. Two items with the same [`BatchItem::key`] never share a batch: the
-//! later one waits for the next, so it sees the earlier one's effect.
+//! later one waits for the next, so it sees the earlier one's effect. (Where a failed batch
+//! reruns its items one by one, the next batch may run between them: its items were submitted
+//! while they were pending, concurrently, so no order between them was promised.)
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -31,7 +33,8 @@ pub(crate) const MAX_BATCH: usize = 64;
 
 /// An item of a batch.
 pub(crate) trait BatchItem: Send + 'static {
-    /// Items with equal keys run in separate batches, in the order they were submitted.
+    /// Items with equal keys run in separate batches, in the order they were submitted (see the
+    /// module documentation for a failed batch rerun item by item).
     type Key: Eq + Hash;
     /// This item's key.
     fn key(&self) -> Self::Key;

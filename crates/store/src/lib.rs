@@ -127,8 +127,9 @@ const CHECKPOINT_AT_LEAST_EVERY: Duration = Duration::from_secs(1);
 /// the copy and its two `fsync`s happen beside the one writing connection instead of inside its
 /// commits, where SQLite's automatic checkpoint puts them. A tick is skipped when the WAL file
 /// at `wal` has the size and modification time it had at the last checkpoint (nothing was
-/// written since), but never for longer than [`CHECKPOINT_AT_LEAST_EVERY`]: an idle server
-/// does not query its database 50 times a second. Runs until `readers` is closed or the store
+/// written since, or a write landed within the file system's timestamp granularity, a few
+/// milliseconds), but never for longer than [`CHECKPOINT_AT_LEAST_EVERY`]: an idle server
+/// does not query its database 200 times a second. Runs until `readers` is closed or the store
 /// that holds it is dropped.
 async fn checkpoint_wal(readers: sqlx::SqlitePool, wal: std::path::PathBuf) {
     let mut every = tokio::time::interval(CHECKPOINT_EVERY);

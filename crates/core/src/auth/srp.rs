@@ -202,7 +202,7 @@ impl Auth {
             let (b, b_pub) = tokio::task::spawn_blocking(move || {
                 loop {
                     let b = Zeroizing::new(random_bytes::<32>());
-                    if let Some(b_pub) = srp::server_public(&v, &BigUint::from_bytes_be(b.as_slice())) {
+                    if let Some(b_pub) = srp::server_public(&v, &b) {
                         break (b, b_pub);
                     }
                 }

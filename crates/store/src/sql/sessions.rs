@@ -100,8 +100,8 @@ static SQLITE_ROTATE_BATCHES: LazyLock<Vec<String>> =
 impl crate::SqliteStore {
     /// Rotates a batch of refresh tokens in one transaction; one result per item, in order:
     /// `Some` for each token this batch rotated, `None` for the others. `turn` is released
-    /// once the batch holds the writing connection: a later batch then forms and waits for
-    /// it.
+    /// once the batch holds the writing connection, if the writer pool has only that one: a
+    /// later batch then forms and waits for it.
     pub(crate) async fn rotate_batch(
         &self,
         items: &[RotateItem],
@@ -123,7 +123,14 @@ impl crate::SqliteStore {
             query = query.bind(uuid::Uuid::nil()).bind(&[][..]).bind(&[][..]).bind(0_i64);
         }
         let mut conn = self.writer.acquire().await.map_err(store_err)?;
-        drop(turn);
+        // With one writing connection the next batch can only run after this one; a pool of
+        // several (a store built from any pool) keeps the turn until this batch ends.
+        let _turn = if self.writer.options().get_max_connections() == 1 {
+            drop(turn);
+            None
+        } else {
+            turn
+        };
         let outcome = async {
             // sqlx 0.9 deprecates several statements in one prepared query (launchbadge/sqlx#3108)
             // but still runs them on SQLite. Each message to the connection's thread costs a
