@@ -789,6 +789,20 @@ fn new_histogram() -> anyhow::Result<Histogram<u64>> {
     Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).context("creating a latency histogram")
 }
 
+/// Signs seeded user `n` in through `POST /api/users/signin` and returns its `session`
+/// cookie, or the status and the start of the body when it fails.
+async fn users_sign_in(target: &Target, n: u64) -> Result<String, String> {
+    let body = json!({ "email": seed::email(n), "password": seed::PASSWORD });
+    let r = target.client.post(target.url("/api/users/signin")).json(&body).send().await.map_err(|e| e.to_string())?;
+    let status = r.status();
+    let cookie = r.headers().get_all(SET_COOKIE).iter().filter_map(|v| v.to_str().ok()).find_map(session_cookie);
+    let text = r.text().await.unwrap_or_default();
+    match cookie {
+        Some(c) if status.is_success() => Ok(c),
+        _ => Err(format!("{status} {}", truncate(&text, 200))),
+    }
+}
+
 /// How many sessions of each kind [`prepare`] signs in.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Pools {
@@ -834,41 +848,12 @@ pub async fn prepare(
     let run_tag = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
 
     let cookie_results: Vec<Result<String, String>> = futures::stream::iter((0..pools.cookies).map(pick))
-        .map(|n| async move {
-            let body = json!({ "email": seed::email(n), "password": seed::PASSWORD });
-            let r = target
-                .client
-                .post(target.url("/api/users/signin"))
-                .json(&body)
-                .send()
-                .await
-                .map_err(|e| e.to_string())?;
-            let status = r.status();
-            let cookie =
-                r.headers().get_all(SET_COOKIE).iter().filter_map(|v| v.to_str().ok()).find_map(session_cookie);
-            let text = r.text().await.unwrap_or_default();
-            match cookie {
-                Some(c) if status.is_success() => Ok(c),
-                _ => Err(format!("{status} {}", truncate(&text, 200))),
-            }
-        })
+        .map(|n| users_sign_in(target, n))
         .buffer_unordered(parallel)
         .collect()
         .await;
-    let returning_results: Vec<Result<(), String>> = futures::stream::iter(1..=pools.returning as u64)
-        .map(|n| async move {
-            let body = json!({ "email": seed::email(n), "password": seed::PASSWORD });
-            let r = target
-                .client
-                .post(target.url("/api/users/signin"))
-                .json(&body)
-                .send()
-                .await
-                .map_err(|e| e.to_string())?;
-            let status = r.status();
-            let text = r.text().await.unwrap_or_default();
-            if status.is_success() { Ok(()) } else { Err(format!("{status} {}", truncate(&text, 200))) }
-        })
+    let returning_results: Vec<Result<String, String>> = futures::stream::iter(1..=pools.returning as u64)
+        .map(|n| users_sign_in(target, n))
         .buffer_unordered(parallel)
         .collect()
         .await;
