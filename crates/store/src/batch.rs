@@ -171,6 +171,40 @@ impl<I: BatchItem, O: Send + 'static> Batcher<I, O> {
     }
 }
 
+/// A batch's work as [`each_alone_on_failure`] runs it: one result per item, in order.
+pub(crate) type BatchRun<'a, O> = std::pin::Pin<Box<dyn Future<Output = Result<Vec<O>, StoreError>> + Send + 'a>>;
+
+/// Runs `items` as one batch with `run`, and if that batch fails as a whole, runs each item as
+/// a batch of its own, so that one item's failure stays its own: the answer has one result per
+/// item, in order, and an item that its rerun committed gets its result even if another
+/// item's rerun failed. `turn` goes to the whole batch; the reruns run without one (see the
+/// module documentation for what may then run between them).
+///
+/// # Errors
+/// None of its own: every failure is in the item's result.
+pub(crate) async fn each_alone_on_failure<I, O>(
+    items: &[I],
+    turn: Turn,
+    run: impl for<'a> Fn(&'a [I], Option<Turn>) -> BatchRun<'a, O>,
+) -> Result<Vec<Result<O, StoreError>>, StoreError> {
+    match run(items, Some(turn)).await {
+        Ok(results) => Ok(results.into_iter().map(Ok).collect()),
+        Err(e) if items.len() > 1 => {
+            tracing::warn!(error = %e, items = items.len(), "a batch failed; running its items one by one");
+            let mut results = Vec::with_capacity(items.len());
+            for item in items {
+                let alone = run(std::slice::from_ref(item), None).await;
+                results.push(alone.and_then(|mut one| match (one.pop(), one.is_empty()) {
+                    (Some(result), true) => Ok(result),
+                    _ => Err(StoreError::Backend("a batch of one gave other than one result".into())),
+                }));
+            }
+            Ok(results)
+        }
+        Err(e) => Ok(vec![Err(e)]),
+    }
+}
+
 /// `e` and its sources, joined by ": ".
 fn chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
@@ -339,6 +373,38 @@ mod tests {
     async fn the_next_batch_forms_when_the_running_one_gives_up_its_turn_and_not_before() {
         assert_eq!(most_batches_at_once(false).await, 1, "a batch that keeps its turn runs alone");
         assert_eq!(most_batches_at_once(true).await, 2, "a batch that gives up its turn lets the next one start");
+    }
+
+    #[tokio::test]
+    async fn when_a_batch_fails_its_items_run_alone_and_only_the_failing_one_fails() {
+        let batcher = Batcher::<Item, u32>::default();
+        let items = [Item(1), Item(2), Item(3)];
+        let runs = Mutex::new(Vec::new());
+        let results = each_alone_on_failure(&items, turn_of(&batcher).await, |items: &[Item], _turn| {
+            let keys: Vec<u32> = items.iter().map(|i| i.0).collect();
+            runs.lock().unwrap_or_else(PoisonError::into_inner).push(keys.clone());
+            if keys.len() > 1 || keys == [2] {
+                return Box::pin(async move { Err(StoreError::Backend(format!("cannot write {keys:?}").into())) });
+            }
+            Box::pin(async move { Ok(keys.into_iter().map(|k| k * 10).collect()) })
+        })
+        .await;
+        let Ok(results) = results else { panic!("the batch as a whole failed: {results:?}") };
+        let shown: Vec<Result<u32, String>> = results.into_iter().map(|r| r.map_err(|e| chain(&e))).collect();
+        assert_eq!(
+            shown,
+            vec![Ok(10), Err("storage backend failure: cannot write [2]".to_owned()), Ok(30)],
+            "items 1 and 3 committed alone and must get their results",
+        );
+        assert_eq!(
+            runs.into_inner().unwrap_or_else(PoisonError::into_inner),
+            vec![vec![1, 2, 3], vec![1], vec![2], vec![3]]
+        );
+    }
+
+    /// The turn of an idle batcher.
+    async fn turn_of(batcher: &Batcher<Item, u32>) -> Turn {
+        Turn(batcher.turn.clone().lock_owned().await)
     }
 
     #[tokio::test]

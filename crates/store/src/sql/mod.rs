@@ -65,7 +65,7 @@ macro_rules! sql_store {
             /// Writes (every INSERT, UPDATE and DELETE, and transactions that write).
             writer: sqlx::Pool<$db>,
             /// Refresh-token rotations, committed in batches (group commit).
-            rotations: std::sync::Arc<crate::batch::Batcher<crate::sql::sessions::RotateItem, Option<Rotation>>>,
+            rotations: std::sync::Arc<crate::batch::Batcher<crate::sql::sessions::RotateItem, Result<Option<Rotation>, StoreError>>>,
             /// Work that lives as long as the store (SQLite's WAL checkpoints).
             _background: Option<std::sync::Arc<crate::BackgroundTask>>,
         }

@@ -236,24 +236,19 @@ macro_rules! sql_sessions {
     ($name:ident, $db:ty) => {
         impl $name {
             /// Runs a batch of rotations (one transaction); if the batch fails as a whole, runs
-            /// its items one by one, so that no item can fail the others (a later batch may then
-            /// run between them: its items were concurrent with these, in no defined order).
+            /// its items one by one, so that no item can fail the others (see
+            /// [`crate::batch::each_alone_on_failure`]).
             async fn rotate_each_batch(
                 &self,
                 items: Vec<crate::sql::sessions::RotateItem>,
                 turn: crate::batch::Turn,
-            ) -> Result<Vec<Option<Rotation>>, StoreError> {
-                match self.rotate_batch(&items, Some(turn)).await {
-                    Err(e) if items.len() > 1 => {
-                        tracing::warn!(error = %e, items = items.len(), "a batch of refreshes failed; running them one by one");
-                        let mut rotations = Vec::with_capacity(items.len());
-                        for item in &items {
-                            rotations.push(self.rotate_batch(std::slice::from_ref(item), None).await?.pop().flatten());
-                        }
-                        Ok(rotations)
-                    }
-                    done => done,
-                }
+            ) -> Result<Vec<Result<Option<Rotation>, StoreError>>, StoreError> {
+                crate::batch::each_alone_on_failure(&items, turn, |items: &[crate::sql::sessions::RotateItem], turn| {
+                    // A future of its own, free of `self`'s borrow: pools are shared handles.
+                    let store = self.clone();
+                    Box::pin(async move { store.rotate_batch(items, turn).await })
+                })
+                .await
             }
         }
 
@@ -403,7 +398,7 @@ macro_rules! sql_sessions {
                         let store = store.clone();
                         async move { store.rotate_each_batch(items, turn).await }
                     })
-                    .await?;
+                    .await??;
                 if let Some(rotation) = rotated {
                     return Ok(rotation);
                 }
