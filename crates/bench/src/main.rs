@@ -141,6 +141,12 @@ struct Cli {
     #[arg(long)]
     database_url: Option<String>,
 
+    /// LATCHKEY_SECRET of the started instances (default: a fresh one per run). An existing
+    /// --database-url holds signing keys sealed with the secret of the run that created it:
+    /// a later run on it must pass the same.
+    #[arg(long, env = "LATCHKEY_BENCH_SECRET", hide_env_values = true)]
+    secret: Option<String>,
+
     /// The latchkey binary (default: the one built beside this benchmark, else
     /// target/release/latchkey).
     #[arg(long, env = "LATCHKEY_BIN")]
@@ -523,7 +529,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let ctx = Shared {
         binary,
         extra_env,
-        secret: format!("latchkey-bench-secret-{}", uuid::Uuid::new_v4().simple()),
+        secret: std::env::var("BENCH_SECRET")
+            .unwrap_or_else(|_| format!("latchkey-bench-secret-{}", uuid::Uuid::new_v4().simple())),
         sink: SmtpSink::start().await?,
         password_hash: seed::password_hash().await?,
         ceilings,

@@ -244,8 +244,14 @@ impl Database {
     }
 
     async fn connect_postgres(url: &str, options: &Options) -> Result<Self, ConnectError> {
-        let connect =
-            PgConnectOptions::from_str(url).map_err(|e| ConnectError::Url(format!("{}: {e}", redact(url))))?;
+        let connect = PgConnectOptions::from_str(url)
+            .map_err(|e| ConnectError::Url(format!("{}: {e}", redact(url))))?
+            // Every execution is planned for the tables as they are now. A connection's cached
+            // generic plan is made once, for the sizes of the moment: one made while
+            // `refresh_tokens` held a few rows scans the whole table on every later refresh
+            // (each refresh adds a row) until an ANALYZE invalidates it. Planning costs tens
+            // of microseconds per statement; reads that a cache answers cost nothing.
+            .options([("plan_cache_mode", "force_custom_plan")]);
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections.max(1))
             // A ping costs a round trip: only for connections idle long enough to have been

@@ -297,3 +297,21 @@ fn a_toml_file_configures_and_the_environment_wins() {
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     assert!(stderr.contains("LATCHKEY_SESSION_TTL"), "{stderr}");
 }
+
+/// On PostgreSQL every statement is planned for the tables as they are when it runs: a
+/// generic plan cached while `refresh_tokens` held a few rows would otherwise scan the whole
+/// table on every later refresh, until an ANALYZE.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_connections_plan_each_statement_for_the_tables_as_they_are() {
+    if !crate::helpers::postgres_available().await {
+        return;
+    }
+    let app = TestApp::spawn(Backend::Postgres).await;
+    let database = latchkey_store::Database::connect(&app.database_url, &latchkey_store::Options::default())
+        .await
+        .expect("connect the store");
+    let pool = database.postgres().expect("a PostgreSQL store").pool();
+    let mode: String = sqlx::query_scalar("SHOW plan_cache_mode").fetch_one(pool).await.expect("SHOW");
+    assert_eq!(mode, "force_custom_plan");
+    database.close().await;
+}
