@@ -161,6 +161,12 @@ struct Cli {
     #[arg(long)]
     skip_ceilings: bool,
 
+    /// Measure the ceilings once, at the start, instead of again just before each workload.
+    /// Faster, but a shared machine's speed drifts over minutes, and each ratio then carries
+    /// that drift.
+    #[arg(long, conflicts_with = "skip_ceilings")]
+    ceilings_once: bool,
+
     /// Write the report as JSON to this file.
     #[arg(long, value_name = "PATH")]
     json: Option<PathBuf>,
@@ -529,8 +535,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let ctx = Shared {
         binary,
         extra_env,
-        secret: std::env::var("BENCH_SECRET")
-            .unwrap_or_else(|_| format!("latchkey-bench-secret-{}", uuid::Uuid::new_v4().simple())),
+        secret: cli
+            .secret
+            .clone()
+            .unwrap_or_else(|| format!("latchkey-bench-secret-{}", uuid::Uuid::new_v4().simple())),
         sink: SmtpSink::start().await?,
         password_hash: seed::password_hash().await?,
         ceilings,
@@ -817,14 +825,16 @@ async fn measure(
         eprintln!("==> {name} (concurrency {})", cli.concurrency);
         let plan = Plan { mix, concurrency: cli.concurrency, warmup: cli.warmup, duration: cli.duration };
         reset(servers);
-        let m = load::run(&target, &creds, &plan).await?;
-        let ratio = ctx.ceilings.as_ref().map(|c| {
-            let base = match ceiling {
+        let base = match &ctx.ceilings {
+            None => None,
+            Some(c) if cli.ceilings_once => Some(match ceiling {
                 CeilingKind::Argon2id => c.argon2.hashes_per_s,
                 CeilingKind::Http => c.http.measurement.rps,
-            };
-            Ratio { ceiling, value: if base > 0.0 { m.rps / base } else { 0.0 } }
-        });
+            }),
+            Some(_) => Some(paired_ceiling(cli, ceiling).await?),
+        };
+        let m = load::run(&target, &creds, &plan).await?;
+        let ratio = base.map(|base| Ratio::of(ceiling, m.rps, base));
         log_measurement(&m);
         workloads.push(WorkloadReport {
             key: key.to_owned(),
@@ -849,7 +859,7 @@ async fn measure(
             let m = load::run(&target, &creds, &plan).await?;
             log_measurement(&m);
             let base = ctx.sweep_ceilings.iter().find(|(c, _)| *c == concurrency).map(|(_, h)| h.rps);
-            let ratio = base.map(|b| Ratio { ceiling, value: if b > 0.0 { m.rps / b } else { 0.0 } });
+            let ratio = base.map(|b| Ratio::of(ceiling, m.rps, b));
             points.push(SweepPoint { key: key.to_owned(), name: name.to_owned(), concurrency, measurement: m, ratio });
         }
     }
@@ -864,6 +874,26 @@ async fn measure(
         storm,
     };
     Ok((size, points))
+}
+
+/// `ceiling` measured again now, with the servers idle, for the workload about to run: its
+/// rate (argon2id hashes or bare-axum requests per second).
+async fn paired_ceiling(cli: &Cli, ceiling: CeilingKind) -> anyhow::Result<f64> {
+    Ok(match ceiling {
+        CeilingKind::Argon2id => {
+            let duration = cli.duration;
+            let argon2 = tokio::task::spawn_blocking(move || ceilings::argon2(duration))
+                .await
+                .context("the argon2 ceiling task failed")??;
+            eprintln!("    ceiling now: {:.1} argon2id hashes/s", argon2.hashes_per_s);
+            argon2.hashes_per_s
+        }
+        CeilingKind::Http => {
+            let http = ceilings::http(cli.concurrency, cli.warmup, cli.duration).await?;
+            eprintln!("    ceiling now: {:.0} bare axum req/s", http.measurement.rps);
+            http.measurement.rps
+        }
+    })
 }
 
 fn log_measurement(m: &load::Measurement) {

@@ -143,6 +143,16 @@ pub struct Ratio {
     /// Workload req/s divided by the ceiling's (hashes or requests) per second; 1.0 = at the
     /// ceiling.
     pub value: f64,
+    /// The ceiling's own rate it was divided by (hashes or requests per second), measured
+    /// just before the workload unless the run measured its ceilings only once.
+    pub base: f64,
+}
+
+impl Ratio {
+    /// `rps` as a share of `base` (0 when `base` is not positive).
+    pub fn of(ceiling: CeilingKind, rps: f64, base: f64) -> Self {
+        Self { ceiling, value: if base > 0.0 { rps / base } else { 0.0 }, base }
+    }
 }
 
 /// One directory size.
@@ -320,7 +330,7 @@ fn mib(kib: Option<u64>) -> String {
 }
 
 fn ratio(r: Option<Ratio>) -> String {
-    r.map_or_else(|| "-".into(), |r| format!("{:.0}% {}", r.value * 100.0, r.ceiling.label()))
+    r.map_or_else(|| "-".into(), |r| format!("{:.0}% of {} {}", r.value * 100.0, rate(r.base), r.ceiling.label()))
 }
 
 fn breakdown(m: &Measurement) -> String {
@@ -792,7 +802,7 @@ pub fn render_markdown(r: &Report, full: bool, chart_prefix: Option<&str>) -> St
         let _ = writeln!(out, "## How to read this\n");
         for line in [
             "**req/s**: successful requests per second of the measurement window (a request counts when it completes inside the window).",
-            "**vs ceiling**: req/s as a share of a ceiling measured in the same run: `argon2id` is raw hashes per second with Latchkey's parameters on every core (each sign-in or sign-up costs one hash), `http` is a bare axum handler driven by the same client at the same concurrency.",
+            "**vs ceiling**: req/s as a share of a ceiling measured in the same run, again just before the workload (unless `--ceilings-once`), so that the machine's drift over minutes does not enter the ratio; the cell gives that ceiling's own rate. `argon2id` is raw hashes per second with Latchkey's parameters on every core (each sign-in or sign-up costs one hash), `http` is a bare axum handler driven by the same client at the same concurrency.",
             "**p50/p90/p99/max**: latency of successful requests in milliseconds, as the client sees it, queueing included.",
             "**errors**: non-2xx answers, transport failures, and session checks answered `null` (session not accepted), by kind in the last column.",
             "**RSS MiB**: the server's peak resident set size (`VmHWM`) during the workload.",
