@@ -92,11 +92,37 @@ impl Default for Options {
 /// its commit (SQLite's default is 1,000): a backstop only, for when [`checkpoint_wal`] falls
 /// behind; it bounds the WAL file at about 32 MiB.
 const WRITER_AUTOCHECKPOINT_PAGES: u32 = 8_192;
-/// How often [`checkpoint_wal`] copies the WAL into the database file. Short, because a long
-/// WAL slows every transaction that searches it: at concurrency 32, refresh p99 was 15–17 ms
-/// with checkpoints every 100 ms, 11–14 ms every 20 ms and 9–10 ms every 5 ms. An idle
-/// server skips the ticks.
+/// The shortest wait between two runs of [`checkpoint_wal`]. Short, because a long WAL slows
+/// every transaction that searches it: at concurrency 32, refresh p99 was 15–17 ms with
+/// checkpoints every 100 ms, 11–14 ms every 20 ms and 9–10 ms every 5 ms.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(5);
+
+/// The longest wait between two runs of [`checkpoint_wal`] while anything is written, and
+/// between two looks at an idle WAL.
+const CHECKPOINT_AT_MOST_EVERY: Duration = Duration::from_millis(250);
+
+/// WAL frames (4 KiB pages) [`checkpoint_wal`] lets accumulate between checkpoints: the wait
+/// after each checkpoint is the time these many frames took to arrive at the rate just seen.
+/// Under a stream of refreshes that rate keeps the wait at [`CHECKPOINT_EVERY`]; a trickle of
+/// writes (sign-ins, a few hundred a second) is checkpointed a few times a second rather than
+/// after nearly every commit, where each checkpoint cost two `fsync`s plus one more in the
+/// next commit (which restarts the WAL and syncs its header).
+const CHECKPOINT_FRAMES: u64 = 64;
+
+/// The wait before the next checkpoint, after one that found `frames` frames in the WAL
+/// `elapsed` after the previous one: the time [`CHECKPOINT_FRAMES`] take at that rate, at most
+/// twice the previous `wait` (a burst after a quiet spell shortens the wait at the first
+/// checkpoint that sees it; a lull lengthens it gradually), within [`CHECKPOINT_EVERY`] and [`CHECKPOINT_AT_MOST_EVERY`].
+fn next_checkpoint_wait(wait: Duration, elapsed: Duration, frames: u64) -> Duration {
+    let paced = match frames {
+        0 => CHECKPOINT_AT_MOST_EVERY,
+        n => {
+            elapsed.saturating_mul(u32::try_from(CHECKPOINT_FRAMES).unwrap_or(u32::MAX))
+                / u32::try_from(n).unwrap_or(u32::MAX)
+        }
+    };
+    paced.min(wait.saturating_mul(2)).clamp(CHECKPOINT_EVERY, CHECKPOINT_AT_MOST_EVERY)
+}
 
 /// A task that lives as long as the store holding it: aborted when the last clone of that
 /// store is dropped.
@@ -122,33 +148,39 @@ impl SqliteStore {
 /// modification time as they were).
 const CHECKPOINT_AT_LEAST_EVERY: Duration = Duration::from_secs(1);
 
-/// Copies committed WAL pages into the database file every [`CHECKPOINT_EVERY`], on a reading
-/// connection (`PRAGMA wal_checkpoint(PASSIVE)`: it waits for no one and blocks no one), so that
-/// the copy and its two `fsync`s happen beside the one writing connection instead of inside its
-/// commits, where SQLite's automatic checkpoint puts them. A tick is skipped when the WAL file
-/// at `wal` has the size and modification time it had at the last checkpoint (nothing was
+/// Copies committed WAL pages into the database file on a reading connection
+/// (`PRAGMA wal_checkpoint(PASSIVE)`: it waits for no one and blocks no one), so that the copy
+/// and its two `fsync`s happen beside the one writing connection instead of inside its commits,
+/// where SQLite's automatic checkpoint puts them. The wait between checkpoints follows the rate
+/// of writes ([`next_checkpoint_wait`]): [`CHECKPOINT_EVERY`] (5 ms) under heavy writing, up
+/// to [`CHECKPOINT_AT_MOST_EVERY`] (250 ms) under a trickle. A look is skipped when the WAL
+/// file at `wal` has the size and modification time it had at the last checkpoint (nothing was
 /// written since, or a write landed within the file system's timestamp granularity, a few
 /// milliseconds), but never for longer than [`CHECKPOINT_AT_LEAST_EVERY`]: an idle server
-/// does not query its database 200 times a second. Runs until `readers` is closed or the store
-/// that holds it is dropped.
+/// looks at its WAL file four times a second and queries its database once a second. Runs
+/// until `readers` is closed or the store that holds it is dropped.
 async fn checkpoint_wal(readers: sqlx::SqlitePool, wal: std::path::PathBuf) {
-    let mut every = tokio::time::interval(CHECKPOINT_EVERY);
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut wait = CHECKPOINT_EVERY;
     let mut last: Option<(u64, std::time::SystemTime)> = None;
     let mut last_at = tokio::time::Instant::now();
     while !readers.is_closed() {
-        every.tick().await;
+        tokio::time::sleep(wait).await;
         let seen = wal_state(&wal);
         if seen.is_some() && seen == last && last_at.elapsed() < CHECKPOINT_AT_LEAST_EVERY {
+            wait = next_checkpoint_wait(wait, last_at.elapsed(), 0);
             continue;
         }
         // Taken before the checkpoint: a write that lands during it changes the file again
         // and is checkpointed at the next tick.
+        let elapsed = last_at.elapsed();
         (last, last_at) = (seen, tokio::time::Instant::now());
-        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&readers).await
-            && !readers.is_closed()
-        {
-            tracing::warn!(error = %e, "WAL checkpoint failed; the writer's own checkpoints take over");
+        // The result row: (busy, frames in the WAL, frames checkpointed).
+        match sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(PASSIVE)").fetch_one(&readers).await {
+            Ok((_, frames, _)) => wait = next_checkpoint_wait(wait, elapsed, u64::try_from(frames).unwrap_or(0)),
+            Err(e) if !readers.is_closed() => {
+                tracing::warn!(error = %e, "WAL checkpoint failed; the writer's own checkpoints take over");
+            }
+            Err(_) => {}
         }
     }
 }
@@ -421,6 +453,23 @@ mod tests {
         assert_eq!(rows_in_file(4).await, 4);
         drop(db);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn checkpoints_follow_the_rate_of_writes() {
+        let ms = Duration::from_millis;
+        // A stream of writes: 64 frames in 5 ms or fewer keeps the shortest wait.
+        assert_eq!(next_checkpoint_wait(ms(5), ms(5), 200), CHECKPOINT_EVERY);
+        assert_eq!(next_checkpoint_wait(ms(250), ms(250), 10_000), CHECKPOINT_EVERY);
+        // A trickle: 8 frames in 10 ms would pace at 80 ms, but the wait at most doubles.
+        assert_eq!(next_checkpoint_wait(ms(10), ms(10), 8), ms(20));
+        assert_eq!(next_checkpoint_wait(ms(80), ms(80), 8), ms(160));
+        assert_eq!(next_checkpoint_wait(ms(160), ms(160), 8), CHECKPOINT_AT_MOST_EVERY);
+        // 64 frames in 40 ms: wait 40 ms.
+        assert_eq!(next_checkpoint_wait(ms(40), ms(40), 64), ms(40));
+        // Nothing written: the wait doubles up to the longest.
+        assert_eq!(next_checkpoint_wait(ms(5), ms(5), 0), ms(10));
+        assert_eq!(next_checkpoint_wait(ms(200), ms(200), 0), CHECKPOINT_AT_MOST_EVERY);
     }
 
     #[test]
