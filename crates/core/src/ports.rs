@@ -176,6 +176,16 @@ pub trait UserStore: Send + Sync + 'static {
     /// Inserts a new user. Fails with `Conflict` if the email, username or external id is
     /// taken in the tenant.
     async fn insert_user(&self, user: &UserRecord) -> Result<(), StoreError>;
+    /// Inserts a new user with what a sign-up stores beside it, in one transaction: the
+    /// user's sealed SRP verifier (see [`SrpStore::put_srp_verifier`]) and its first one-time
+    /// code (see [`CodeStore::put_code`]), each when given. Fails as
+    /// [`UserStore::insert_user`] does, and then stores nothing.
+    async fn insert_user_with(
+        &self,
+        user: &UserRecord,
+        srp_verifier: Option<&[u8]>,
+        code: Option<&CodeRecord>,
+    ) -> Result<(), StoreError>;
     /// Finds a user by id.
     async fn user_by_id(&self, tenant: TenantId, id: UserId) -> Result<Option<UserRecord>, StoreError>;
     /// Finds a user by email, compared with [`Email::normalized`].

@@ -455,6 +455,56 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// A sign-up's user, verifier and code are stored together or not at all: a code that
+    /// cannot be stored (here: for a user that does not exist) leaves no user behind.
+    #[tokio::test]
+    async fn a_sign_up_is_stored_whole_or_not_at_all() {
+        let db = Database::connect("sqlite::memory:", &Options::default()).await.expect("open");
+        let store = db.store();
+        let now = OffsetDateTime::from_unix_timestamp(1_700_000_000).expect("a time");
+        let user = |email: &str| UserRecord {
+            user: User {
+                id: UserId(uuid::Uuid::new_v4()),
+                tenant: TenantId::DEFAULT,
+                email: Some(Email::parse(email).expect("an address")),
+                email_verified: false,
+                username: None,
+                external_id: None,
+                profile: Profile::default(),
+                has_password: true,
+                disabled: false,
+                created_at: now,
+                updated_at: now,
+            },
+            password_hash: Some("$argon2id$stand-in".into()),
+        };
+        let code = |user_id: UserId| latchkey_core::ports::CodeRecord {
+            tenant: TenantId::DEFAULT,
+            user_id,
+            purpose: CodePurpose::VerifyEmail,
+            code_hash: vec![7; 32],
+            target: None,
+            attempts: 0,
+            created_at: now,
+            expires_at: now + time::Duration::minutes(15),
+        };
+
+        let whole = user("whole@example.com");
+        store.insert_user_with(&whole, Some(b"sealed"), Some(&code(whole.user.id))).await.expect("stored");
+        assert!(store.user_by_id(TenantId::DEFAULT, whole.user.id).await.expect("read").is_some());
+        assert_eq!(
+            store.srp_verifier(TenantId::DEFAULT, whole.user.id).await.expect("read").as_deref(),
+            Some(&b"sealed"[..])
+        );
+        assert!(store.code(TenantId::DEFAULT, whole.user.id, CodePurpose::VerifyEmail).await.expect("read").is_some());
+
+        let broken = user("broken@example.com");
+        let stray = code(UserId(uuid::Uuid::new_v4()));
+        assert!(store.insert_user_with(&broken, Some(b"sealed"), Some(&stray)).await.is_err());
+        assert!(store.user_by_id(TenantId::DEFAULT, broken.user.id).await.expect("read").is_none(), "rolled back");
+        assert!(store.srp_verifier(TenantId::DEFAULT, broken.user.id).await.expect("read").is_none(), "rolled back");
+    }
+
     #[test]
     fn checkpoints_follow_the_rate_of_writes() {
         let ms = Duration::from_millis;

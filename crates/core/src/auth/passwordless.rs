@@ -83,8 +83,8 @@ impl Auth {
             }
             self.limit_code_mail(tenant, email).await.map_err(user)?;
             let new = NewUser { email: Some(email.clone()), ..NewUser::default() };
-            let created = match self.insert_new_user(tenant, new, None).await {
-                Ok(created) => created,
+            let created = match self.insert_new_user(tenant, new, None, false).await {
+                Ok((created, _)) => created,
                 // Registered concurrently: report that registration's state.
                 Err(Error::EmailTaken) => {
                     return self

@@ -8,6 +8,7 @@ use crate::code::CodePurpose;
 use crate::error::{Error, Result};
 use crate::identity::{TenantId, User, UserId};
 use crate::limits::{LimitKind, address_key};
+use crate::outbox::MailReceipt;
 use crate::ports::{Mail, UserRecord};
 use crate::session::ClientMeta;
 
@@ -185,18 +186,14 @@ impl Auth {
         }
         // Also refuses a tenant that does not exist, before anything is stored.
         let verify = self.requires_verification(tenant).await?;
-        let user = self.insert_new_user(tenant, new, password_hash).await?;
-        let verification = if user.email.is_some() && verify {
-            Some(self.issue_code(&user, CodePurpose::VerifyEmail, None).await?)
-        } else {
-            None
-        };
+        let (user, verification) = self.insert_new_user(tenant, new, password_hash, verify).await?;
         Ok(SignedUp { user, verification })
     }
 
     /// Stores a new, unverified user of `tenant` made from `new` (its password already hashed,
-    /// or none) and the SRP verifier of its password; the database's unique constraints decide
-    /// conflicts.
+    /// or none) with the SRP verifier of its password and, when `with_code` and the user has
+    /// an email address, a verification code, all in one transaction; the database's unique
+    /// constraints decide conflicts. The code's mail is queued once the transaction commits.
     ///
     /// # Errors
     /// [`Error::EmailTaken`], [`Error::UsernameTaken`], [`Error::ExternalIdTaken`],
@@ -206,7 +203,8 @@ impl Auth {
         tenant: TenantId,
         new: NewUser,
         password_hash: Option<String>,
-    ) -> Result<User> {
+        with_code: bool,
+    ) -> Result<(User, Option<MailReceipt>)> {
         let now = self.now();
         let password = new.password;
         let user = User {
@@ -222,12 +220,20 @@ impl Auth {
             created_at: now,
             updated_at: now,
         };
-        self.0.store.insert_user(&UserRecord { user: user.clone(), password_hash: password_hash.clone() }).await?;
+        let verifier = match (&password, &password_hash) {
+            (Some(password), Some(hash)) => self.sealed_srp_verifier(&user, hash, password.expose()).await,
+            _ => None,
+        };
+        let code = match with_code && user.email.is_some() {
+            true => Some(self.new_code(&user, CodePurpose::VerifyEmail, None)?),
+            false => None,
+        };
+        let record = UserRecord { user, password_hash };
+        self.0.store.insert_user_with(&record, verifier.as_deref(), code.as_ref().map(|c| &c.record)).await?;
+        let user = record.user;
         tracing::info!(user = %user.id, has_password = user.has_password, "user created");
         self.audit_user(AuditKind::SignUp, &user, None);
-        if let (Some(password), Some(hash)) = (&password, &password_hash) {
-            self.store_srp_verifier(&user, hash, password.expose()).await;
-        }
-        Ok(user)
+        let receipt = code.map(|code| self.mail_code(&user, code));
+        Ok((user, receipt))
     }
 }

@@ -351,12 +351,21 @@ impl Auth {
     }
 
     /// Computes and stores the verifier of `user` for `password`, whose argon2 hash (just
-    /// stored) is `phc`. The exponentiation runs on the blocking pool. A failure is logged, not
-    /// returned: the password is set either way, and the verifier is computed again at the
-    /// next password sign-in.
+    /// stored) is `phc`. A failure is logged, not returned: the password is set either way,
+    /// and the verifier is computed again at the next password sign-in.
     pub(super) async fn store_srp_verifier(&self, user: &User, phc: &str, password: &str) {
+        let Some(sealed) = self.sealed_srp_verifier(user, phc, password).await else { return };
+        if let Err(e) = self.0.store.put_srp_verifier(user.tenant, user.id, &sealed, self.now()).await {
+            tracing::error!(error = %e, user = %user.id, "SRP verifier not stored");
+        }
+    }
+
+    /// The sealed verifier of `user` for `password`, whose argon2 hash is `phc`, to be
+    /// stored: `None` where the tenant keeps no verifiers, or when the computation failed
+    /// (logged). The exponentiation runs on the blocking pool.
+    pub(super) async fn sealed_srp_verifier(&self, user: &User, phc: &str, password: &str) -> Option<Vec<u8>> {
         if !self.keeps_srp_verifiers(user.tenant) {
-            return;
+            return None;
         }
         let salt: [u8; SALT_LEN] = random_bytes();
         let pool = self.0.settings.srp_pool_name().to_owned();
@@ -366,15 +375,12 @@ impl Auth {
             Ok(v) => v,
             Err(e) => {
                 tracing::error!(error = %e, "SRP verifier computation failed");
-                return;
+                return None;
             }
         };
         let mut plain = Zeroizing::new(salt.to_vec());
         plain.extend_from_slice(&v.to_bytes_be());
-        let sealed = self.0.srp_seal.seal(&plain, &self.verifier_aad(user, phc));
-        if let Err(e) = self.0.store.put_srp_verifier(user.tenant, user.id, &sealed, self.now()).await {
-            tracing::error!(error = %e, user = %user.id, "SRP verifier not stored");
-        }
+        Some(self.0.srp_seal.seal(&plain, &self.verifier_aad(user, phc)))
     }
 
     /// Stores a verifier for a user who signed in with `password` and has no verifier that

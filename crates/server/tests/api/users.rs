@@ -44,6 +44,13 @@ async fn signup_mails_a_code_and_stores_an_inactive_user(backend: Backend) {
         1,
         "stored as argon2id with the documented parameters"
     );
+    // Stored with the user: the SRP verifier of its password and the pending code.
+    for table in [
+        "SELECT COUNT(*) FROM srp_verifiers v JOIN users u ON u.id = v.user_id WHERE u.email = $1",
+        "SELECT COUNT(*) FROM one_time_codes c JOIN users u ON u.id = c.user_id WHERE u.email = $1",
+    ] {
+        assert_eq!(app.count(table, "ada@example.com").await, 1, "{table}");
+    }
 }
 
 async fn signup_reports_every_invalid_field(backend: Backend) {

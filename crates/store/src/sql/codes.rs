@@ -7,23 +7,7 @@ macro_rules! sql_codes {
         #[async_trait]
         impl CodeStore for $name {
             async fn put_code(&self, c: &CodeRecord) -> Result<(), StoreError> {
-                sqlx::query(
-                    "INSERT INTO one_time_codes (tenant_id, user_id, purpose, code_hash, target, attempts, created_at, expires_at) \
-                     VALUES ($1, $2, $3, $4, $5, 0, $6, $7) \
-                     ON CONFLICT (user_id, purpose) DO UPDATE SET tenant_id = excluded.tenant_id, \
-                     code_hash = excluded.code_hash, target = excluded.target, attempts = 0, \
-                     created_at = excluded.created_at, expires_at = excluded.expires_at",
-                )
-                .bind(c.tenant.0)
-                .bind(c.user_id.0)
-                .bind(c.purpose.as_str())
-                .bind(c.code_hash.as_slice())
-                .bind(c.target.as_deref())
-                .bind(millis(c.created_at))
-                .bind(millis(c.expires_at))
-                .execute(&self.writer)
-                .await
-                .map_err(store_err)?;
+                Self::put_code_query(c).execute(&self.writer).await.map_err(store_err)?;
                 Ok(())
             }
 

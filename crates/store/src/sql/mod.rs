@@ -96,6 +96,71 @@ macro_rules! sql_store {
                 &self.writer
             }
 
+            /// `INSERT` of a new user row (the statement of [`UserStore::insert_user`]).
+            fn insert_user_query<'q>(r: &'q UserRecord) -> sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments> {
+                let u = &r.user;
+                sqlx::query(
+                    "INSERT INTO users (id, tenant_id, email, email_normalized, email_verified, username, external_id, \
+                     password_hash, given_name, family_name, phone_number, address, picture, disabled, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+                )
+                .bind(u.id.0)
+                .bind(u.tenant.0)
+                .bind(u.email.as_ref().map(Email::as_str))
+                .bind(u.email.as_ref().map(Email::normalized))
+                .bind(u.email_verified)
+                .bind(u.username.as_ref().map(Username::as_str))
+                .bind(u.external_id.as_ref().map(ExternalId::as_str))
+                .bind(r.password_hash.as_deref())
+                .bind(u.profile.given_name.as_deref())
+                .bind(u.profile.family_name.as_deref())
+                .bind(u.profile.phone_number.as_deref())
+                .bind(u.profile.address.as_deref())
+                .bind(u.profile.picture.as_deref())
+                .bind(u.disabled)
+                .bind(millis(u.created_at))
+                .bind(millis(u.updated_at))
+            }
+
+            /// Upsert of a user's sealed SRP verifier (the statement of
+            /// [`SrpStore::put_srp_verifier`]). The join on users keeps the write inside the
+            /// tenant: a user id of another tenant inserts nothing.
+            fn put_srp_verifier_query<'q>(
+                tenant: TenantId,
+                user: UserId,
+                sealed: &'q [u8],
+                at: OffsetDateTime,
+            ) -> sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments> {
+                sqlx::query(
+                    "INSERT INTO srp_verifiers (user_id, tenant_id, sealed, updated_at) \
+                     SELECT id, tenant_id, $3, $4 FROM users WHERE tenant_id = $1 AND id = $2 \
+                     ON CONFLICT (user_id) DO UPDATE SET sealed = excluded.sealed, updated_at = excluded.updated_at",
+                )
+                .bind(tenant.0)
+                .bind(user.0)
+                .bind(sealed)
+                .bind(millis(at))
+            }
+
+            /// Upsert of a one-time code (the statement of [`CodeStore::put_code`]): it
+            /// replaces any pending code of the same user and purpose.
+            fn put_code_query<'q>(c: &'q CodeRecord) -> sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments> {
+                sqlx::query(
+                    "INSERT INTO one_time_codes (tenant_id, user_id, purpose, code_hash, target, attempts, created_at, expires_at) \
+                     VALUES ($1, $2, $3, $4, $5, 0, $6, $7) \
+                     ON CONFLICT (user_id, purpose) DO UPDATE SET tenant_id = excluded.tenant_id, \
+                     code_hash = excluded.code_hash, target = excluded.target, attempts = 0, \
+                     created_at = excluded.created_at, expires_at = excluded.expires_at",
+                )
+                .bind(c.tenant.0)
+                .bind(c.user_id.0)
+                .bind(c.purpose.as_str())
+                .bind(c.code_hash.as_slice())
+                .bind(c.target.as_deref())
+                .bind(millis(c.created_at))
+                .bind(millis(c.expires_at))
+            }
+
             fn user_from_row(row: &<$db as sqlx::Database>::Row) -> Result<UserRecord, sqlx::Error> {
                 let email: Option<String> = row.try_get("email")?;
                 let username: Option<String> = row.try_get("username")?;

@@ -21,20 +21,10 @@ macro_rules! sql_srp {
                 sealed: &[u8],
                 at: OffsetDateTime,
             ) -> Result<(), StoreError> {
-                // The join on users keeps the write inside the tenant: a user id of another
-                // tenant inserts nothing.
-                sqlx::query(
-                    "INSERT INTO srp_verifiers (user_id, tenant_id, sealed, updated_at) \
-                     SELECT id, tenant_id, $3, $4 FROM users WHERE tenant_id = $1 AND id = $2 \
-                     ON CONFLICT (user_id) DO UPDATE SET sealed = excluded.sealed, updated_at = excluded.updated_at",
-                )
-                .bind(tenant.0)
-                .bind(user.0)
-                .bind(sealed)
-                .bind(millis(at))
-                .execute(&self.writer)
-                .await
-                .map_err(store_err)?;
+                Self::put_srp_verifier_query(tenant, user, sealed, at)
+                    .execute(&self.writer)
+                    .await
+                    .map_err(store_err)?;
                 Ok(())
             }
 

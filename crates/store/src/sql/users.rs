@@ -5,32 +5,30 @@ macro_rules! sql_users {
         #[async_trait]
         impl UserStore for $name {
             async fn insert_user(&self, r: &UserRecord) -> Result<(), StoreError> {
-                let u = &r.user;
-                sqlx::query(
-                    "INSERT INTO users (id, tenant_id, email, email_normalized, email_verified, username, external_id, \
-                     password_hash, given_name, family_name, phone_number, address, picture, disabled, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
-                )
-                .bind(u.id.0)
-                .bind(u.tenant.0)
-                .bind(u.email.as_ref().map(Email::as_str))
-                .bind(u.email.as_ref().map(Email::normalized))
-                .bind(u.email_verified)
-                .bind(u.username.as_ref().map(Username::as_str))
-                .bind(u.external_id.as_ref().map(ExternalId::as_str))
-                .bind(r.password_hash.as_deref())
-                .bind(u.profile.given_name.as_deref())
-                .bind(u.profile.family_name.as_deref())
-                .bind(u.profile.phone_number.as_deref())
-                .bind(u.profile.address.as_deref())
-                .bind(u.profile.picture.as_deref())
-                .bind(u.disabled)
-                .bind(millis(u.created_at))
-                .bind(millis(u.updated_at))
-                .execute(&self.writer)
-                .await
-                .map_err(store_err)?;
+                Self::insert_user_query(r).execute(&self.writer).await.map_err(store_err)?;
                 Ok(())
+            }
+
+            async fn insert_user_with(
+                &self,
+                r: &UserRecord,
+                srp_verifier: Option<&[u8]>,
+                code: Option<&CodeRecord>,
+            ) -> Result<(), StoreError> {
+                // One commit instead of one per row: on PostgreSQL each commit waits for a WAL
+                // flush. Dropping the transaction on an error rolls it back.
+                let mut tx = self.writer.begin().await.map_err(store_err)?;
+                Self::insert_user_query(r).execute(&mut *tx).await.map_err(store_err)?;
+                if let Some(sealed) = srp_verifier {
+                    Self::put_srp_verifier_query(r.user.tenant, r.user.id, sealed, r.user.created_at)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(store_err)?;
+                }
+                if let Some(code) = code {
+                    Self::put_code_query(code).execute(&mut *tx).await.map_err(store_err)?;
+                }
+                tx.commit().await.map_err(store_err)
             }
 
             async fn user_by_id(&self, tenant: TenantId, id: UserId) -> Result<Option<UserRecord>, StoreError> {
