@@ -161,7 +161,8 @@ struct Cli {
     #[arg(long)]
     skip_ceilings: bool,
 
-    /// Measure the ceilings once, at the start, instead of again just before each workload.
+    /// Measure the ceilings once, at the start, instead of again just before each workload (and,
+    /// for the argon2id ceiling, just after it too, the ratio taking the mean of the two).
     /// Faster, but a shared machine's speed drifts over minutes, and each ratio then carries
     /// that drift.
     #[arg(long, conflicts_with = "skip_ceilings")]
@@ -834,6 +835,16 @@ async fn measure(
             Some(_) => Some(paired_ceiling(cli, ceiling).await?),
         };
         let m = load::run(&target, &creds, &plan).await?;
+        // This machine's hash rate drifts by 10-20% within a minute: an argon2id ceiling is
+        // measured again right after its workload too, and the ratio's base is the mean of the
+        // two, so that a steady drift cancels out.
+        let base = match (base, ceiling) {
+            (Some(before), CeilingKind::Argon2id) if !cli.ceilings_once => {
+                let after = paired_ceiling(cli, ceiling).await?;
+                Some((before + after) / 2.0)
+            }
+            (base, _) => base,
+        };
         let ratio = base.map(|base| Ratio::of(ceiling, m.rps, base));
         log_measurement(&m);
         workloads.push(WorkloadReport {
@@ -876,8 +887,9 @@ async fn measure(
     Ok((size, points))
 }
 
-/// `ceiling` measured again now, with the servers idle, for the workload about to run: its
-/// rate (argon2id hashes or bare-axum requests per second).
+/// `ceiling` measured again now, with the servers idle, for the workload about to run (or, for
+/// the argon2id ceiling, just run): its rate (argon2id hashes or bare-axum requests per
+/// second).
 async fn paired_ceiling(cli: &Cli, ceiling: CeilingKind) -> anyhow::Result<f64> {
     Ok(match ceiling {
         CeilingKind::Argon2id => {

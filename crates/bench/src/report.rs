@@ -144,7 +144,8 @@ pub struct Ratio {
     /// ceiling.
     pub value: f64,
     /// The ceiling's own rate it was divided by (hashes or requests per second), measured
-    /// just before the workload unless the run measured its ceilings only once.
+    /// just before the workload (an argon2id ceiling: the mean of just before and just after)
+    /// unless the run measured its ceilings only once.
     pub base: f64,
 }
 
@@ -802,7 +803,7 @@ pub fn render_markdown(r: &Report, full: bool, chart_prefix: Option<&str>) -> St
         let _ = writeln!(out, "## How to read this\n");
         for line in [
             "**req/s**: successful requests per second of the measurement window (a request counts when it completes inside the window).",
-            "**vs ceiling**: req/s as a share of a ceiling measured in the same run, again just before the workload (unless `--ceilings-once`), so that the machine's drift over minutes does not enter the ratio; the cell gives that ceiling's own rate. `argon2id` is raw hashes per second with Latchkey's parameters on every core (each sign-in or sign-up costs one hash), `http` is a bare axum handler driven by the same client at the same concurrency.",
+            "**vs ceiling**: req/s as a share of a ceiling measured in the same run, again just before the workload (unless `--ceilings-once`), so that the machine's drift over minutes does not enter the ratio; an argon2id ceiling is measured just after its workload too, and the ratio's base is the mean of the two. The cell gives that base rate. `argon2id` is raw hashes per second with Latchkey's parameters on every core (each sign-in or sign-up costs one hash), `http` is a bare axum handler driven by the same client at the same concurrency.",
             "**p50/p90/p99/max**: latency of successful requests in milliseconds, as the client sees it, queueing included.",
             "**errors**: non-2xx answers, transport failures, and session checks answered `null` (session not accepted), by kind in the last column.",
             "**RSS MiB**: the server's peak resident set size (`VmHWM`) during the workload.",
