@@ -834,7 +834,10 @@ async fn measure(
             }),
             Some(_) => Some(paired_ceiling(cli, ceiling).await?),
         };
+        let pids: Vec<u32> = servers.iter().map(|s| s.pid).collect();
+        let before = (ceiling == CeilingKind::Argon2id).then(|| server::CpuTicks::now(&pids)).flatten();
         let m = load::run(&target, &creds, &plan).await?;
+        let cpu = before.and_then(|b| server::CpuTicks::now(&pids).and_then(|a| b.shares_until(&a)));
         // This machine's hash rate drifts by 10-20% within a minute: an argon2id ceiling is
         // measured again right after its workload too, and the ratio's base is the mean of the
         // two, so that a steady drift cancels out.
@@ -853,6 +856,7 @@ async fn measure(
             measurement: m,
             peak_rss_kib: peak(servers),
             ratio,
+            cpu,
         });
     }
 

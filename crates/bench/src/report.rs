@@ -192,6 +192,11 @@ pub struct WorkloadReport {
     pub peak_rss_kib: Option<u64>,
     /// Throughput relative to the ceiling (absent without ceilings).
     pub ratio: Option<Ratio>,
+    /// Where the machine's CPU time went (warm-up included), for the workloads bound by the
+    /// argon2id ceiling:
+    /// a sign-in or sign-up can reach that ceiling's rate only when the hashing threads have
+    /// all of it. Unlike the ratio, these shares do not move with the machine's speed.
+    pub cpu: Option<crate::server::CpuShares>,
 }
 
 /// The open-loop mix: requests arriving at a fixed rate.
@@ -631,6 +636,9 @@ pub fn render_text(r: &Report) -> String {
             if !w.measurement.by_op.is_empty() {
                 let _ = writeln!(out, "  {} by operation: {}", w.key, by_op_line(&w.measurement));
             }
+            if let Some(cpu) = &w.cpu {
+                let _ = writeln!(out, "  {} CPU: {}", w.key, cpu_line(cpu));
+            }
         }
         if let Some(s) = &size.storm {
             let _ = writeln!(out, "  storm: {}", storm_line(s));
@@ -755,6 +763,9 @@ pub fn render_markdown(r: &Report, full: bool, chart_prefix: Option<&str>) -> St
             if !w.measurement.by_op.is_empty() {
                 let _ = writeln!(out, "\nThe {} by operation: {}.", w.key, by_op_line(&w.measurement));
             }
+            if let Some(cpu) = &w.cpu {
+                let _ = writeln!(out, "\nThe {} CPU: {}.", w.key, cpu_line(cpu));
+            }
         }
         if let Some(st) = &size.storm {
             let _ = writeln!(out, "\nStorm: {}.", storm_line(st));
@@ -846,4 +857,15 @@ mod tests {
         assert_eq!(rate(12.345), "12.3");
         assert_eq!(rate(12_345.6), "12,346");
     }
+}
+
+/// `hashing 90% of the machine, Latchkey's other threads 6%, the rest (load generator, kernel, database server) 4%`.
+fn cpu_line(cpu: &crate::server::CpuShares) -> String {
+    let rest = (1.0 - cpu.hashing - cpu.other).max(0.0);
+    format!(
+        "hashing threads {:.1}% of the machine's CPU time, Latchkey's other threads {:.1}%, the rest (load generator, kernel, database server, idle) {:.1}%",
+        cpu.hashing * 100.0,
+        cpu.other * 100.0,
+        rest * 100.0
+    )
 }

@@ -223,3 +223,60 @@ fn status_kib(pid: u32, field: &str) -> Option<u64> {
 pub fn reset_peak_rss(pid: u32) -> bool {
     std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok()
 }
+
+/// CPU time counters, in clock ticks (`USER_HZ`, 100 per second on Linux): the whole machine's
+/// (every state, idle included, over all cores), and of the processes in `pids`, split into
+/// their threads named `latchkey-argon2*` (the hashing pool) and the rest.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CpuTicks {
+    /// All cores, every state (`/proc/stat`, line `cpu`).
+    pub machine: u64,
+    /// Latchkey's hashing threads (user + system).
+    pub hashing: u64,
+    /// Latchkey's other threads (user + system).
+    pub other: u64,
+}
+
+impl CpuTicks {
+    /// Reads the counters now; `None` where `/proc` cannot be read (not Linux).
+    pub fn now(pids: &[u32]) -> Option<Self> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let machine = stat.lines().next()?.split_whitespace().skip(1).filter_map(|v| v.parse::<u64>().ok()).sum();
+        let mut ticks = Self { machine, ..Self::default() };
+        for pid in pids {
+            for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
+                let Ok(line) = std::fs::read_to_string(task.path().join("stat")) else { continue };
+                // `pid (comm) state ...`: comm may hold spaces, the fields after it do not.
+                let Some((head, rest)) = line.rsplit_once(')') else { continue };
+                let comm = head.split_once('(').map_or("", |(_, c)| c);
+                let fields: Vec<&str> = rest.split_whitespace().collect();
+                // utime and stime are fields 14 and 15 of the line, 12 and 13 after `)`.
+                let used: u64 = fields.get(11..13).into_iter().flatten().filter_map(|v| v.parse::<u64>().ok()).sum();
+                if comm.starts_with("latchkey-argon2") {
+                    ticks.hashing += used;
+                } else {
+                    ticks.other += used;
+                }
+            }
+        }
+        Some(ticks)
+    }
+
+    /// The shares of the machine's CPU time between `self` and a later reading `after`.
+    pub fn shares_until(&self, after: &Self) -> Option<CpuShares> {
+        let machine = after.machine.checked_sub(self.machine).filter(|&m| m > 0)? as f64;
+        Some(CpuShares {
+            hashing: after.hashing.saturating_sub(self.hashing) as f64 / machine,
+            other: after.other.saturating_sub(self.other) as f64 / machine,
+        })
+    }
+}
+
+/// Where the machine's CPU time went during a workload, as fractions of all cores' time.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct CpuShares {
+    /// Latchkey's hashing threads.
+    pub hashing: f64,
+    /// Latchkey's other threads (HTTP, database connections, background tasks).
+    pub other: f64,
+}
