@@ -830,6 +830,17 @@ pub fn render_markdown(r: &Report, full: bool, chart_prefix: Option<&str>) -> St
     out
 }
 
+/// `hashing 90% of the machine, Latchkey's other threads 6%, the rest (load generator, kernel, database server) 4%`.
+fn cpu_line(cpu: &crate::server::CpuShares) -> String {
+    let rest = (1.0 - cpu.hashing - cpu.other).max(0.0);
+    format!(
+        "hashing threads {:.1}% of the machine's CPU time, Latchkey's other threads {:.1}%, the rest (load generator, kernel, database server, idle) {:.1}%",
+        cpu.hashing * 100.0,
+        cpu.other * 100.0,
+        rest * 100.0
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -857,15 +868,4 @@ mod tests {
         assert_eq!(rate(12.345), "12.3");
         assert_eq!(rate(12_345.6), "12,346");
     }
-}
-
-/// `hashing 90% of the machine, Latchkey's other threads 6%, the rest (load generator, kernel, database server) 4%`.
-fn cpu_line(cpu: &crate::server::CpuShares) -> String {
-    let rest = (1.0 - cpu.hashing - cpu.other).max(0.0);
-    format!(
-        "hashing threads {:.1}% of the machine's CPU time, Latchkey's other threads {:.1}%, the rest (load generator, kernel, database server, idle) {:.1}%",
-        cpu.hashing * 100.0,
-        cpu.other * 100.0,
-        rest * 100.0
-    )
 }
