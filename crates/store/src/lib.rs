@@ -107,19 +107,17 @@ const CHECKPOINT_AT_MOST_EVERY: Duration = Duration::from_millis(250);
 /// writes (sign-ins, a few hundred a second) is checkpointed a few times a second rather than
 /// after nearly every commit, where each checkpoint cost two `fsync`s plus one more in the
 /// next commit (which restarts the WAL and syncs its header).
-const CHECKPOINT_FRAMES: u64 = 64;
+const CHECKPOINT_FRAMES: u32 = 64;
 
 /// The wait before the next checkpoint, after one that found `frames` frames in the WAL
 /// `elapsed` after the previous one: the time [`CHECKPOINT_FRAMES`] take at that rate, at most
 /// twice the previous `wait` (a burst after a quiet spell shortens the wait at the first
-/// checkpoint that sees it; a lull lengthens it gradually), within [`CHECKPOINT_EVERY`] and [`CHECKPOINT_AT_MOST_EVERY`].
+/// checkpoint that sees it; a lull lengthens it gradually), within [`CHECKPOINT_EVERY`] and
+/// [`CHECKPOINT_AT_MOST_EVERY`].
 fn next_checkpoint_wait(wait: Duration, elapsed: Duration, frames: u64) -> Duration {
     let paced = match frames {
         0 => CHECKPOINT_AT_MOST_EVERY,
-        n => {
-            elapsed.saturating_mul(u32::try_from(CHECKPOINT_FRAMES).unwrap_or(u32::MAX))
-                / u32::try_from(n).unwrap_or(u32::MAX)
-        }
+        n => elapsed.saturating_mul(CHECKPOINT_FRAMES) / u32::try_from(n).unwrap_or(u32::MAX),
     };
     paced.min(wait.saturating_mul(2)).clamp(CHECKPOINT_EVERY, CHECKPOINT_AT_MOST_EVERY)
 }
