@@ -41,6 +41,10 @@ pub struct HashCeiling {
     pub hashes_per_s: f64,
     /// Mean time of one hash on one thread, in ms.
     pub ms_per_hash: f64,
+    /// The share of the machine's CPU time the hashing threads had (this process's, which
+    /// does nothing else meanwhile), 0 to 1: what other processes and interrupts leave to the
+    /// ceiling. `None` where `/proc` cannot be read.
+    pub cpu_share: Option<f64>,
 }
 
 /// Hashes with Latchkey's default argon2id parameters (`HashParams::default()`) on
@@ -57,6 +61,7 @@ pub fn argon2(duration: Duration) -> anyhow::Result<HashCeiling> {
     let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let hashes = AtomicU64::new(0);
+    let cpu_before = server::CpuTicks::now(&[]);
     let started = Instant::now();
     let deadline = started + duration;
     std::thread::scope(|scope| {
@@ -87,6 +92,9 @@ pub fn argon2(duration: Duration) -> anyhow::Result<HashCeiling> {
         anyhow::Ok(())
     })?;
     let seconds = started.elapsed().as_secs_f64();
+    let cpu_share = cpu_before
+        .and_then(|b| server::CpuTicks::now(&[]).and_then(|a| b.shares_until(&a)))
+        .map(|shares| shares.load_generator);
     let hashes = hashes.load(Ordering::Relaxed);
     Ok(HashCeiling {
         memory_kib: p.memory_kib,
@@ -97,6 +105,7 @@ pub fn argon2(duration: Duration) -> anyhow::Result<HashCeiling> {
         seconds,
         hashes_per_s: hashes as f64 / seconds,
         ms_per_hash: if hashes == 0 { 0.0 } else { seconds * 1000.0 * threads as f64 / hashes as f64 },
+        cpu_share,
     })
 }
 

@@ -829,8 +829,8 @@ async fn measure(
         let base = match &ctx.ceilings {
             None => None,
             Some(c) if cli.ceilings_once => Some(match ceiling {
-                CeilingKind::Argon2id => c.argon2.hashes_per_s,
-                CeilingKind::Http => c.http.measurement.rps,
+                CeilingKind::Argon2id => (c.argon2.hashes_per_s, c.argon2.cpu_share),
+                CeilingKind::Http => (c.http.measurement.rps, None),
             }),
             Some(_) => Some(paired_ceiling(cli, ceiling).await?),
         };
@@ -842,13 +842,15 @@ async fn measure(
         // measured again right after its workload too, and the ratio's base is the mean of the
         // two, so that a steady drift cancels out.
         let base = match (base, ceiling) {
-            (Some(before), CeilingKind::Argon2id) if !cli.ceilings_once => {
-                let after = paired_ceiling(cli, ceiling).await?;
-                Some((before + after) / 2.0)
+            (Some((before, share_before)), CeilingKind::Argon2id) if !cli.ceilings_once => {
+                let (after, share_after) = paired_ceiling(cli, ceiling).await?;
+                let share = share_before.zip(share_after).map(|(b, a)| (b + a) / 2.0);
+                Some(((before + after) / 2.0, share))
             }
             (base, _) => base,
         };
-        let ratio = base.map(|base| Ratio::of(ceiling, m.rps, base));
+        let cpu = cpu.map(|c| server::CpuShares { ceiling_hashing: base.and_then(|(_, share)| share), ..c });
+        let ratio = base.map(|(base, _)| Ratio::of(ceiling, m.rps, base));
         log_measurement(&m);
         workloads.push(WorkloadReport {
             key: key.to_owned(),
@@ -894,7 +896,9 @@ async fn measure(
 /// `ceiling` measured again now, with the servers idle, for the workload about to run (or, for
 /// the argon2id ceiling, just run): its rate (argon2id hashes or bare-axum requests per
 /// second).
-async fn paired_ceiling(cli: &Cli, ceiling: CeilingKind) -> anyhow::Result<f64> {
+/// A ceiling measured now: its rate, and for argon2id the share of the machine's CPU time its
+/// threads had.
+async fn paired_ceiling(cli: &Cli, ceiling: CeilingKind) -> anyhow::Result<(f64, Option<f64>)> {
     Ok(match ceiling {
         CeilingKind::Argon2id => {
             let duration = cli.duration;
@@ -902,12 +906,12 @@ async fn paired_ceiling(cli: &Cli, ceiling: CeilingKind) -> anyhow::Result<f64> 
                 .await
                 .context("the argon2 ceiling task failed")??;
             eprintln!("    ceiling now: {:.1} argon2id hashes/s", argon2.hashes_per_s);
-            argon2.hashes_per_s
+            (argon2.hashes_per_s, argon2.cpu_share)
         }
         CeilingKind::Http => {
             let http = ceilings::http(cli.concurrency, cli.warmup, cli.duration).await?;
             eprintln!("    ceiling now: {:.0} bare axum req/s", http.measurement.rps);
-            http.measurement.rps
+            (http.measurement.rps, None)
         }
     })
 }

@@ -486,13 +486,14 @@ fn ceiling_lines(c: &Ceilings) -> [String; 2] {
     let h = &c.http.measurement;
     [
         format!(
-            "argon2id (m={} KiB, t={}, p={}) on {} threads: {} hashes/s ({} ms per hash per thread)",
+            "argon2id (m={} KiB, t={}, p={}) on {} threads: {} hashes/s ({} ms per hash per thread){}",
             a.memory_kib,
             a.iterations,
             a.parallelism,
             a.threads,
             rate(a.hashes_per_s),
-            ms(a.ms_per_hash)
+            ms(a.ms_per_hash),
+            a.cpu_share.map_or(String::new(), |s| format!(", its threads {:.1}% of the machine's CPU time", s * 100.0))
         ),
         format!(
             "bare axum GET / at concurrency {}: {} req/s (p50 {} ms, p99 {} ms, {} errors), server peak RSS {} MiB",
@@ -637,7 +638,7 @@ pub fn render_text(r: &Report) -> String {
                 let _ = writeln!(out, "  {} by operation: {}", w.key, by_op_line(&w.measurement));
             }
             if let Some(cpu) = &w.cpu {
-                let _ = writeln!(out, "  {} CPU: {}", w.key, cpu_line(cpu));
+                let _ = writeln!(out, "  {} CPU: {}", w.key, cpu_line(cpu, w.ratio.as_ref().map(|r| r.value)));
             }
         }
         if let Some(s) = &size.storm {
@@ -764,7 +765,7 @@ pub fn render_markdown(r: &Report, full: bool, chart_prefix: Option<&str>) -> St
                 let _ = writeln!(out, "\nThe {} by operation: {}.", w.key, by_op_line(&w.measurement));
             }
             if let Some(cpu) = &w.cpu {
-                let _ = writeln!(out, "\nThe {} CPU: {}.", w.key, cpu_line(cpu));
+                let _ = writeln!(out, "\nThe {} CPU: {}.", w.key, cpu_line(cpu, w.ratio.as_ref().map(|r| r.value)));
             }
         }
         if let Some(st) = &size.storm {
@@ -830,15 +831,34 @@ pub fn render_markdown(r: &Report, full: bool, chart_prefix: Option<&str>) -> St
     out
 }
 
-/// `hashing 90% of the machine, Latchkey's other threads 6%, the rest (load generator, kernel, database server) 4%`.
-fn cpu_line(cpu: &crate::server::CpuShares) -> String {
-    let rest = (1.0 - cpu.hashing - cpu.other).max(0.0);
-    format!(
-        "hashing threads {:.1}% of the machine's CPU time, Latchkey's other threads {:.1}%, the rest (load generator, kernel, database server, idle) {:.1}%",
+/// `hashing threads 91.0% of the machine's CPU time, Latchkey's other threads 5.0%, load
+/// generator 1.0%, ... (the ceiling's threads had 99.0%); hashes per hashing-thread CPU second
+/// 0.97x the ceiling's`: where the CPU went, and, with the workload's ratio to the argon2id
+/// ceiling, how much hashing each CPU second of the hashing threads did next to a CPU second
+/// of the ceiling's threads. The ratio is that efficiency times the hashing threads' share
+/// over the ceiling's.
+fn cpu_line(cpu: &crate::server::CpuShares, ratio: Option<f64>) -> String {
+    let mut line = format!(
+        "hashing threads {:.1}% of the machine's CPU time, Latchkey's other threads {:.1}%, load generator {:.1}%, database server {:.1}%, other processes {:.1}%, interrupts {:.1}%, idle {:.1}%, steal {:.1}%",
         cpu.hashing * 100.0,
         cpu.other * 100.0,
-        rest * 100.0
-    )
+        cpu.load_generator * 100.0,
+        cpu.database * 100.0,
+        cpu.other_processes * 100.0,
+        cpu.interrupts * 100.0,
+        cpu.idle * 100.0,
+        cpu.steal * 100.0,
+    );
+    if let Some(ceiling) = cpu.ceiling_hashing {
+        line.push_str(&format!(" (the ceiling's threads had {:.1}%)", ceiling * 100.0));
+    }
+    if let Some(ratio) = ratio.filter(|_| cpu.hashing > 0.0) {
+        line.push_str(&format!(
+            "; hashes per hashing-thread CPU second {:.2}x the ceiling's",
+            ratio * cpu.ceiling_hashing.unwrap_or(1.0) / cpu.hashing
+        ));
+    }
+    line
 }
 
 #[cfg(test)]

@@ -225,38 +225,84 @@ pub fn reset_peak_rss(pid: u32) -> bool {
 }
 
 /// CPU time counters, in clock ticks (`USER_HZ`, 100 per second on Linux): the whole machine's
-/// (every state, idle included, over all cores), and of the processes in `pids`, split into
-/// their threads named `latchkey-argon2*` (the hashing pool) and the rest.
+/// over all cores (`/proc/stat`), split by who used it. Latchkey's processes (`pids`) are split
+/// into their threads named `latchkey-argon2*` (the hashing pool) and the rest; the calling
+/// process is the load generator (and the SMTP sink); processes named `postgres` are the
+/// database server; every other process counts as another process. What no process was
+/// charged with is interrupts (`irq` + `softirq`), idle (`idle` + `iowait`) and time the
+/// hypervisor gave to other machines (`steal`).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CpuTicks {
-    /// All cores, every state (`/proc/stat`, line `cpu`).
+    /// All cores, every state (`user` to `steal`; `guest` is already inside `user`).
     pub machine: u64,
     /// Latchkey's hashing threads (user + system).
     pub hashing: u64,
     /// Latchkey's other threads (user + system).
     pub other: u64,
+    /// This process: the load generator and the SMTP sink (user + system).
+    pub load_generator: u64,
+    /// PostgreSQL's processes (user + system).
+    pub database: u64,
+    /// Every other process, kernel threads included (user + system).
+    pub other_processes: u64,
+    /// Interrupt handling not charged to a process (`irq` + `softirq`).
+    pub interrupts: u64,
+    /// No work to run (`idle` + `iowait`).
+    pub idle: u64,
+    /// Time the hypervisor ran something else while this machine wanted to run (`steal`).
+    pub steal: u64,
+}
+
+/// `utime + stime` and the name of a `/proc/<pid>/stat` or `/proc/<pid>/task/<tid>/stat` line.
+fn used_ticks(line: &str) -> Option<(&str, u64)> {
+    // `pid (comm) state ...`: comm may hold spaces, the fields after it do not.
+    let (head, rest) = line.rsplit_once(')')?;
+    let comm = head.split_once('(').map_or("", |(_, c)| c);
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after `)`.
+    let used = rest.split_whitespace().skip(11).take(2).filter_map(|v| v.parse::<u64>().ok()).sum();
+    Some((comm, used))
 }
 
 impl CpuTicks {
     /// Reads the counters now; `None` where `/proc` cannot be read (not Linux).
     pub fn now(pids: &[u32]) -> Option<Self> {
         let stat = std::fs::read_to_string("/proc/stat").ok()?;
-        let machine = stat.lines().next()?.split_whitespace().skip(1).filter_map(|v| v.parse::<u64>().ok()).sum();
-        let mut ticks = Self { machine, ..Self::default() };
+        let states: Vec<u64> =
+            stat.lines().next()?.split_whitespace().skip(1).filter_map(|v| v.parse::<u64>().ok()).collect();
+        let state = |i: usize| states.get(i).copied().unwrap_or(0);
+        let mut ticks = Self {
+            machine: states.iter().take(8).sum(),
+            interrupts: state(5) + state(6),
+            idle: state(3) + state(4),
+            steal: state(7),
+            ..Self::default()
+        };
         for pid in pids {
             for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
                 let Ok(line) = std::fs::read_to_string(task.path().join("stat")) else { continue };
-                // `pid (comm) state ...`: comm may hold spaces, the fields after it do not.
-                let Some((head, rest)) = line.rsplit_once(')') else { continue };
-                let comm = head.split_once('(').map_or("", |(_, c)| c);
-                let fields: Vec<&str> = rest.split_whitespace().collect();
-                // utime and stime are fields 14 and 15 of the line, 12 and 13 after `)`.
-                let used: u64 = fields.get(11..13).into_iter().flatten().filter_map(|v| v.parse::<u64>().ok()).sum();
+                let Some((comm, used)) = used_ticks(&line) else { continue };
                 if comm.starts_with("latchkey-argon2") {
                     ticks.hashing += used;
                 } else {
                     ticks.other += used;
                 }
+            }
+        }
+        let own = std::process::id();
+        for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+            if pids.contains(&pid) {
+                continue;
+            }
+            // A process may exit between the listing and the read: it is left out.
+            let Ok(line) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+            let Some((comm, used)) = used_ticks(&line) else { continue };
+            if pid == own {
+                ticks.load_generator += used;
+            } else if comm == "postgres" {
+                ticks.database += used;
+            } else {
+                ticks.other_processes += used;
             }
         }
         Some(ticks)
@@ -265,18 +311,66 @@ impl CpuTicks {
     /// The shares of the machine's CPU time between `self` and a later reading `after`.
     pub fn shares_until(&self, after: &Self) -> Option<CpuShares> {
         let machine = after.machine.checked_sub(self.machine).filter(|&m| m > 0)? as f64;
+        let share = |before: u64, after: u64| after.saturating_sub(before) as f64 / machine;
         Some(CpuShares {
-            hashing: after.hashing.saturating_sub(self.hashing) as f64 / machine,
-            other: after.other.saturating_sub(self.other) as f64 / machine,
+            hashing: share(self.hashing, after.hashing),
+            other: share(self.other, after.other),
+            load_generator: share(self.load_generator, after.load_generator),
+            database: share(self.database, after.database),
+            other_processes: share(self.other_processes, after.other_processes),
+            interrupts: share(self.interrupts, after.interrupts),
+            idle: share(self.idle, after.idle),
+            steal: share(self.steal, after.steal),
+            ceiling_hashing: None,
         })
     }
 }
 
-/// Where the machine's CPU time went during a workload, as fractions of all cores' time.
+/// Where the machine's CPU time went during a workload, as fractions of all cores' time (see
+/// [`CpuTicks`] for what each counts). They add up to about 1: the counters are read one
+/// after another, and a process that exited during the workload is missing.
 #[derive(Debug, Clone, Copy, serde::Serialize)]
 pub struct CpuShares {
     /// Latchkey's hashing threads.
     pub hashing: f64,
     /// Latchkey's other threads (HTTP, database connections, background tasks).
     pub other: f64,
+    /// The load generator and SMTP sink (this process).
+    pub load_generator: f64,
+    /// PostgreSQL's processes.
+    pub database: f64,
+    /// Every other process on the machine, kernel threads included.
+    pub other_processes: f64,
+    /// Interrupts not charged to a process.
+    pub interrupts: f64,
+    /// Idle.
+    pub idle: f64,
+    /// Stolen by the hypervisor.
+    pub steal: f64,
+    /// The share the argon2id ceiling's own threads had, measured around the workload (the
+    /// mean of before and after): the ceiling too shares the machine with other processes.
+    pub ceiling_hashing: Option<f64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_lines_give_their_name_and_cpu_ticks() {
+        let line = "4242 (tokio (rt) worker) S 1 4242 4242 0 -1 4194560 100 0 0 0 27 15 0 0 20 0 9 0 100 1000 10";
+        assert_eq!(used_ticks(line), Some(("tokio (rt) worker", 42)));
+        assert_eq!(used_ticks("no parenthesis"), None);
+    }
+
+    #[test]
+    fn shares_divide_each_counter_by_the_machine() {
+        let before = CpuTicks { machine: 1000, hashing: 100, idle: 50, ..CpuTicks::default() };
+        let after = CpuTicks { machine: 1200, hashing: 280, idle: 60, load_generator: 4, ..CpuTicks::default() };
+        let shares = before.shares_until(&after).expect("time passed");
+        assert!((shares.hashing - 0.9).abs() < 1e-9);
+        assert!((shares.idle - 0.05).abs() < 1e-9);
+        assert!((shares.load_generator - 0.02).abs() < 1e-9);
+        assert!(before.shares_until(&before).is_none());
+    }
 }
