@@ -2,6 +2,7 @@
 //! through `LATCHKEY_*` environment variables, waiting for `GET /readyz`, and reading its peak
 //! resident set size from `/proc`.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -231,26 +232,38 @@ pub fn reset_peak_rss(pid: u32) -> bool {
 /// database server; every other process counts as another process. What no process was
 /// charged with is interrupts (`irq` + `softirq`), idle (`idle` + `iowait`) and time the
 /// hypervisor gave to other machines (`steal`).
-#[derive(Debug, Clone, Copy, Default)]
+///
+/// Processes are kept one by one, so that [`CpuTicks::shares_until`] counts what each used in
+/// between: one that exited in between is missing rather than taken off the others, and one
+/// that started in between counts whole.
+#[derive(Debug, Clone, Default)]
 pub struct CpuTicks {
     /// All cores, every state (`user` to `steal`; `guest` is already inside `user`).
     pub machine: u64,
     /// Latchkey's hashing threads (user + system).
     pub hashing: u64,
-    /// Latchkey's other threads (user + system).
+    /// Latchkey's other threads (user + system), exited ones included: each process's total
+    /// less its hashing threads.
     pub other: u64,
-    /// This process: the load generator and the SMTP sink (user + system).
-    pub load_generator: u64,
-    /// PostgreSQL's processes (user + system).
-    pub database: u64,
-    /// Every other process, kernel threads included (user + system).
-    pub other_processes: u64,
+    /// Every process but Latchkey's: whose it is, and its user + system ticks.
+    pub processes: HashMap<u32, (Owner, u64)>,
     /// Interrupt handling not charged to a process (`irq` + `softirq`).
     pub interrupts: u64,
     /// No work to run (`idle` + `iowait`).
     pub idle: u64,
     /// Time the hypervisor ran something else while this machine wanted to run (`steal`).
     pub steal: u64,
+}
+
+/// Whose a process other than Latchkey's is, in [`CpuTicks`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner {
+    /// This process: the load generator and the SMTP sink.
+    LoadGenerator,
+    /// PostgreSQL (processes named `postgres`).
+    Database,
+    /// Anything else, kernel threads included.
+    Other,
 }
 
 /// `utime + stime` and the name of a `/proc/<pid>/stat` or `/proc/<pid>/task/<tid>/stat` line.
@@ -278,15 +291,19 @@ impl CpuTicks {
             ..Self::default()
         };
         for pid in pids {
+            // The hashing threads live as long as the process; other threads come and go
+            // (tokio's blocking pool), and the process's own line keeps the ticks of those gone.
+            let total = used_ticks(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)?.1;
+            let mut hashing = 0;
             for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
                 let Ok(line) = std::fs::read_to_string(task.path().join("stat")) else { continue };
-                let Some((comm, used)) = used_ticks(&line) else { continue };
-                if comm.starts_with("latchkey-argon2") {
-                    ticks.hashing += used;
-                } else {
-                    ticks.other += used;
+                match used_ticks(&line) {
+                    Some((comm, used)) if comm.starts_with("latchkey-argon2") => hashing += used,
+                    _ => {}
                 }
             }
+            ticks.hashing += hashing;
+            ticks.other += total.saturating_sub(hashing);
         }
         let own = std::process::id();
         for entry in std::fs::read_dir("/proc").ok()?.flatten() {
@@ -297,13 +314,14 @@ impl CpuTicks {
             // A process may exit between the listing and the read: it is left out.
             let Ok(line) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
             let Some((comm, used)) = used_ticks(&line) else { continue };
-            if pid == own {
-                ticks.load_generator += used;
+            let owner = if pid == own {
+                Owner::LoadGenerator
             } else if comm == "postgres" {
-                ticks.database += used;
+                Owner::Database
             } else {
-                ticks.other_processes += used;
-            }
+                Owner::Other
+            };
+            ticks.processes.insert(pid, (owner, used));
         }
         Some(ticks)
     }
@@ -312,12 +330,24 @@ impl CpuTicks {
     pub fn shares_until(&self, after: &Self) -> Option<CpuShares> {
         let machine = after.machine.checked_sub(self.machine).filter(|&m| m > 0)? as f64;
         let share = |before: u64, after: u64| after.saturating_sub(before) as f64 / machine;
+        let used_by = |owner: Owner| -> u64 {
+            after
+                .processes
+                .iter()
+                .filter(|(_, (o, _))| *o == owner)
+                .map(|(pid, (_, used))| {
+                    // A pid seen before under another owner is a new process: it counts whole.
+                    let before = self.processes.get(pid).filter(|(o, _)| *o == owner).map_or(0, |(_, u)| *u);
+                    used.saturating_sub(before)
+                })
+                .sum()
+        };
         Some(CpuShares {
             hashing: share(self.hashing, after.hashing),
             other: share(self.other, after.other),
-            load_generator: share(self.load_generator, after.load_generator),
-            database: share(self.database, after.database),
-            other_processes: share(self.other_processes, after.other_processes),
+            load_generator: share(0, used_by(Owner::LoadGenerator)),
+            database: share(0, used_by(Owner::Database)),
+            other_processes: share(0, used_by(Owner::Other)),
             interrupts: share(self.interrupts, after.interrupts),
             idle: share(self.idle, after.idle),
             steal: share(self.steal, after.steal),
@@ -366,11 +396,35 @@ mod tests {
     #[test]
     fn shares_divide_each_counter_by_the_machine() {
         let before = CpuTicks { machine: 1000, hashing: 100, idle: 50, ..CpuTicks::default() };
-        let after = CpuTicks { machine: 1200, hashing: 280, idle: 60, load_generator: 4, ..CpuTicks::default() };
+        let after = CpuTicks {
+            machine: 1200,
+            hashing: 280,
+            idle: 60,
+            processes: HashMap::from([(7, (Owner::LoadGenerator, 4))]),
+            ..CpuTicks::default()
+        };
         let shares = before.shares_until(&after).expect("time passed");
         assert!((shares.hashing - 0.9).abs() < 1e-9);
         assert!((shares.idle - 0.05).abs() < 1e-9);
         assert!((shares.load_generator - 0.02).abs() < 1e-9);
         assert!(before.shares_until(&before).is_none());
+    }
+
+    #[test]
+    fn processes_that_come_and_go_count_only_their_own_time() {
+        let before = CpuTicks {
+            machine: 1000,
+            processes: HashMap::from([(1, (Owner::Other, 500)), (2, (Owner::Other, 10)), (3, (Owner::Database, 40))]),
+            ..CpuTicks::default()
+        };
+        // 1 exited; 2 used 20 more; 3 ended and its pid went to a new process that used 6.
+        let after = CpuTicks {
+            machine: 1200,
+            processes: HashMap::from([(2, (Owner::Other, 30)), (3, (Owner::Other, 6))]),
+            ..CpuTicks::default()
+        };
+        let shares = before.shares_until(&after).expect("time passed");
+        assert!((shares.other_processes - 0.13).abs() < 1e-9);
+        assert!(shares.database.abs() < 1e-9);
     }
 }
