@@ -638,7 +638,12 @@ pub fn render_text(r: &Report) -> String {
                 let _ = writeln!(out, "  {} by operation: {}", w.key, by_op_line(&w.measurement));
             }
             if let Some(cpu) = &w.cpu {
-                let _ = writeln!(out, "  {} CPU: {}", w.key, cpu_line(cpu, w.ratio.as_ref().map(|r| r.value)));
+                let _ = writeln!(
+                    out,
+                    "  {} CPU: {}",
+                    w.key,
+                    cpu_line(cpu, w.ratio.as_ref().map(|r| r.value), w.measurement.rps)
+                );
             }
         }
         if let Some(s) = &size.storm {
@@ -765,7 +770,12 @@ pub fn render_markdown(r: &Report, full: bool, chart_prefix: Option<&str>) -> St
                 let _ = writeln!(out, "\nThe {} by operation: {}.", w.key, by_op_line(&w.measurement));
             }
             if let Some(cpu) = &w.cpu {
-                let _ = writeln!(out, "\nThe {} CPU: {}.", w.key, cpu_line(cpu, w.ratio.as_ref().map(|r| r.value)));
+                let _ = writeln!(
+                    out,
+                    "\nThe {} CPU: {}.",
+                    w.key,
+                    cpu_line(cpu, w.ratio.as_ref().map(|r| r.value), w.measurement.rps)
+                );
             }
         }
         if let Some(st) = &size.storm {
@@ -831,15 +841,29 @@ pub fn render_markdown(r: &Report, full: bool, chart_prefix: Option<&str>) -> St
     out
 }
 
-/// `hashing threads 91.0% of the machine's CPU time, Latchkey's other threads 5.0%, load
-/// generator 1.0%, ... (the ceiling's threads had 99.0%); hashes per hashing-thread CPU second
-/// 0.97x the ceiling's`: where the CPU went, and, with the workload's ratio to the argon2id
-/// ceiling, how much hashing each CPU second of the hashing threads did next to a CPU second
-/// of the ceiling's threads. The ratio is that efficiency times the hashing threads' share
-/// over the ceiling's.
-fn cpu_line(cpu: &crate::server::CpuShares, ratio: Option<f64>) -> String {
+/// `hashing threads 91.0% of the machine's CPU time, Latchkey's other threads 5.0% (1,000 µs
+/// of CPU and 20.0 context switches per request; the hashing threads preempted 10.0 times per
+/// request), load generator 1.0%, ... (the ceiling's threads had 99.0%); hashes per
+/// hashing-thread CPU second 0.97x the ceiling's`: where the CPU went, what Latchkey's
+/// non-hashing threads spent per request at `rps` requests per second (CPU microseconds, which
+/// compare across runs whatever the machine's speed of the day, and context switches), and,
+/// with the workload's ratio to the argon2id ceiling, how much hashing each CPU second of the
+/// hashing threads did next to a CPU second of the ceiling's threads. The ratio is that
+/// efficiency times the hashing threads' share over the ceiling's.
+fn cpu_line(cpu: &crate::server::CpuShares, ratio: Option<f64>, rps: f64) -> String {
+    let per_request = if rps > 0.0 && cpu.seconds > 0.0 {
+        let requests = rps * cpu.seconds;
+        format!(
+            " ({} µs of CPU and {:.1} context switches per request; the hashing threads preempted {:.1} times per request)",
+            thousands((cpu.other * cpu.cores as f64 / rps * 1e6).round() as u64),
+            cpu.other_switches as f64 / requests,
+            cpu.hashing_preemptions as f64 / requests,
+        )
+    } else {
+        String::new()
+    };
     let mut line = format!(
-        "hashing threads {:.1}% of the machine's CPU time, Latchkey's other threads {:.1}%, load generator {:.1}%, database server {:.1}%, other processes {:.1}%, interrupts {:.1}%, idle {:.1}%, steal {:.1}%",
+        "hashing threads {:.1}% of the machine's CPU time, Latchkey's other threads {:.1}%{per_request}, load generator {:.1}%, database server {:.1}%, other processes {:.1}%, interrupts {:.1}%, idle {:.1}%, steal {:.1}%",
         cpu.hashing * 100.0,
         cpu.other * 100.0,
         cpu.load_generator * 100.0,
@@ -879,6 +903,37 @@ mod tests {
             shell_words(args.iter().map(|s| (*s).to_owned())),
             "--users 10000,100000 --server-env LATCHKEY_LOG=warn,sqlx=info 'it'\\''s'"
         );
+    }
+
+    #[test]
+    fn the_cpu_line_gives_the_cost_of_each_request() {
+        let cpu = crate::server::CpuShares {
+            cores: 2,
+            seconds: 10.0,
+            other_switches: 20_000,
+            hashing_preemptions: 10_000,
+            hashing: 0.9,
+            other: 0.05,
+            load_generator: 0.01,
+            database: 0.0,
+            other_processes: 0.01,
+            interrupts: 0.01,
+            idle: 0.02,
+            steal: 0.0,
+            ceiling_hashing: Some(0.99),
+        };
+        // 100 requests/s for 10 s: 0.05 of 2 cores is 1 ms of CPU per request.
+        let line = cpu_line(&cpu, Some(0.9), 100.0);
+        assert!(
+            line.starts_with(
+                "hashing threads 90.0% of the machine's CPU time, Latchkey's other threads 5.0% (1,000 µs of CPU \
+                 and 20.0 context switches per request; the hashing threads preempted 10.0 times per request), \
+                 load generator 1.0%"
+            ),
+            "{line}"
+        );
+        assert!(line.ends_with("hashes per hashing-thread CPU second 0.99x the ceiling's"), "{line}");
+        assert!(!cpu_line(&cpu, None, 0.0).contains("per request"));
     }
 
     #[test]

@@ -235,9 +235,14 @@ pub fn reset_peak_rss(pid: u32) -> bool {
 ///
 /// Processes are kept one by one, so that [`CpuTicks::shares_until`] counts what each used in
 /// between: one that exited in between is missing rather than taken off the others, and one
-/// that started in between counts whole.
+/// that started in between counts whole. Latchkey's threads' context switches are kept the
+/// same way, thread by thread.
 #[derive(Debug, Clone, Default)]
 pub struct CpuTicks {
+    /// When the counters were read (`None` only in hand-made readings).
+    pub at: Option<Instant>,
+    /// Cores: the `cpuN` lines of `/proc/stat`.
+    pub cores: usize,
     /// All cores, every state (`user` to `steal`; `guest` is already inside `user`).
     pub machine: u64,
     /// Latchkey's hashing threads (user + system).
@@ -247,6 +252,9 @@ pub struct CpuTicks {
     pub other: u64,
     /// Every process but Latchkey's: whose it is, and its user + system ticks.
     pub processes: HashMap<u32, (Owner, u64)>,
+    /// Latchkey's threads by thread id: their context switches so far
+    /// (`/proc/<pid>/task/<tid>/status`).
+    pub switches: HashMap<u32, Switches>,
     /// Interrupt handling not charged to a process (`irq` + `softirq`).
     pub interrupts: u64,
     /// No work to run (`idle` + `iowait`).
@@ -264,6 +272,29 @@ pub enum Owner {
     Database,
     /// Anything else, kernel threads included.
     Other,
+}
+
+/// A thread's context switches so far, from its `status` file.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Switches {
+    /// Whether it is a hashing thread (named `latchkey-argon2*`).
+    pub hashing: bool,
+    /// Times it gave up its core to wait (`voluntary_ctxt_switches`).
+    pub voluntary: u64,
+    /// Times the scheduler took its core from it (`nonvoluntary_ctxt_switches`).
+    pub preempted: u64,
+}
+
+/// The `voluntary_ctxt_switches` and `nonvoluntary_ctxt_switches` of a `status` file.
+fn switches_of(status: &str) -> (u64, u64) {
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim_start_matches(':').trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    (field("voluntary_ctxt_switches"), field("nonvoluntary_ctxt_switches"))
 }
 
 /// `utime + stime` and the name of a `/proc/<pid>/stat` or `/proc/<pid>/task/<tid>/stat` line.
@@ -284,6 +315,8 @@ impl CpuTicks {
             stat.lines().next()?.split_whitespace().skip(1).filter_map(|v| v.parse::<u64>().ok()).collect();
         let state = |i: usize| states.get(i).copied().unwrap_or(0);
         let mut ticks = Self {
+            at: Some(Instant::now()),
+            cores: stat.lines().filter(|l| l.starts_with("cpu") && !l.starts_with("cpu ")).count(),
             machine: states.iter().take(8).sum(),
             interrupts: state(5) + state(6),
             idle: state(3) + state(4),
@@ -297,9 +330,16 @@ impl CpuTicks {
             let mut hashing = 0;
             for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
                 let Ok(line) = std::fs::read_to_string(task.path().join("stat")) else { continue };
-                match used_ticks(&line) {
-                    Some((comm, used)) if comm.starts_with("latchkey-argon2") => hashing += used,
-                    _ => {}
+                let Some((comm, used)) = used_ticks(&line) else { continue };
+                let is_hashing = comm.starts_with("latchkey-argon2");
+                if is_hashing {
+                    hashing += used;
+                }
+                let tid = task.file_name().to_str().and_then(|n| n.parse::<u32>().ok());
+                let status = std::fs::read_to_string(task.path().join("status"));
+                if let (Some(tid), Ok(status)) = (tid, status) {
+                    let (voluntary, preempted) = switches_of(&status);
+                    ticks.switches.insert(tid, Switches { hashing: is_hashing, voluntary, preempted });
                 }
             }
             ticks.hashing += hashing;
@@ -342,7 +382,19 @@ impl CpuTicks {
                 })
                 .sum()
         };
+        // Switches of the threads alive at `after`; one that started in between counts whole.
+        let switched = |hashing: bool| -> (u64, u64) {
+            after.switches.iter().filter(|(_, s)| s.hashing == hashing).fold((0, 0), |(v, p), (tid, s)| {
+                let before = self.switches.get(tid).filter(|b| b.hashing == hashing).copied().unwrap_or_default();
+                (v + s.voluntary.saturating_sub(before.voluntary), p + s.preempted.saturating_sub(before.preempted))
+            })
+        };
+        let (other_voluntary, other_preempted) = switched(false);
         Some(CpuShares {
+            cores: after.cores,
+            seconds: self.at.zip(after.at).map_or(0.0, |(b, a)| a.duration_since(b).as_secs_f64()),
+            other_switches: other_voluntary + other_preempted,
+            hashing_preemptions: switched(true).1,
             hashing: share(self.hashing, after.hashing),
             other: share(self.other, after.other),
             load_generator: share(0, used_by(Owner::LoadGenerator)),
@@ -361,6 +413,15 @@ impl CpuTicks {
 /// after another, and a process that exited during the workload is missing.
 #[derive(Debug, Clone, Copy, serde::Serialize)]
 pub struct CpuShares {
+    /// Cores of the machine.
+    pub cores: usize,
+    /// Seconds between the two readings.
+    pub seconds: f64,
+    /// Context switches of Latchkey's non-hashing threads in between (voluntary and
+    /// preempted; a thread that exited in between is missing, so this is a lower bound).
+    pub other_switches: u64,
+    /// Times Latchkey's hashing threads were preempted in between.
+    pub hashing_preemptions: u64,
     /// Latchkey's hashing threads.
     pub hashing: f64,
     /// Latchkey's other threads (HTTP, database connections, background tasks).
@@ -408,6 +469,35 @@ mod tests {
         assert!((shares.idle - 0.05).abs() < 1e-9);
         assert!((shares.load_generator - 0.02).abs() < 1e-9);
         assert!(before.shares_until(&before).is_none());
+    }
+
+    #[test]
+    fn status_files_give_both_kinds_of_switches() {
+        let status = "Name:\tlatchkey-argon2\nState:\tR (running)\nvoluntary_ctxt_switches:\t12\nnonvoluntary_ctxt_switches:\t345\n";
+        assert_eq!(switches_of(status), (12, 345));
+        assert_eq!(switches_of("Name:\tgone\n"), (0, 0));
+    }
+
+    #[test]
+    fn switches_count_each_live_thread_since_the_first_reading() {
+        let at = Instant::now();
+        let thread = |hashing, voluntary, preempted| Switches { hashing, voluntary, preempted };
+        let before = CpuTicks {
+            at: Some(at),
+            machine: 1000,
+            switches: HashMap::from([(1, thread(true, 0, 100)), (2, thread(false, 50, 5)), (3, thread(false, 9, 9))]),
+            ..CpuTicks::default()
+        };
+        // 1 was preempted 40 more times; 2 switched 20 + 1 more; 3 exited; 4 started.
+        let after = CpuTicks {
+            at: Some(at + Duration::from_secs(2)),
+            machine: 1200,
+            switches: HashMap::from([(1, thread(true, 0, 140)), (2, thread(false, 70, 6)), (4, thread(false, 7, 0))]),
+            ..CpuTicks::default()
+        };
+        let shares = before.shares_until(&after).expect("time passed");
+        assert_eq!((shares.other_switches, shares.hashing_preemptions), (28, 40));
+        assert!((shares.seconds - 2.0).abs() < 1e-9);
     }
 
     #[test]
