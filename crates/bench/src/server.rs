@@ -297,6 +297,22 @@ fn switches_of(status: &str) -> (u64, u64) {
     (field("voluntary_ctxt_switches"), field("nonvoluntary_ctxt_switches"))
 }
 
+/// How much `count` grew between two readings keyed by pid or tid, summed over the entries of
+/// `after` that `kind` accepts. An entry missing from `before`, or there of another kind (a
+/// reused id), is new and counts whole; one missing from `after` (exited) is left out.
+fn grown_since<T>(
+    before: &HashMap<u32, T>,
+    after: &HashMap<u32, T>,
+    kind: impl Fn(&T) -> bool,
+    count: impl Fn(&T) -> u64,
+) -> u64 {
+    after
+        .iter()
+        .filter(|(_, a)| kind(a))
+        .map(|(id, a)| count(a).saturating_sub(before.get(id).filter(|b| kind(b)).map_or(0, &count)))
+        .sum()
+}
+
 /// `utime + stime` and the name of a `/proc/<pid>/stat` or `/proc/<pid>/task/<tid>/stat` line.
 fn used_ticks(line: &str) -> Option<(&str, u64)> {
     // `pid (comm) state ...`: comm may hold spaces, the fields after it do not.
@@ -371,30 +387,16 @@ impl CpuTicks {
         let machine = after.machine.checked_sub(self.machine).filter(|&m| m > 0)? as f64;
         let share = |before: u64, after: u64| after.saturating_sub(before) as f64 / machine;
         let used_by = |owner: Owner| -> u64 {
-            after
-                .processes
-                .iter()
-                .filter(|(_, (o, _))| *o == owner)
-                .map(|(pid, (_, used))| {
-                    // A pid seen before under another owner is a new process: it counts whole.
-                    let before = self.processes.get(pid).filter(|(o, _)| *o == owner).map_or(0, |(_, u)| *u);
-                    used.saturating_sub(before)
-                })
-                .sum()
+            grown_since(&self.processes, &after.processes, |(o, _)| *o == owner, |(_, used)| *used)
         };
-        // Switches of the threads alive at `after`; one that started in between counts whole.
-        let switched = |hashing: bool| -> (u64, u64) {
-            after.switches.iter().filter(|(_, s)| s.hashing == hashing).fold((0, 0), |(v, p), (tid, s)| {
-                let before = self.switches.get(tid).filter(|b| b.hashing == hashing).copied().unwrap_or_default();
-                (v + s.voluntary.saturating_sub(before.voluntary), p + s.preempted.saturating_sub(before.preempted))
-            })
+        let switched = |hashing: bool, count: fn(&Switches) -> u64| -> u64 {
+            grown_since(&self.switches, &after.switches, |s| s.hashing == hashing, count)
         };
-        let (other_voluntary, other_preempted) = switched(false);
         Some(CpuShares {
             cores: after.cores,
             seconds: self.at.zip(after.at).map_or(0.0, |(b, a)| a.duration_since(b).as_secs_f64()),
-            other_switches: other_voluntary + other_preempted,
-            hashing_preemptions: switched(true).1,
+            other_switches: switched(false, |s| s.voluntary) + switched(false, |s| s.preempted),
+            hashing_preemptions: switched(true, |s| s.preempted),
             hashing: share(self.hashing, after.hashing),
             other: share(self.other, after.other),
             load_generator: share(0, used_by(Owner::LoadGenerator)),
