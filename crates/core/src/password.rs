@@ -49,6 +49,47 @@ impl Default for HashParams {
     }
 }
 
+impl HashParams {
+    /// The least memory per hash, in KiB, that [`HashParams::check_strength`] accepts: 7 MiB,
+    /// the smallest of the OWASP Password Storage Cheat Sheet's argon2id configurations.
+    pub const MIN_MEMORY_KIB: u32 = 7_168;
+
+    /// The least memory × passes, in KiB, that [`HashParams::check_strength`] accepts: that of
+    /// OWASP's weakest listed configuration (m = 7168 KiB, t = 5). Its five configurations
+    /// (46 MiB × 1, 19 MiB × 2, 12 MiB × 3, 9 MiB × 4, 7 MiB × 5 passes, one lane) all reach it
+    /// and are, in its words, an equal level of defense traded between CPU and memory.
+    pub const MIN_WORK_KIB: u64 = 35_840;
+
+    /// Checks that these parameters are at least as strong as one of the OWASP Password
+    /// Storage Cheat Sheet's argon2id configurations (section "Argon2id"): memory at least
+    /// [`HashParams::MIN_MEMORY_KIB`] and memory × passes at least
+    /// [`HashParams::MIN_WORK_KIB`], and within the bounds stored hashes are verified within
+    /// (`MAX_ARGON2_MEMORY_KIB`, `MAX_ARGON2_ITERATIONS`, `MAX_ARGON2_PARALLELISM`).
+    ///
+    /// # Errors
+    /// What is wrong, as one line for an operator, e.g. `7168 KiB needs at least 5 passes
+    /// (memory × passes at least 35840 KiB, OWASP's minimum)`.
+    pub fn check_strength(&self) -> std::result::Result<(), String> {
+        let Self { memory_kib: m, iterations: t, parallelism: p } = *self;
+        if m > MAX_ARGON2_MEMORY_KIB || t > MAX_ARGON2_ITERATIONS || p > MAX_ARGON2_PARALLELISM || t == 0 || p == 0 {
+            return Err(format!(
+                "m={m} KiB, t={t}, p={p} is outside 1 to {MAX_ARGON2_MEMORY_KIB} KiB, 1 to {MAX_ARGON2_ITERATIONS} passes, 1 to {MAX_ARGON2_PARALLELISM} lanes"
+            ));
+        }
+        if m < Self::MIN_MEMORY_KIB {
+            return Err(format!("{m} KiB is less than {} KiB, OWASP's minimum for argon2id", Self::MIN_MEMORY_KIB));
+        }
+        if u64::from(m) * u64::from(t) < Self::MIN_WORK_KIB {
+            let passes = Self::MIN_WORK_KIB.div_ceil(u64::from(m));
+            return Err(format!(
+                "{m} KiB needs at least {passes} passes (memory × passes at least {} KiB, OWASP's minimum)",
+                Self::MIN_WORK_KIB
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// The outcome of checking a password against a stored hash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Verification {
@@ -350,6 +391,31 @@ mod tests {
 
     fn cheap() -> HashParams {
         HashParams { memory_kib: 64, iterations: 1, parallelism: 1 }
+    }
+
+    #[test]
+    fn owasp_configurations_are_strong_enough_and_weaker_ones_are_not() {
+        for (memory_kib, iterations) in [(47_104, 1), (19_456, 2), (12_288, 3), (9_216, 4), (7_168, 5), (65_536, 3)] {
+            let params = HashParams { memory_kib, iterations, parallelism: 1 };
+            assert_eq!(params.check_strength(), Ok(()), "{params:?}");
+        }
+        assert_eq!(HashParams::default().check_strength(), Ok(()));
+        let too_few_passes = HashParams { memory_kib: 7_168, iterations: 4, parallelism: 1 };
+        let e = too_few_passes.check_strength().expect_err("7 MiB × 4");
+        assert!(e.contains("at least 5 passes"), "{e}");
+        let e =
+            HashParams { memory_kib: 30_720, iterations: 1, parallelism: 1 }.check_strength().expect_err("30 MiB × 1");
+        assert!(e.contains("at least 2 passes"), "{e}");
+        let e = HashParams { memory_kib: 6_144, iterations: 16, parallelism: 1 }.check_strength().expect_err("6 MiB");
+        assert!(e.contains("less than 7168 KiB"), "{e}");
+        for beyond in [
+            HashParams { memory_kib: MAX_ARGON2_MEMORY_KIB + 1, iterations: 1, parallelism: 1 },
+            HashParams { memory_kib: 19_456, iterations: MAX_ARGON2_ITERATIONS + 1, parallelism: 1 },
+            HashParams { memory_kib: 19_456, iterations: 0, parallelism: 1 },
+        ] {
+            let e = beyond.check_strength().expect_err("beyond the verifiable bounds");
+            assert!(e.contains("outside"), "{e}");
+        }
     }
 
     #[tokio::test]

@@ -233,6 +233,7 @@ fn core_settings(config: &Config, issuer: String) -> Settings {
             capacity: config.session_cache_size,
         },
         hash_queue: config.hash_queue,
+        hash_params: config.hash_params(),
         require_email_verification: config.require_email_verification,
         password_policy: PasswordPolicy { min_length: config.password_min_length, ..PasswordPolicy::default() },
         signing_algorithm: config.jwt_alg,

@@ -23,6 +23,7 @@ use std::time::Duration;
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::value::{Dict, Map, Tag, Value};
 use figment::{Figment, Metadata, Profile, Provider};
+use latchkey_core::password::{HashParams, MAX_ARGON2_ITERATIONS, MAX_ARGON2_MEMORY_KIB};
 use latchkey_core::token::SigningAlgorithm;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -159,6 +160,18 @@ pub const KEYS: &[Key] = &[
         help: "Password hashes that may wait for a hashing thread; beyond that, requests get 503 (1-100000)",
         when_unset: "",
         render: |c| Some(c.hash_queue.to_string()),
+    },
+    Key {
+        env: "LATCHKEY_ARGON2_MEMORY_KIB",
+        help: "Memory of each new password hash in KiB (argon2id m; 7168-1048576; with LATCHKEY_ARGON2_ITERATIONS at least an OWASP configuration)",
+        when_unset: "",
+        render: |c| Some(c.argon2_memory_kib.to_string()),
+    },
+    Key {
+        env: "LATCHKEY_ARGON2_ITERATIONS",
+        help: "Passes over that memory (argon2id t; 1-16); stored hashes are redone at each user's next sign-in",
+        when_unset: "",
+        render: |c| Some(c.argon2_iterations.to_string()),
     },
     Key {
         env: "LATCHKEY_REGION",
@@ -522,6 +535,16 @@ pub struct Config {
     /// 100000); when full, requests get 503 with `Retry-After`.
     #[serde(deserialize_with = "hash_queue")]
     pub hash_queue: usize,
+    /// `LATCHKEY_ARGON2_MEMORY_KIB`: argon2id memory cost `m` of new password hashes, in KiB,
+    /// 7168 to 1048576; default 19456 (19 MiB). With `argon2_iterations` it must reach one of
+    /// OWASP's configurations ([`HashParams::check_strength`]).
+    #[serde(deserialize_with = "argon2_memory_kib")]
+    pub argon2_memory_kib: u32,
+    /// `LATCHKEY_ARGON2_ITERATIONS`: argon2id time cost `t` (passes over memory), 1 to 16;
+    /// default 2. A hash stored with other parameters is replaced at its user's next
+    /// successful password sign-in.
+    #[serde(deserialize_with = "argon2_iterations")]
+    pub argon2_iterations: u32,
     /// `LATCHKEY_REGION`: the region in Cognito pool ids and identity ids (`local-1`).
     #[serde(deserialize_with = "region")]
     pub region: String,
@@ -597,6 +620,8 @@ impl Default for Config {
             session_cache_ttl: Duration::from_secs(1),
             session_cache_size: 10_000,
             hash_queue: 256,
+            argon2_memory_kib: HashParams::default().memory_kib,
+            argon2_iterations: HashParams::default().iterations,
             region: "local-1".into(),
             user_pool_id: None,
             srp: true,
@@ -660,6 +685,14 @@ fn session_cache_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D
 
 fn hash_queue<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
     de::number_in_range(d, 1, 100_000)
+}
+
+fn argon2_memory_kib<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    de::number_in_range(d, HashParams::MIN_MEMORY_KIB, MAX_ARGON2_MEMORY_KIB)
+}
+
+fn argon2_iterations<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    de::number_in_range(d, 1, MAX_ARGON2_ITERATIONS)
 }
 
 fn region<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
@@ -915,6 +948,10 @@ impl Config {
             error
         };
         let mut config: Config = figment.extract().map_err(error)?;
+        config.hash_params().check_strength().map_err(|message| ConfigError {
+            key: "LATCHKEY_ARGON2_ITERATIONS".into(),
+            message: format!("with LATCHKEY_ARGON2_MEMORY_KIB={}: {message}", config.argon2_memory_kib),
+        })?;
         let values: Dict = figment.extract().map_err(error)?;
         config.surface_settings.values = values
             .into_iter()
@@ -957,6 +994,12 @@ impl Config {
     /// `bound` is the address actually listened on.
     pub fn public_url(&self, bound: SocketAddr) -> String {
         self.public_url.clone().unwrap_or_else(|| format!("http://{bound}"))
+    }
+
+    /// The argon2id parameters of new password hashes: `LATCHKEY_ARGON2_MEMORY_KIB` and
+    /// `LATCHKEY_ARGON2_ITERATIONS`, one lane.
+    pub fn hash_params(&self) -> HashParams {
+        HashParams { memory_kib: self.argon2_memory_kib, iterations: self.argon2_iterations, parallelism: 1 }
     }
 
     /// The Cognito user pool id: `LATCHKEY_USER_POOL_ID`, else `<LATCHKEY_REGION>_latchkey`.
@@ -1349,6 +1392,27 @@ mod tests {
     }
 
     #[test]
+    fn argon2_parameters_default_to_owasp_first_and_refuse_weaker_pairs() {
+        let (c, _) = Config::from_map(&map(&[])).expect("default");
+        assert_eq!(c.hash_params(), HashParams { memory_kib: 19_456, iterations: 2, parallelism: 1 });
+        let (c, _) =
+            Config::from_map(&map(&[("argon2_memory_kib", "7168"), ("argon2_iterations", "5")])).expect("OWASP");
+        assert_eq!(c.hash_params(), HashParams { memory_kib: 7_168, iterations: 5, parallelism: 1 });
+        let (c, _) =
+            Config::from_map(&map(&[("argon2_memory_kib", "65536"), ("argon2_iterations", "3")])).expect("more");
+        assert_eq!(c.hash_params().memory_kib, 65_536);
+        let e = Config::from_map(&map(&[("argon2_memory_kib", "7168")])).expect_err("7 MiB × 2 passes");
+        assert_eq!(
+            e.to_string(),
+            "invalid configuration: LATCHKEY_ARGON2_ITERATIONS: with LATCHKEY_ARGON2_MEMORY_KIB=7168: 7168 KiB needs \
+             at least 5 passes (memory × passes at least 35840 KiB, OWASP's minimum)"
+        );
+        let e = Config::from_map(&map(&[("argon2_memory_kib", "1024")])).expect_err("1 MiB");
+        assert_eq!(e.key, "LATCHKEY_ARGON2_MEMORY_KIB", "{e}");
+        assert!(e.to_string().contains("from 7168 to 1048576"), "{e}");
+    }
+
+    #[test]
     fn allowed_origins_are_exact_origins_normalised_as_browsers_send_them() {
         let (c, _) = Config::from_map(&map(&[(
             "allowed_origins",
@@ -1410,6 +1474,11 @@ mod tests {
             ("audit_retention", "90", "LATCHKEY_AUDIT_RETENTION"),
             ("audit_retention", "forever", "LATCHKEY_AUDIT_RETENTION"),
             ("hash_queue", "0", "LATCHKEY_HASH_QUEUE"),
+            ("argon2_memory_kib", "4096", "LATCHKEY_ARGON2_MEMORY_KIB"),
+            ("argon2_memory_kib", "2000000", "LATCHKEY_ARGON2_MEMORY_KIB"),
+            ("argon2_iterations", "0", "LATCHKEY_ARGON2_ITERATIONS"),
+            ("argon2_iterations", "17", "LATCHKEY_ARGON2_ITERATIONS"),
+            ("argon2_iterations", "1", "LATCHKEY_ARGON2_ITERATIONS"),
             ("metrics_allow", "10.0.0.0/33", "LATCHKEY_METRICS_ALLOW"),
             ("allowed_origins", "https://app.example.com/", "LATCHKEY_ALLOWED_ORIGINS"),
             ("allowed_origins", "https://app.example.com/path", "LATCHKEY_ALLOWED_ORIGINS"),

@@ -1,6 +1,6 @@
 //! Users brought from other services: their stored hashes, made by the original ecosystems'
 //! libraries, sign in on the `v1` and `users` surfaces and are replaced by argon2id at the
-//! first successful sign-in.
+//! first successful sign-in; so are argon2id hashes of parameters the server no longer uses.
 
 use std::process::Output;
 
@@ -63,6 +63,46 @@ async fn imported_hashes_sign_in_on_v1_and_users_and_are_upgraded_once(backend: 
         let upgraded = app.stored_password_hash(&email).await.expect("a hash");
         assert!(upgraded.starts_with("$argon2id$"), "{what}: {upgraded}");
     }
+    app.stop().await;
+}
+
+/// An operator who changes `LATCHKEY_ARGON2_MEMORY_KIB` / `LATCHKEY_ARGON2_ITERATIONS` keeps
+/// every password: a hash of the old parameters still verifies, and is redone with the new
+/// ones at its user's next successful sign-in (one instance after another on one database, as
+/// in a rolling change).
+async fn argon2_parameters_can_change_and_stored_hashes_follow_at_the_next_sign_in(backend: Backend) {
+    const DEFAULT: &str = "$argon2id$v=19$m=19456,t=2,p=1$";
+    const OWASP_7_MIB: &str = "$argon2id$v=19$m=7168,t=5,p=1$";
+    let app = TestApp::spawn(backend).await;
+    app.v1_verified_user("kept@example.com").await;
+    let before = app.stored_password_hash("kept@example.com").await.expect("a hash");
+    assert!(before.starts_with(DEFAULT), "{before}");
+
+    let changed = app
+        .another_instance_with(|c| {
+            c.argon2_memory_kib = 7_168;
+            c.argon2_iterations = 5;
+        })
+        .await;
+    let wrong = changed.v1_sign_in("kept@example.com", "not the password").await;
+    assert_eq!(wrong.status, 401, "{}", wrong.body);
+    assert_eq!(changed.stored_password_hash("kept@example.com").await.as_deref(), Some(before.as_str()));
+    let signed_in = changed.v1_sign_in("kept@example.com", PASSWORD).await;
+    assert_eq!(signed_in.status, 200, "{}", signed_in.body);
+    let redone = changed.stored_password_hash("kept@example.com").await.expect("a hash");
+    assert!(redone.starts_with(OWASP_7_MIB), "{redone}");
+    changed.v1_verified_user("new@example.com").await;
+    let new = changed.stored_password_hash("new@example.com").await.expect("a hash");
+    assert!(new.starts_with(OWASP_7_MIB), "{new}");
+
+    // Back on the first instance's parameters, both sign in and are redone again.
+    for email in ["kept@example.com", "new@example.com"] {
+        let signed_in = app.signin(email, PASSWORD).await;
+        assert_eq!(signed_in.status, 200, "{email}: {}", signed_in.body);
+        let hash = app.stored_password_hash(email).await.expect("a hash");
+        assert!(hash.starts_with(DEFAULT), "{email}: {hash}");
+    }
+    changed.stop().await;
     app.stop().await;
 }
 
@@ -507,6 +547,7 @@ on_both_backends!(
     users_without_a_hash_are_told_to_reset_only_where_the_wire_contract_says_so,
     batches_import_like_rows_one_by_one,
     imported_hashes_sign_in_on_v1_and_users_and_are_upgraded_once,
+    argon2_parameters_can_change_and_stored_hashes_follow_at_the_next_sign_in,
     a_stored_hash_of_absurd_cost_is_a_wrong_password,
     import_reports_bad_rows_keeps_existing_accounts_and_is_idempotent,
     export_then_import_into_an_empty_database_keeps_every_password,
