@@ -47,15 +47,14 @@ pub struct HashCeiling {
     pub cpu_share: Option<f64>,
 }
 
-/// Hashes with Latchkey's default argon2id parameters (`HashParams::default()`) on
-/// `std::thread::available_parallelism()` threads for `duration`. Each thread reuses one
-/// memory buffer for all its hashes, as Latchkey's hashing threads do, so the figure is pure
-/// hashing work. Blocks the calling thread.
+/// Hashes with the argon2id parameters `p` (the server's: `HashParams::default()` unless the
+/// run sets others) on `std::thread::available_parallelism()` threads for `duration`. Each
+/// thread reuses one memory buffer for all its hashes, as Latchkey's hashing threads do, so
+/// the figure is pure hashing work. Blocks the calling thread.
 ///
 /// # Errors
 /// When the parameters are rejected or a hash fails.
-pub fn argon2(duration: Duration) -> anyhow::Result<HashCeiling> {
-    let p = HashParams::default();
+pub fn argon2(duration: Duration, p: HashParams) -> anyhow::Result<HashCeiling> {
     let params = Params::new(p.memory_kib, p.iterations, p.parallelism, Some(32))
         .map_err(|e| anyhow::anyhow!("argon2 parameters: {e}"))?;
     let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);

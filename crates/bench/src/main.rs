@@ -37,6 +37,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
+use latchkey_core::password::HashParams;
 
 use crate::load::{Op, OpenPlan, Plan, Pools, Target};
 use crate::report::{
@@ -157,6 +158,15 @@ struct Cli {
     #[arg(long = "server-env", value_name = "KEY=VALUE")]
     server_env: Vec<String>,
 
+    /// argon2id memory in KiB of every hash the run makes or meets: the server's (passed as
+    /// LATCHKEY_ARGON2_MEMORY_KIB), the seeded users' and the argon2id ceiling's.
+    #[arg(long, default_value_t = HashParams::default().memory_kib)]
+    argon2_memory_kib: u32,
+
+    /// argon2id passes of those hashes (the server's LATCHKEY_ARGON2_ITERATIONS).
+    #[arg(long, default_value_t = HashParams::default().iterations)]
+    argon2_iterations: u32,
+
     /// Skip measuring the ceilings (no ratios in the report).
     #[arg(long)]
     skip_ceilings: bool,
@@ -179,6 +189,14 @@ struct Cli {
     /// Write a complete BENCHMARKS.md (machine, command, ceilings, tables, how to read) here.
     #[arg(long, value_name = "PATH")]
     write_benchmarks_md: Option<PathBuf>,
+}
+
+impl Cli {
+    /// The argon2id parameters of the run (`--argon2-memory-kib`, `--argon2-iterations`, one
+    /// lane, as Latchkey hashes).
+    fn hash_params(&self) -> HashParams {
+        HashParams { memory_kib: self.argon2_memory_kib, iterations: self.argon2_iterations, parallelism: 1 }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -446,7 +464,8 @@ async fn run_migration(
         imports.push(run);
     }
     eprintln!("==> argon2id ceiling");
-    let ceiling = tokio::task::spawn_blocking(|| ceilings::argon2(Duration::from_secs(5))).await??;
+    let ceiling =
+        tokio::task::spawn_blocking(|| ceilings::argon2(Duration::from_secs(5), HashParams::default())).await??;
     println!("argon2id ceiling: {:.1} hashes/s on {} threads", ceiling.hashes_per_s, ceiling.threads);
     eprintln!("==> first sign-ins of imported users, per foreign format (SQLite)");
     let foreign = migration::foreign_sign_ins(&binary, users, concurrency, duration, None).await?;
@@ -496,14 +515,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             "warning: latchkey-bench is a debug build; its client overhead distorts every number (use --release)"
         );
     }
-    let extra_env = cli
+    let hash_params = cli.hash_params();
+    hash_params.check_strength().map_err(|e| anyhow::anyhow!("--argon2-memory-kib, --argon2-iterations: {e}"))?;
+    let mut extra_env = cli
         .server_env
         .iter()
         .map(|kv| match kv.split_once('=') {
+            Some((k, _)) if k.starts_with("LATCHKEY_ARGON2_") => {
+                bail!("--server-env {kv:?}: use --argon2-memory-kib and --argon2-iterations, which the ceiling and the seeding follow too")
+            }
             Some((k, v)) if k.starts_with("LATCHKEY_") => Ok((k.to_owned(), v.to_owned())),
             _ => bail!("--server-env {kv:?}: expected LATCHKEY_KEY=VALUE"),
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
+    // Only when they differ from the defaults, so that a server built before these keys
+    // existed still runs the default benchmark.
+    if hash_params != HashParams::default() {
+        extra_env.push(("LATCHKEY_ARGON2_MEMORY_KIB".into(), hash_params.memory_kib.to_string()));
+        extra_env.push(("LATCHKEY_ARGON2_ITERATIONS".into(), hash_params.iterations.to_string()));
+    }
     let binary = if cli.url.is_empty() { Some(server::find_binary(cli.latchkey_bin.as_deref())?) } else { None };
     if let Some(b) = &binary {
         eprintln!("latchkey binary: {}", b.display());
@@ -514,7 +544,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     } else {
         eprintln!("==> ceiling: argon2id hashes/s for {} s", cli.duration.as_secs_f64());
         let duration = cli.duration;
-        let argon2 = tokio::task::spawn_blocking(move || ceilings::argon2(duration))
+        let argon2 = tokio::task::spawn_blocking(move || ceilings::argon2(duration, hash_params))
             .await
             .context("the argon2 ceiling task failed")??;
         eprintln!("    {:.1} hashes/s on {} threads", argon2.hashes_per_s, argon2.threads);
@@ -541,7 +571,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .clone()
             .unwrap_or_else(|| format!("latchkey-bench-secret-{}", uuid::Uuid::new_v4().simple())),
         sink: SmtpSink::start().await?,
-        password_hash: seed::password_hash().await?,
+        password_hash: seed::password_hash(hash_params).await?,
         ceilings,
         sweep_ceilings,
     };
@@ -895,14 +925,12 @@ async fn measure(
 
 /// `ceiling` measured again now, with the servers idle, for the workload about to run (or, for
 /// the argon2id ceiling, just run): its rate (argon2id hashes or bare-axum requests per
-/// second).
-/// A ceiling measured now: its rate, and for argon2id the share of the machine's CPU time its
-/// threads had.
+/// second), and for argon2id the share of the machine's CPU time its threads had.
 async fn paired_ceiling(cli: &Cli, ceiling: CeilingKind) -> anyhow::Result<(f64, Option<f64>)> {
     Ok(match ceiling {
         CeilingKind::Argon2id => {
-            let duration = cli.duration;
-            let argon2 = tokio::task::spawn_blocking(move || ceilings::argon2(duration))
+            let (duration, params) = (cli.duration, cli.hash_params());
+            let argon2 = tokio::task::spawn_blocking(move || ceilings::argon2(duration, params))
                 .await
                 .context("the argon2 ceiling task failed")??;
             eprintln!("    ceiling now: {:.1} argon2id hashes/s", argon2.hashes_per_s);

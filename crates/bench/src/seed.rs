@@ -147,13 +147,14 @@ pub struct SeedStats {
     pub seconds: f64,
 }
 
-/// One argon2id PHC string of [`PASSWORD`], made by Latchkey's own hasher with its default
-/// parameters, exactly as sign-up would store it.
+/// One argon2id PHC string of [`PASSWORD`], made by Latchkey's own hasher with the parameters
+/// `params` (the server's), exactly as sign-up would store it: a seeded user's sign-in then
+/// verifies it without re-hashing.
 ///
 /// # Errors
 /// When hashing fails.
-pub async fn password_hash() -> anyhow::Result<String> {
-    let hasher = PasswordHasher::new(HashParams::default(), 1, 1024).context("building Latchkey's password hasher")?;
+pub async fn password_hash(params: HashParams) -> anyhow::Result<String> {
+    let hasher = PasswordHasher::new(params, 1, 1024).context("building Latchkey's password hasher")?;
     let password = PasswordPolicy::default().parse(PASSWORD).map_err(|e| anyhow::anyhow!("bench password: {e}"))?;
     hasher.hash(&password).await.context("hashing the bench password")
 }

@@ -106,7 +106,7 @@ async fn measure(
     url: &str,
     count: usize,
 ) -> anyhow::Result<SocketsReport> {
-    let hash = seed::password_hash().await?;
+    let hash = seed::password_hash(latchkey_core::password::HashParams::default()).await?;
     seed::seed(url, 1, &hash).await?;
     let email = seed::email(1);
     let signed_in: serde_json::Value = client
