@@ -60,6 +60,14 @@ impl HashParams {
     /// and are, in its words, an equal level of defense traded between CPU and memory.
     pub const MIN_WORK_KIB: u64 = 35_840;
 
+    /// Whether no parameter exceeds the bounds stored hashes are verified within
+    /// (`MAX_ARGON2_MEMORY_KIB`, `MAX_ARGON2_ITERATIONS`, `MAX_ARGON2_PARALLELISM`).
+    fn within_verifiable_bounds(&self) -> bool {
+        self.memory_kib <= MAX_ARGON2_MEMORY_KIB
+            && self.iterations <= MAX_ARGON2_ITERATIONS
+            && self.parallelism <= MAX_ARGON2_PARALLELISM
+    }
+
     /// Checks that these parameters are at least as strong as one of the OWASP Password
     /// Storage Cheat Sheet's argon2id configurations (section "Argon2id"): memory at least
     /// [`HashParams::MIN_MEMORY_KIB`] and memory × passes at least
@@ -71,7 +79,7 @@ impl HashParams {
     /// (memory × passes at least 35840 KiB, OWASP's minimum)`.
     pub fn check_strength(&self) -> std::result::Result<(), String> {
         let Self { memory_kib: m, iterations: t, parallelism: p } = *self;
-        if m > MAX_ARGON2_MEMORY_KIB || t > MAX_ARGON2_ITERATIONS || p > MAX_ARGON2_PARALLELISM || t == 0 || p == 0 {
+        if !self.within_verifiable_bounds() || t == 0 || p == 0 {
             return Err(format!(
                 "m={m} KiB, t={t}, p={p} is outside 1 to {MAX_ARGON2_MEMORY_KIB} KiB, 1 to {MAX_ARGON2_ITERATIONS} passes, 1 to {MAX_ARGON2_PARALLELISM} lanes"
             ));
@@ -248,10 +256,7 @@ impl PasswordHasher {
     /// [`Error::Internal`] when the parameters are out of argon2's range or beyond the bounds
     /// stored hashes are verified within (`MAX_ARGON2_*`), or a thread cannot be started.
     pub fn new(params: HashParams, concurrency: usize, queue: usize) -> Result<Self> {
-        if params.memory_kib > MAX_ARGON2_MEMORY_KIB
-            || params.iterations > MAX_ARGON2_ITERATIONS
-            || params.parallelism > MAX_ARGON2_PARALLELISM
-        {
+        if !params.within_verifiable_bounds() {
             return Err(Error::internal(format!("argon2 parameters beyond the verifiable bounds: {params:?}")));
         }
         let argon2_params = Params::new(params.memory_kib, params.iterations, params.parallelism, Some(OUTPUT_LEN))
